@@ -1,0 +1,155 @@
+//! Verified restore: streams a snapshot back out of the repository and
+//! proves every byte before reporting success.
+//!
+//! Each object is checked three times: its stored bytes against the
+//! manifest's BLAKE3 (so tampering is named before decryption is tried), its
+//! decryption (age's MAC), and its plaintext against its keyed-BLAKE3 id.
+//! The whole stream is then checked against the manifest's stream hash.
+//!
+//! Architecture invariant: restore only ever holds a `ReadBackend`; it
+//! cannot write to or delete from the repository.
+
+mod output;
+mod pipeline;
+
+use lockbox_vault::envelope::EnvelopeError;
+use lockbox_vault::keys::Identities;
+use lockbox_vault::manifest::ManifestError;
+use lockbox_vault::repository::{self, RepoError, SnapshotRef};
+use lockbox_vault::storage::{ReadBackend, StorageError};
+
+pub use output::FileTarget;
+pub use pipeline::RestoreProgress;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("snapshot {snapshot}: chunk #{index} ({key}) is missing from the repository")]
+    ChunkMissing {
+        snapshot: String,
+        index: usize,
+        key: String,
+    },
+    #[error("snapshot {snapshot}: chunk #{index} ({key}) is corrupt: {reason}")]
+    ChunkCorrupt {
+        snapshot: String,
+        index: usize,
+        key: String,
+        reason: String,
+    },
+    #[error("snapshot {snapshot}: chunk #{index} ({key}): the identity matches none of its recipients")]
+    WrongIdentity {
+        snapshot: String,
+        index: usize,
+        key: String,
+    },
+    #[error("snapshot {snapshot}: reading chunk #{index}: {source}")]
+    Storage {
+        snapshot: String,
+        index: usize,
+        #[source]
+        source: StorageError,
+    },
+    #[error("snapshot {snapshot}: the restored stream does not match the snapshot's stream hash")]
+    StreamMismatch { snapshot: String },
+    #[error("{path} already exists; choose another --output or pass --force to replace it after verification")]
+    OutputExists { path: String },
+    #[error("writing the restored data to {path}: {reason}")]
+    Output { path: String, reason: String },
+}
+
+impl RestoreError {
+    /// True when the repository's data failed verification (as opposed to
+    /// an operational failure such as a network error or a full disk).
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(
+            self,
+            RestoreError::ChunkMissing { .. }
+                | RestoreError::ChunkCorrupt { .. }
+                | RestoreError::StreamMismatch { .. }
+                | RestoreError::Manifest(ManifestError::NameMismatch { .. })
+                | RestoreError::Manifest(ManifestError::Malformed { .. })
+        )
+    }
+
+    /// True when the identity cannot decrypt this repository or snapshot.
+    pub fn is_wrong_identity(&self) -> bool {
+        matches!(
+            self,
+            RestoreError::WrongIdentity { .. }
+                | RestoreError::Repo(RepoError::Unseal(EnvelopeError::NoMatchingIdentity))
+                | RestoreError::Manifest(ManifestError::Unseal {
+                    source: EnvelopeError::NoMatchingIdentity,
+                    ..
+                })
+        )
+    }
+}
+
+/// What a verified restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub source: String,
+    pub bytes: u64,
+    pub chunks: usize,
+    pub seconds: f64,
+}
+
+/// Options that tune the restore pipeline.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Objects fetched and verified in parallel.
+    pub workers: usize,
+    /// Chunks that may be fetched ahead of the one being written.
+    pub read_ahead: usize,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            workers: cpus.max(2),
+            read_ahead: cpus.max(2) * 2,
+        }
+    }
+}
+
+/// Restores `snap` into `out`, verifying everything. The caller must treat
+/// bytes written to `out` as unverified until this returns `Ok`.
+pub fn restore_to_writer(
+    backend: &dyn ReadBackend,
+    identities: &Identities,
+    snap: &SnapshotRef,
+    out: &mut dyn std::io::Write,
+    opts: &RestoreOptions,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreReport, RestoreError> {
+    let config = repository::load_config(backend)?;
+    let id_key = config.unseal_id_key(identities)?;
+    let manifest = repository::read_manifest(backend, &id_key, snap)?;
+    let sealed = manifest.unseal(identities, &snap.key)?;
+    pipeline::run(
+        backend, identities, &id_key, snap, &manifest, &sealed, out, opts, progress,
+    )
+}
+
+/// Restores `snap` into a file: written beside the target, verified, then
+/// renamed into place. On any failure nothing is left at `target`.
+pub fn restore_to_file(
+    backend: &dyn ReadBackend,
+    identities: &Identities,
+    snap: &SnapshotRef,
+    target: &std::path::Path,
+    force: bool,
+    opts: &RestoreOptions,
+    progress: &dyn RestoreProgress,
+) -> Result<RestoreReport, RestoreError> {
+    let mut file = FileTarget::create(target, force)?;
+    let report = restore_to_writer(backend, identities, snap, file.writer(), opts, progress)?;
+    file.commit()?;
+    Ok(report)
+}

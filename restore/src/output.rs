@@ -1,0 +1,72 @@
+//! Restore targets that never expose unverified bytes at the path the user
+//! named: data goes to a temporary file in the same directory, which is
+//! fsynced and renamed over the target only after verification.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::RestoreError;
+
+pub struct FileTarget {
+    target: PathBuf,
+    force: bool,
+    temp: Option<BufWriter<tempfile::NamedTempFile>>,
+}
+
+impl FileTarget {
+    pub fn create(target: &Path, force: bool) -> Result<Self, RestoreError> {
+        let shown = target.display().to_string();
+        if target.exists() && !force {
+            return Err(RestoreError::OutputExists { path: shown });
+        }
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".lockbox-restore-")
+            .tempfile_in(dir)
+            .map_err(|e| RestoreError::Output {
+                path: shown,
+                reason: format!("creating a temporary file in {}: {e}", dir.display()),
+            })?;
+        Ok(Self {
+            target: target.to_path_buf(),
+            force,
+            temp: Some(BufWriter::with_capacity(1 << 20, temp)),
+        })
+    }
+
+    pub fn writer(&mut self) -> &mut dyn Write {
+        self.temp.as_mut().expect("not committed")
+    }
+
+    /// Publishes the verified file at the target path.
+    pub fn commit(mut self) -> Result<(), RestoreError> {
+        let err = |reason: String| RestoreError::Output {
+            path: self.target.display().to_string(),
+            reason,
+        };
+        let temp = self
+            .temp
+            .take()
+            .expect("not committed")
+            .into_inner()
+            .map_err(|e| err(e.error().to_string()))?;
+        temp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
+        let persisted = if self.force {
+            temp.persist(&self.target).map_err(|e| e.error)
+        } else {
+            temp.persist_noclobber(&self.target).map_err(|e| e.error)
+        };
+        let file: File = persisted.map_err(|e| err(e.to_string()))?;
+        drop(file);
+        if let Some(dir) = self.target.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use lockbox_vault::config::Config;
+
+use super::BackupHost;
+
+pub fn rebuild(config: &Config) -> Result<ExitCode> {
+    let mut host = BackupHost::open(config)?;
+    let report = host
+        .catalog
+        .rebuild(host.repo.backend.as_ref(), &host.repo.id_key)?;
+    eprintln!(
+        "catalog {} rebuilt from {}: {} snapshots",
+        host.catalog.path(),
+        host.repo.backend.location(),
+        report.added
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,151 @@
+//! One module per subcommand; shared setup lives here.
+
+mod backup;
+mod catalog;
+mod init;
+mod keygen;
+mod quickstart;
+mod restore;
+mod snapshots;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use lockbox_vault::backup::BackupOptions;
+use lockbox_vault::catalog::Catalog;
+use lockbox_vault::config::{Config, ConfigError};
+use lockbox_vault::keys::{self, KeyError};
+use lockbox_vault::repository::{self, RepoError, WriteRepo};
+use lockbox_vault::{state, storage};
+
+use crate::cli::{CatalogCommand, Cli, Command};
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_INTEGRITY: u8 = 3;
+pub const EXIT_IDENTITY: u8 = 4;
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let config_path = cli.config.clone();
+    match cli.command {
+        Command::Keygen(a) => keygen::run(a),
+        Command::Init(a) => init::run(&load_config(config_path)?, a),
+        Command::Backup(a) => backup::run(&load_config(config_path)?, a),
+        Command::Snapshots(a) => snapshots::run(&load_config(config_path)?, a),
+        Command::Restore(a) => restore::run(&load_config(config_path)?, a),
+        Command::Catalog {
+            command: CatalogCommand::Rebuild,
+        } => catalog::rebuild(&load_config(config_path)?),
+        Command::Quickstart(a) => quickstart::run(a),
+    }
+}
+
+/// Chooses the exit code for an error by what went wrong.
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return EXIT_USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<lockbox_restore::RestoreError>() {
+            if e.is_wrong_identity() {
+                return EXIT_IDENTITY;
+            }
+            if e.is_integrity_failure() {
+                return EXIT_INTEGRITY;
+            }
+        }
+        if let Some(RepoError::Unseal(_)) = cause.downcast_ref::<RepoError>() {
+            return EXIT_IDENTITY;
+        }
+        if let Some(RepoError::Manifest(_)) = cause.downcast_ref::<RepoError>() {
+            return EXIT_INTEGRITY;
+        }
+        if let Some(KeyError::NoIdentity { .. } | KeyError::IdentityFile { .. }) =
+            cause.downcast_ref::<KeyError>()
+        {
+            return EXIT_USAGE;
+        }
+    }
+    EXIT_FAILURE
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config> {
+    let Some(path) = path else {
+        bail!(ConfigError::Read {
+            path: "(none)".into(),
+            reason: "no config file given: pass --config PATH or set LOCKBOX_CONFIG \
+                     (see examples/lockbox.toml), or try `lockbox quickstart`"
+                .into(),
+        });
+    };
+    Ok(Config::load(&path)?)
+}
+
+/// Everything a backup-host command needs: repository with ID key, catalog.
+pub struct BackupHost {
+    pub repo: WriteRepo,
+    pub catalog: Catalog,
+}
+
+impl BackupHost {
+    pub fn open(config: &Config) -> Result<Self> {
+        state::ensure_private_dir(&config.state_dir)
+            .with_context(|| format!("state directory {}", config.state_dir.display()))?;
+        let backend = storage::open_write(&config.repository.url)?;
+        let repo_config = repository::load_config(backend.as_ref())?;
+        let key_path = config.id_key_path();
+        if !key_path.exists() {
+            bail!(
+                "this host has no ID key for repository {} ({} is missing): run `lockbox init` \
+                 with --identity once to join, or copy id.key from another backup host",
+                repo_config.id,
+                key_path.display()
+            );
+        }
+        let id_key = keys::read_id_key(&key_path, &repo_config.id)?;
+        let repo = WriteRepo::open(backend, id_key)?;
+        let catalog = Catalog::open(&config.catalog_path(), &repo.config.id)?;
+        Ok(Self { repo, catalog })
+    }
+}
+
+pub fn backup_options(config: &Config) -> BackupOptions {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    BackupOptions {
+        lock_days: config.repository.lock_days,
+        lock_slack_days: config.repository.lock_slack_days,
+        workers: config.repository.workers.unwrap_or(cpus),
+        max_in_flight: config.repository.max_in_flight,
+    }
+}
+
+/// A read-only view of the repository, for restore hosts.
+pub fn open_read(config: &Config) -> Result<Arc<dyn storage::ReadBackend>> {
+    Ok(storage::open_read(&config.repository.url)?)
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    Ok(std::path::absolute(path)?)
+}

@@ -1,0 +1,539 @@
+//! The backup pipeline: read → chunk → hash/compress/encrypt → store, with
+//! bounded queues between stages so memory does not grow with dump size.
+//!
+//! Threads: one chunker (also computes the whole-stream hash), `workers`
+//! sealers (chunk id, dedup decision, zstd + age), `max_in_flight`
+//! uploaders, and the calling thread collecting results in order.
+//!
+//! Ordering rules (invariant 3): every chunk is durable and locked until at
+//! least the snapshot's retain-until before the manifest is put; the
+//! manifest is the last object written, so a backup that fails or is killed
+//! at any point leaves no visible snapshot — only chunks a later backup reuses.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+
+use crate::catalog::{Catalog, CatalogError, KnownChunk, RunOutcome};
+use crate::chunker::Chunker;
+use crate::envelope::{EnvelopeError, Sealer};
+use crate::format::{self, MANIFEST_TAG, MANIFEST_VERSION, MAX_OBJECT_BYTES};
+use crate::ids::ObjectId;
+use crate::manifest::{ChunkRef, Manifest, SealedPart};
+use crate::repository::{self, RepoError, WriteRepo};
+use crate::source::{DumpStream, SourceError};
+use crate::storage::{PutOutcome, StorageError};
+
+/// Chunks recorded in the catalog per flush during a long backup, so a
+/// killed run's chunks are reused by the next one without a round trip.
+const RECORD_BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("reading the dump of source {source_name}: {reason}")]
+    Read { source_name: String, reason: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("sealing a chunk: {0}")]
+    Envelope(#[from] EnvelopeError),
+    /// A stage stopped because another one failed; never returned to callers
+    /// (the first real error is).
+    #[doc(hidden)]
+    #[error("backup pipeline stopped")]
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub lock_days: u32,
+    pub lock_slack_days: u32,
+    pub workers: usize,
+    pub max_in_flight: usize,
+}
+
+/// Progress callbacks; the CLI draws bars, the daemon logs.
+pub trait Progress: Sync {
+    fn read(&self, _bytes: u64) {}
+    fn chunk(&self, _new: bool, _stored_bytes: u64) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    pub source: String,
+    pub snapshot: String,
+    pub short_id: String,
+    pub key: String,
+    pub input_bytes: u64,
+    pub stored_bytes: u64,
+    pub added_bytes: u64,
+    pub chunks: usize,
+    pub new_chunks: usize,
+    pub reused_chunks: usize,
+    pub retain_until: String,
+    pub seconds: f64,
+}
+
+enum Decision {
+    /// Cached as durable and locked long enough: reference it as is.
+    Known(KnownChunk),
+    /// Cached, but its lock ends too early: extend before referencing.
+    Extend(KnownChunk),
+    /// Another chunk of this run with the same id is being handled.
+    Claimed,
+    New,
+}
+
+struct Done {
+    seq: usize,
+    id: ObjectId,
+    len: u64,
+    /// `None` when another entry of this run resolves the same id.
+    info: Option<KnownChunk>,
+    /// Stored bytes this entry newly wrote.
+    added: u64,
+    /// The catalog must learn (or update) this chunk after the next flush.
+    record: bool,
+}
+
+struct Upload {
+    seq: usize,
+    id: ObjectId,
+    len: u64,
+    sealed: Vec<u8>,
+}
+
+struct Shared<'a> {
+    repo: &'a WriteRepo,
+    catalog: Mutex<&'a mut Catalog>,
+    claims: Mutex<std::collections::HashSet<ObjectId>>,
+    need: i64,
+    lock_target: OffsetDateTime,
+    abort: AtomicBool,
+    error: Mutex<Option<BackupError>>,
+    progress: &'a dyn Progress,
+}
+
+impl Shared<'_> {
+    fn fail(&self, e: BackupError) {
+        self.abort.store(true, Ordering::SeqCst);
+        let mut slot = self.error.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
+    fn decide(&self, id: &ObjectId) -> Result<Decision, BackupError> {
+        if !self.claims.lock().unwrap().insert(*id) {
+            return Ok(Decision::Claimed);
+        }
+        let known = self.catalog.lock().unwrap().chunk(id)?;
+        Ok(match known {
+            Some(k) if k.retain_until >= self.need => Decision::Known(k),
+            Some(k) => Decision::Extend(k),
+            None => Decision::New,
+        })
+    }
+
+    /// Handles a key that already holds an object we know nothing certain
+    /// about (e.g. left by a killed backup): learn its size and stored hash,
+    /// and make sure it is locked long enough.
+    fn adopt_existing(&self, id: &ObjectId) -> Result<KnownChunk, BackupError> {
+        let key = format::chunk_key(id);
+        let backend = &self.repo.backend;
+        backend.extend_retention(&key, self.lock_target)?;
+        let bytes = backend.get(&key, MAX_OBJECT_BYTES)?;
+        Ok(KnownChunk {
+            stored_len: bytes.len() as u64,
+            stored_hash: ObjectId::of_stored(&bytes),
+            retain_until: self.lock_target.unix_timestamp(),
+        })
+    }
+}
+
+/// Runs one backup of `stream` and records the run in the catalog.
+pub fn run(
+    repo: &WriteRepo,
+    catalog: &mut Catalog,
+    stream: DumpStream,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupSummary, BackupError> {
+    let source = stream.source_name.clone();
+    let run_id = catalog.begin_run(&source)?;
+    let result = backup(repo, catalog, stream, opts, progress);
+    let (outcome, snap, input, added, err) = match &result {
+        Ok(s) => (
+            RunOutcome::Success,
+            ObjectId::from_hex(&s.snapshot).ok(),
+            s.input_bytes,
+            s.added_bytes,
+            None,
+        ),
+        Err(e) => (RunOutcome::Failed, None, 0, 0, Some(e.to_string())),
+    };
+    if let Err(e) = catalog.finish_run(run_id, outcome, snap.as_ref(), input, added, err.as_deref()) {
+        tracing::warn!(error = %e, "could not record the run in the catalog");
+    }
+    result
+}
+
+fn backup(
+    repo: &WriteRepo,
+    catalog: &mut Catalog,
+    mut stream: DumpStream,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupSummary, BackupError> {
+    let clock = Instant::now();
+    let started_at = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is valid");
+    let retain_until = started_at + Duration::days(i64::from(opts.lock_days));
+    let lock_target = retain_until + Duration::days(i64::from(opts.lock_slack_days));
+    let source = stream.source_name.clone();
+    let backend = &repo.backend;
+
+    // The chain link comes from the repository, not the catalog: another
+    // host may have written this source since we last looked.
+    let previous = repository::list_snapshots(backend.as_ref(), Some(&source))?
+        .last()
+        .map(|s| s.id);
+
+    // The config object must outlive every snapshot that needs it.
+    let config_lock: Option<i64> = catalog.meta("retain:config")?.and_then(|v| v.parse().ok());
+    if config_lock.is_none_or(|t| t < retain_until.unix_timestamp()) {
+        backend.extend_retention(format::CONFIG_KEY, lock_target)?;
+        catalog.set_meta("retain:config", &lock_target.unix_timestamp().to_string())?;
+    }
+
+    let reader = stream.take_reader();
+    let shared = Shared {
+        repo,
+        catalog: Mutex::new(catalog),
+        claims: Mutex::new(Default::default()),
+        need: retain_until.unix_timestamp(),
+        lock_target,
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+        progress,
+    };
+
+    let mut order: Vec<Option<(ObjectId, u64)>> = Vec::new();
+    let mut infos: HashMap<ObjectId, KnownChunk> = HashMap::new();
+    let mut added_bytes = 0u64;
+    let mut new_chunks = 0usize;
+    let mut stream_hash = None;
+    let mut input_bytes = 0u64;
+
+    std::thread::scope(|scope| {
+        let (job_tx, job_rx) = bounded::<(usize, Vec<u8>)>(opts.workers);
+        let (up_tx, up_rx) = bounded::<Upload>(opts.max_in_flight);
+        let (done_tx, done_rx) = unbounded::<Done>();
+
+        let chunker = scope.spawn(|| chunk_stream(&shared, &source, reader, job_tx));
+        for _ in 0..opts.workers {
+            let (rx, up, done) = (job_rx.clone(), up_tx.clone(), done_tx.clone());
+            let shared = &shared;
+            scope.spawn(move || seal_worker(shared, rx, up, done));
+        }
+        for _ in 0..opts.max_in_flight {
+            let (rx, done) = (up_rx.clone(), done_tx.clone());
+            let shared = &shared;
+            scope.spawn(move || upload_worker(shared, rx, done));
+        }
+        drop((job_rx, up_tx, up_rx, done_tx));
+
+        let mut to_record: Vec<(ObjectId, KnownChunk)> = Vec::new();
+        for d in done_rx.iter() {
+            if order.len() <= d.seq {
+                order.resize(d.seq + 1, None);
+            }
+            order[d.seq] = Some((d.id, d.len));
+            added_bytes += d.added;
+            if d.added > 0 {
+                new_chunks += 1;
+            }
+            if let Some(info) = d.info {
+                infos.insert(d.id, info);
+                if d.record {
+                    to_record.push((d.id, info));
+                }
+            }
+            if to_record.len() >= RECORD_BATCH && !shared.aborted() {
+                if let Err(e) = record(&shared, &mut to_record) {
+                    shared.fail(e);
+                }
+            }
+        }
+        match chunker.join().expect("chunker thread panicked") {
+            Some((hash, n)) => {
+                stream_hash = Some(hash);
+                input_bytes = n;
+            }
+            None => debug_assert!(shared.aborted()),
+        }
+        // Even a failed backup leaves its landed chunks to the next run.
+        if let Err(e) = record(&shared, &mut to_record) {
+            shared.fail(e);
+        }
+    });
+
+    if let Some(e) = shared.error.lock().unwrap().take() {
+        drop(stream); // kills a still-running dump tool
+        return Err(e);
+    }
+    let kind = stream.kind;
+    let source_info = stream.finish()?;
+    let stream_hash = stream_hash.expect("chunker finished without error");
+
+    let mut chunks = Vec::with_capacity(order.len());
+    let mut lengths = Vec::with_capacity(order.len());
+    let mut distinct = std::collections::HashSet::new();
+    let mut stored_bytes = 0u64;
+    for entry in order {
+        let (id, len) = entry.expect("every chunk sequence number was resolved");
+        let info = infos[&id];
+        if distinct.insert(id) {
+            stored_bytes += info.stored_len;
+        }
+        chunks.push(ChunkRef {
+            id,
+            stored_len: info.stored_len,
+            stored_hash: info.stored_hash,
+        });
+        lengths.push(len);
+    }
+    let sealed = Manifest::seal(
+        &repo.recipients,
+        &SealedPart {
+            stream_hash,
+            chunk_lengths: lengths,
+            source_info,
+        },
+    )?;
+    let manifest = Manifest {
+        format: MANIFEST_TAG.into(),
+        version: MANIFEST_VERSION,
+        repository: repo.config.id.clone(),
+        source: source.clone(),
+        kind: kind.into(),
+        started_at,
+        finished_at: OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is valid"),
+        retain_until,
+        previous,
+        input_bytes,
+        stored_bytes,
+        added_bytes,
+        lockbox_version: env!("CARGO_PKG_VERSION").into(),
+        chunks,
+        sealed,
+    };
+    let (bytes, id) = manifest.encode(&repo.id_key);
+    let key = format::snapshot_key(&source, started_at, &id);
+    // Every chunk was flushed by `record`; the manifest goes last.
+    backend.put(&key, Bytes::from(bytes), retain_until)?;
+    backend.flush()?;
+    let catalog = shared.catalog.into_inner().unwrap();
+    catalog.record_snapshot(&id, &key, &manifest)?;
+    let n = manifest.chunks.len();
+    Ok(BackupSummary {
+        source,
+        snapshot: id.to_hex(),
+        short_id: id.short(),
+        key,
+        input_bytes,
+        stored_bytes,
+        added_bytes,
+        chunks: n,
+        new_chunks,
+        reused_chunks: n - new_chunks,
+        retain_until: retain_until
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("formats"),
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
+
+/// Makes pending puts durable, then tells the catalog about them.
+fn record(shared: &Shared, pending: &mut Vec<(ObjectId, KnownChunk)>) -> Result<(), BackupError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    shared.repo.backend.flush()?;
+    shared.catalog.lock().unwrap().record_chunks(pending)?;
+    pending.clear();
+    Ok(())
+}
+
+/// Returns the stream hash and byte count, or `None` if the run failed.
+fn chunk_stream(
+    shared: &Shared,
+    source: &str,
+    reader: Box<dyn Read + Send>,
+    jobs: Sender<(usize, Vec<u8>)>,
+) -> Option<(ObjectId, u64)> {
+    let mut hasher = shared.repo.id_key.hasher();
+    let mut total = 0u64;
+    for (seq, chunk) in Chunker::new(reader).enumerate() {
+        if shared.aborted() {
+            return None;
+        }
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                shared.fail(BackupError::Read {
+                    source_name: source.to_string(),
+                    reason: e.to_string(),
+                });
+                return None;
+            }
+        };
+        hasher.update(&chunk);
+        total += chunk.len() as u64;
+        shared.progress.read(chunk.len() as u64);
+        if jobs.send((seq, chunk)).is_err() {
+            return None;
+        }
+    }
+    Some((hasher.finish(), total))
+}
+
+fn seal_worker(
+    shared: &Shared,
+    jobs: Receiver<(usize, Vec<u8>)>,
+    uploads: Sender<Upload>,
+    done: Sender<Done>,
+) {
+    let mut sealer = Sealer::new(shared.repo.recipients.clone());
+    for (seq, data) in jobs.iter() {
+        if shared.aborted() {
+            return;
+        }
+        let id = shared.repo.id_key.id_of(&data);
+        let len = data.len() as u64;
+        let result = (|| -> Result<Option<Done>, BackupError> {
+            let reply = |info, record| Done {
+                seq,
+                id,
+                len,
+                info,
+                added: 0,
+                record,
+            };
+            match shared.decide(&id)? {
+                Decision::Known(k) => Ok(Some(reply(Some(k), false))),
+                Decision::Claimed => Ok(Some(reply(None, false))),
+                Decision::Extend(k) => {
+                    match shared
+                        .repo
+                        .backend
+                        .extend_retention(&format::chunk_key(&id), shared.lock_target)
+                    {
+                        Ok(()) => {
+                            let k = KnownChunk {
+                                retain_until: shared.lock_target.unix_timestamp(),
+                                ..k
+                            };
+                            Ok(Some(reply(Some(k), true)))
+                        }
+                        // Gone although cached (expired and pruned): store it again.
+                        Err(e) if e.is_not_found() => {
+                            let sealed = sealer.seal(&data)?;
+                            uploads
+                                .send(Upload { seq, id, len, sealed })
+                                .map_err(|_| BackupError::Stopped)?;
+                            Ok(None)
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                Decision::New => {
+                    let sealed = sealer.seal(&data)?;
+                    drop(data);
+                    uploads
+                        .send(Upload { seq, id, len, sealed })
+                        .map_err(|_| BackupError::Stopped)?;
+                    Ok(None)
+                }
+            }
+        })();
+        match result {
+            Ok(Some(d)) => {
+                shared.progress.chunk(false, 0);
+                if done.send(d).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(BackupError::Stopped) => return, // uploaders stopped: an error is recorded
+            Err(e) => {
+                shared.fail(e);
+                return;
+            }
+        }
+    }
+}
+
+fn upload_worker(shared: &Shared, uploads: Receiver<Upload>, done: Sender<Done>) {
+    for u in uploads.iter() {
+        if shared.aborted() {
+            return;
+        }
+        let key = format::chunk_key(&u.id);
+        let stored_len = u.sealed.len() as u64;
+        let stored_hash = ObjectId::of_stored(&u.sealed);
+        let result = shared
+            .repo
+            .backend
+            .put(&key, Bytes::from(u.sealed), shared.lock_target)
+            .map_err(BackupError::from)
+            .and_then(|outcome| match outcome {
+                PutOutcome::Created => Ok((
+                    KnownChunk {
+                        stored_len,
+                        stored_hash,
+                        retain_until: shared.lock_target.unix_timestamp(),
+                    },
+                    stored_len,
+                )),
+                PutOutcome::AlreadyExists => shared.adopt_existing(&u.id).map(|k| (k, 0)),
+            });
+        match result {
+            Ok((info, added)) => {
+                shared.progress.chunk(added > 0, added);
+                let d = Done {
+                    seq: u.seq,
+                    id: u.id,
+                    len: u.len,
+                    info: Some(info),
+                    added,
+                    record: true,
+                };
+                if done.send(d).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                shared.fail(e);
+                return;
+            }
+        }
+    }
+}

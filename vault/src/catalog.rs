@@ -1,0 +1,458 @@
+//! The local catalog: a SQLite cache of the repository in the state
+//! directory, so dedup and listings need no storage round trip.
+//!
+//! It is only a cache. Every snapshot and chunk row can be rebuilt from the
+//! repository (`rebuild`); a schema or repository mismatch wipes and
+//! rebuilds it. Run history is the one thing only the catalog holds.
+//!
+//! Trust rule for dedup: a chunk row means "this object was durable and
+//! locked until `retain_until`". A row is written only after the backend's
+//! `flush`, and backup trusts it without a round trip only while
+//! `retain_until` is in the future — a locked object cannot have been pruned.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::ids::{IdKey, ObjectId};
+use crate::manifest::Manifest;
+use crate::repository::{self, RepoError};
+use crate::storage::ReadBackend;
+
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+pub struct Catalog {
+    conn: Connection,
+    path: String,
+}
+
+/// What the catalog knows about a stored chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownChunk {
+    pub stored_len: u64,
+    pub stored_hash: ObjectId,
+    pub retain_until: i64,
+}
+
+/// One snapshot as listed by `lockbox snapshots --json`. Fields may be added;
+/// existing ones keep their meaning.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SnapshotRow {
+    pub id: String,
+    pub short_id: String,
+    pub source: String,
+    pub kind: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub retain_until: String,
+    pub previous: Option<String>,
+    pub input_bytes: u64,
+    pub stored_bytes: u64,
+    pub added_bytes: u64,
+    pub chunks: u64,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub source: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: String,
+    pub snapshot: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    Success,
+    Failed,
+    Interrupted,
+}
+
+impl RunOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Success => "success",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SyncReport {
+    pub added: usize,
+    pub removed: usize,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).expect("UTC times format")
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog for `repository_id`. A catalog
+    /// of another repository or schema is wiped: it is only a cache.
+    pub fn open(path: &Path, repository_id: &str) -> Result<Self, CatalogError> {
+        let shown = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut cat = Self { conn, path: shown };
+        cat.setup(repository_id)?;
+        Ok(cat)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> CatalogError {
+        CatalogError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn setup(&mut self, repository_id: &str) -> Result<(), CatalogError> {
+        self.conn
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
+                 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+            )
+            .map_err(|e| self.err(e))?;
+        let version: Option<i64> = self.meta("schema_version")?.and_then(|v| v.parse().ok());
+        let repo = self.meta("repository_id")?;
+        if version != Some(SCHEMA_VERSION) || repo.as_deref() != Some(repository_id) {
+            if version.is_some() {
+                tracing::warn!(catalog = %self.path, "catalog belongs to another repository or schema; rebuilding it");
+            }
+            self.conn
+                .execute_batch(
+                    "DROP TABLE IF EXISTS snapshots; DROP TABLE IF EXISTS chunks;
+                     DROP TABLE IF EXISTS runs; DELETE FROM meta;",
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS snapshots (
+                    id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
+                    kind TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT NOT NULL,
+                    retain_until TEXT NOT NULL, previous TEXT, input_bytes INTEGER NOT NULL,
+                    stored_bytes INTEGER NOT NULL, added_bytes INTEGER NOT NULL,
+                    chunk_count INTEGER NOT NULL);
+                 CREATE INDEX IF NOT EXISTS snapshots_by_source ON snapshots(source, key);
+                 CREATE TABLE IF NOT EXISTS chunks (
+                    id BLOB PRIMARY KEY, stored_len INTEGER NOT NULL,
+                    stored_hash BLOB NOT NULL, retain_until INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS runs (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
+                    started_at TEXT NOT NULL, finished_at TEXT, outcome TEXT NOT NULL,
+                    snapshot TEXT, input_bytes INTEGER, added_bytes INTEGER, error TEXT);",
+            )
+            .map_err(|e| self.err(e))?;
+        self.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
+        self.set_meta("repository_id", repository_id)?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, CatalogError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn chunk(&self, id: &ObjectId) -> Result<Option<KnownChunk>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT stored_len, stored_hash, retain_until FROM chunks WHERE id = ?1",
+                [&id.as_bytes()[..]],
+                |r| {
+                    let hash: Vec<u8> = r.get(1)?;
+                    Ok((r.get::<_, i64>(0)?, hash, r.get::<_, i64>(2)?))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+            .map(|row| {
+                row.and_then(|(len, hash, until)| {
+                    let hash: [u8; 32] = hash.try_into().ok()?;
+                    Some(KnownChunk {
+                        stored_len: len as u64,
+                        stored_hash: ObjectId::from_bytes(hash),
+                        retain_until: until,
+                    })
+                })
+            })
+    }
+
+    /// Records chunks known durable and locked; a retention only ever grows.
+    pub fn record_chunks(&mut self, chunks: &[(ObjectId, KnownChunk)]) -> Result<(), CatalogError> {
+        let tx = self.conn.transaction().map_err(|source| CatalogError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO chunks(id, stored_len, stored_hash, retain_until) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(id) DO UPDATE SET
+                        retain_until = max(retain_until, excluded.retain_until),
+                        stored_len = excluded.stored_len, stored_hash = excluded.stored_hash",
+                )
+                .map_err(|source| CatalogError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            for (id, c) in chunks {
+                stmt.execute(params![
+                    &id.as_bytes()[..],
+                    c.stored_len as i64,
+                    &c.stored_hash.as_bytes()[..],
+                    c.retain_until
+                ])
+                .map_err(|source| CatalogError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    pub fn record_snapshot(
+        &mut self,
+        id: &ObjectId,
+        key: &str,
+        m: &Manifest,
+    ) -> Result<(), CatalogError> {
+        let until = m.retain_until.unix_timestamp();
+        let chunks: Vec<(ObjectId, KnownChunk)> = m
+            .chunks
+            .iter()
+            .map(|c| {
+                (
+                    c.id,
+                    KnownChunk {
+                        stored_len: c.stored_len,
+                        stored_hash: c.stored_hash,
+                        retain_until: until,
+                    },
+                )
+            })
+            .collect();
+        self.record_chunks(&chunks)?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO snapshots(id, key, source, kind, started_at, finished_at,
+                    retain_until, previous, input_bytes, stored_bytes, added_bytes, chunk_count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    id.to_hex(),
+                    key,
+                    m.source,
+                    m.kind,
+                    rfc3339(m.started_at),
+                    rfc3339(m.finished_at),
+                    rfc3339(m.retain_until),
+                    m.previous.map(|p| p.to_hex()),
+                    m.input_bytes as i64,
+                    m.stored_bytes as i64,
+                    m.added_bytes as i64,
+                    m.chunks.len() as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn snapshots(&self, source: Option<&str>) -> Result<Vec<SnapshotRow>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, source, kind, started_at, finished_at, retain_until, previous,
+                        input_bytes, stored_bytes, added_bytes, chunk_count, key
+                 FROM snapshots WHERE (?1 IS NULL OR source = ?1) ORDER BY source, key",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([source], |r| {
+                let id: String = r.get(0)?;
+                Ok(SnapshotRow {
+                    short_id: id[..8.min(id.len())].to_string(),
+                    id,
+                    source: r.get(1)?,
+                    kind: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    retain_until: r.get(5)?,
+                    previous: r.get(6)?,
+                    input_bytes: r.get::<_, i64>(7)? as u64,
+                    stored_bytes: r.get::<_, i64>(8)? as u64,
+                    added_bytes: r.get::<_, i64>(9)? as u64,
+                    chunks: r.get::<_, i64>(10)? as u64,
+                    key: r.get(11)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    pub fn begin_run(&self, source: &str) -> Result<i64, CatalogError> {
+        // A run still marked running was cut off (killed, power loss).
+        self.conn
+            .execute(
+                "UPDATE runs SET outcome = 'interrupted' WHERE source = ?1 AND outcome = 'running'",
+                [source],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "INSERT INTO runs(source, started_at, outcome) VALUES (?1, ?2, 'running')",
+                params![source, rfc3339(OffsetDateTime::now_utc())],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(
+        &self,
+        run: i64,
+        outcome: RunOutcome,
+        snapshot: Option<&ObjectId>,
+        input_bytes: u64,
+        added_bytes: u64,
+        error: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, outcome = ?3, snapshot = ?4, input_bytes = ?5,
+                    added_bytes = ?6, error = ?7 WHERE id = ?1",
+                params![
+                    run,
+                    rfc3339(OffsetDateTime::now_utc()),
+                    outcome.as_str(),
+                    snapshot.map(|s| s.to_hex()),
+                    input_bytes as i64,
+                    added_bytes as i64,
+                    error
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn runs(&self, source: Option<&str>) -> Result<Vec<RunRow>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, source, started_at, finished_at, outcome, snapshot, error FROM runs
+                 WHERE (?1 IS NULL OR source = ?1) ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([source], |r| {
+                Ok(RunRow {
+                    id: r.get(0)?,
+                    source: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    outcome: r.get(4)?,
+                    snapshot: r.get(5)?,
+                    error: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Brings the snapshot rows in line with the repository: fetches (and
+    /// name-checks) manifests it does not know, drops rows whose manifest is
+    /// gone. One LIST plus one GET per new snapshot.
+    pub fn sync(
+        &mut self,
+        backend: &dyn ReadBackend,
+        id_key: &IdKey,
+    ) -> Result<SyncReport, CatalogError> {
+        let listed = repository::list_snapshots(backend, None)?;
+        let known: std::collections::HashSet<String> = self
+            .snapshots(None)?
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        let mut report = SyncReport::default();
+        let listed_keys: std::collections::HashSet<&str> =
+            listed.iter().map(|s| s.key.as_str()).collect();
+        for key in known.iter().filter(|k| !listed_keys.contains(k.as_str())) {
+            tracing::warn!(key = %key, "snapshot in catalog is gone from the repository");
+            self.conn
+                .execute("DELETE FROM snapshots WHERE key = ?1", [key])
+                .map_err(|e| self.err(e))?;
+            report.removed += 1;
+        }
+        for snap in listed.iter().filter(|s| !known.contains(&s.key)) {
+            let m = repository::read_manifest(backend, id_key, snap)?;
+            self.record_snapshot(&snap.id, &snap.key, &m)?;
+            report.added += 1;
+        }
+        Ok(report)
+    }
+
+    /// Forgets every cached snapshot and chunk and reads them back from the
+    /// repository. Run history is kept.
+    pub fn rebuild(
+        &mut self,
+        backend: &dyn ReadBackend,
+        id_key: &IdKey,
+    ) -> Result<SyncReport, CatalogError> {
+        self.conn
+            .execute_batch("DELETE FROM snapshots; DELETE FROM chunks; DELETE FROM meta WHERE key LIKE 'retain:%';")
+            .map_err(|e| self.err(e))?;
+        self.sync(backend, id_key)
+    }
+
+    /// Path shown in messages.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Runs SQLite's integrity check (used by tests and `doctor`).
+    pub fn integrity_ok(&self) -> Result<bool, CatalogError> {
+        let r: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(r == "ok")
+    }
+}

@@ -1,0 +1,158 @@
+//! The object envelope: a standard age v1 file (X25519 recipients) whose
+//! plaintext is exactly one zstd frame.
+//!
+//! There is deliberately no Lockbox-specific framing, so that
+//! `age -d -i key.txt obj | zstd -d` recovers any chunk without Lockbox.
+
+use std::io::{Read, Write};
+
+use crate::format::ZSTD_LEVEL;
+use crate::keys::{Identities, Recipients};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("no identity given matches any recipient of this object")]
+    NoMatchingIdentity,
+    #[error("not a valid age file or the ciphertext was altered: {0}")]
+    Decrypt(String),
+    #[error("zstd frame is corrupt: {0}")]
+    Decompress(String),
+    #[error("plaintext is larger than the {limit} bytes recorded for it")]
+    TooLarge { limit: usize },
+    #[error("encryption failed: {0}")]
+    Encrypt(String),
+}
+
+/// Per-thread compression state; zstd contexts are expensive to create, so
+/// each pipeline worker keeps one.
+pub struct Sealer {
+    compressor: zstd::bulk::Compressor<'static>,
+    recipients: Recipients,
+}
+
+impl Sealer {
+    pub fn new(recipients: Recipients) -> Self {
+        let compressor =
+            zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd level 3 is always valid");
+        Self {
+            compressor,
+            recipients,
+        }
+    }
+
+    /// Compresses then encrypts `plaintext` into a complete age file.
+    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        let frame = self
+            .compressor
+            .compress(plaintext)
+            .map_err(|e| EnvelopeError::Encrypt(format!("zstd: {e}")))?;
+        encrypt(&self.recipients, &frame)
+    }
+}
+
+/// age-encrypts bytes to the recipients (no compression).
+pub fn encrypt(recipients: &Recipients, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    let encryptor = age::Encryptor::with_recipients(recipients.iter())
+        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+    // age adds a ~200-byte header and 16 bytes per 64 KiB segment.
+    let mut out = Vec::with_capacity(data.len() + data.len() / 4096 + 512);
+    let mut w = encryptor
+        .wrap_output(&mut out)
+        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+    w.write_all(data)
+        .and_then(|_| w.finish().map(|_| ()))
+        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decrypts an age file, reading at most `limit` plaintext bytes.
+pub fn decrypt(
+    identities: &Identities,
+    stored: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let decryptor =
+        age::Decryptor::new_buffered(stored).map_err(|e| EnvelopeError::Decrypt(e.to_string()))?;
+    let mut reader = decryptor.decrypt(identities.iter()).map_err(|e| match e {
+        age::DecryptError::NoMatchingKeys => EnvelopeError::NoMatchingIdentity,
+        other => EnvelopeError::Decrypt(other.to_string()),
+    })?;
+    let mut out = Vec::with_capacity(limit.min(stored.len() + 64));
+    (&mut reader)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| EnvelopeError::Decrypt(e.to_string()))?;
+    if out.len() > limit {
+        return Err(EnvelopeError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// Per-thread decompression state for restore workers.
+pub struct Opener {
+    decompressor: zstd::bulk::Decompressor<'static>,
+}
+
+impl Default for Opener {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Opener {
+    pub fn new() -> Self {
+        Self {
+            decompressor: zstd::bulk::Decompressor::new().expect("zstd context"),
+        }
+    }
+
+    /// Decrypts and decompresses one object whose plaintext must be exactly
+    /// `plain_len` bytes. The bound also defuses decompression bombs.
+    pub fn open(
+        &mut self,
+        identities: &Identities,
+        stored: &[u8],
+        plain_len: usize,
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        let frame = decrypt(identities, stored, crate::format::MAX_OBJECT_BYTES as usize)?;
+        let out = self
+            .decompressor
+            .decompress(&frame, plain_len)
+            .map_err(|e| EnvelopeError::Decompress(e.to_string()))?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::generate_identity;
+
+    #[test]
+    fn seal_open_round_trip_and_wrong_key() {
+        let (id, rcpt) = generate_identity();
+        let recipients = Recipients::parse(&[rcpt]).unwrap();
+        let identities = Identities::from_x25519(vec![id]);
+        let data = b"hello hello hello hello".repeat(1000);
+        let sealed = Sealer::new(recipients).seal(&data).unwrap();
+        assert!(sealed.starts_with(b"age-encryption.org/v1\n"));
+        assert!(sealed.len() < data.len());
+        let back = Opener::new().open(&identities, &sealed, data.len()).unwrap();
+        assert_eq!(back, data);
+
+        // A shorter recorded length must not be exceeded silently.
+        assert!(Opener::new().open(&identities, &sealed, data.len() - 1).is_err());
+
+        let (other, _) = generate_identity();
+        let err = Opener::new()
+            .open(&Identities::from_x25519(vec![other]), &sealed, data.len())
+            .unwrap_err();
+        assert!(matches!(err, EnvelopeError::NoMatchingIdentity), "{err}");
+
+        let mut flipped = sealed.clone();
+        let n = flipped.len();
+        flipped[n - 20] ^= 1;
+        let err = Opener::new().open(&identities, &flipped, data.len()).unwrap_err();
+        assert!(matches!(err, EnvelopeError::Decrypt(_)), "{err}");
+    }
+}

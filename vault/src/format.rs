@@ -1,0 +1,137 @@
+//! Constants and key layout that define repository format v1.
+//!
+//! Changing anything in this file changes the on-storage format: chunk
+//! boundaries (and with them dedup against existing repositories), object
+//! names, or what older readers accept. `vault/FORMAT.md` is the prose form of
+//! this file; keep the two in step.
+
+use crate::ids::ObjectId;
+use time::OffsetDateTime;
+
+/// Version of the repository layout written in the config object.
+pub const REPOSITORY_VERSION: u32 = 1;
+/// Version of the snapshot manifest document. Readers refuse versions they
+/// do not know: a newer manifest may reference objects (e.g. delta chunks)
+/// that an older reader would decode wrongly.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// FastCDC (2020 variant, normalization level 1) parameters.
+///
+/// 2 MiB average: at S3 prices a PUT costs about as much as storing 1 MiB for
+/// two weeks, so 512 requests per GiB keeps request cost below storage cost
+/// while an edit still rewrites only ~2 MiB. The minimum cuts the tail of tiny
+/// chunks; the maximum bounds the memory one chunk can pin in the pipeline.
+pub const CHUNK_MIN_SIZE: usize = 512 * 1024;
+pub const CHUNK_AVG_SIZE: usize = 2 * 1024 * 1024;
+pub const CHUNK_MAX_SIZE: usize = 8 * 1024 * 1024;
+pub const CHUNKER_ALGORITHM: &str = "fastcdc-2020";
+pub const CHUNKER_NORMALIZATION: u32 = 1;
+
+pub const HASH_ALGORITHM: &str = "blake3-keyed";
+pub const COMPRESSION_ALGORITHM: &str = "zstd";
+pub const ENCRYPTION_ALGORITHM: &str = "age-v1-x25519";
+/// zstd level for chunk objects; 3 is zstd's default and the peers' setting.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Document type tags written into JSON objects so a reader can tell them apart.
+pub const CONFIG_TAG: &str = "lockbox-repository";
+pub const MANIFEST_TAG: &str = "lockbox-snapshot";
+
+/// Upper bounds a reader enforces on objects fetched from storage, so hostile
+/// bytes cannot make it allocate without limit.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
+/// A stored chunk can only be larger than its plaintext by zstd's worst-case
+/// expansion plus age's header and per-64 KiB tags.
+pub const MAX_OBJECT_BYTES: u64 = (CHUNK_MAX_SIZE as u64) * 2 + 64 * 1024;
+
+pub const CONFIG_KEY: &str = "config";
+pub const CHUNKS_PREFIX: &str = "chunks/";
+pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
+
+/// `chunks/<first two hex digits>/<64 hex digits>`: the fan-out keeps local
+/// directories small and spreads S3 request load over key prefixes.
+pub fn chunk_key(id: &ObjectId) -> String {
+    let hex = id.to_hex();
+    format!("{CHUNKS_PREFIX}{}/{hex}", &hex[..2])
+}
+
+pub fn snapshot_prefix(source: &str) -> String {
+    format!("{SNAPSHOTS_PREFIX}{source}/")
+}
+
+/// `snapshots/<source>/<UTC start time, YYYYMMDDTHHMMSSZ>-<manifest id>`:
+/// lexicographic order (what S3 LIST returns) is time order per source.
+pub fn snapshot_key(source: &str, started_at: OffsetDateTime, id: &ObjectId) -> String {
+    format!(
+        "{}{}-{}",
+        snapshot_prefix(source),
+        compact_time(started_at),
+        id.to_hex()
+    )
+}
+
+/// Splits a snapshot key into (source, manifest id). Returns `None` for keys
+/// that are not snapshot manifests (so stray objects are ignored, not fatal).
+pub fn parse_snapshot_key(key: &str) -> Option<(String, ObjectId)> {
+    let rest = key.strip_prefix(SNAPSHOTS_PREFIX)?;
+    let (source, name) = rest.split_once('/')?;
+    let (_, hex) = name.rsplit_once('-')?;
+    if !valid_source_name(source) {
+        return None;
+    }
+    Some((source.to_string(), ObjectId::from_hex(hex).ok()?))
+}
+
+pub fn compact_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Source names appear in object keys, so they are restricted to characters
+/// that are safe in S3 keys and file names. They are not secret.
+pub fn valid_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_keys_round_trip_and_sort_by_time() {
+        let id = ObjectId::from_bytes([7; 32]);
+        let early = time::macros::datetime!(2026-01-02 03:04:05 UTC);
+        let late = time::macros::datetime!(2026-11-02 03:04:05 UTC);
+        let k1 = snapshot_key("orders", early, &id);
+        let k2 = snapshot_key("orders", late, &ObjectId::from_bytes([1; 32]));
+        assert!(k1 < k2);
+        assert_eq!(
+            k1,
+            format!("snapshots/orders/20260102T030405Z-{}", id.to_hex())
+        );
+        assert_eq!(parse_snapshot_key(&k1), Some(("orders".into(), id)));
+        assert_eq!(parse_snapshot_key("snapshots/orders/garbage"), None);
+    }
+
+    #[test]
+    fn source_names_are_key_safe() {
+        assert!(valid_source_name("orders-db_1.main"));
+        for bad in ["", ".hidden", "a/b", "with space", "ü", &"x".repeat(65)] {
+            assert!(!valid_source_name(bad), "{bad:?} accepted");
+        }
+    }
+}

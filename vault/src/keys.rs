@@ -1,0 +1,182 @@
+//! age recipients and identities, identity files, and the ID key file kept
+//! in the backup host's state directory.
+//!
+//! Backup needs only [`Recipients`] (public). [`Identities`] are loaded only
+//! by restore and drill code paths.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use age::secrecy::ExposeSecret;
+
+use crate::ids::IdKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("recipient #{index} is not an age X25519 recipient (age1…): {reason}")]
+    BadRecipient { index: usize, reason: String },
+    #[error("no recipients configured: set repository.recipients to one or more age1… public keys")]
+    NoRecipients,
+    #[error("cannot read identity file {path}: {reason}")]
+    IdentityFile { path: String, reason: String },
+    #[error("identity file {path} holds no age X25519 identity (AGE-SECRET-KEY-1…)")]
+    NoIdentity { path: String },
+    #[error("ID key file {path}: {reason}")]
+    IdKeyFile { path: String, reason: String },
+    #[error("{path} already exists; refusing to overwrite a key file")]
+    Exists { path: String },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Public age recipients that every object is encrypted to.
+#[derive(Clone)]
+pub struct Recipients(Arc<Vec<age::x25519::Recipient>>);
+
+impl Recipients {
+    pub fn parse(strings: &[String]) -> Result<Self, KeyError> {
+        if strings.is_empty() {
+            return Err(KeyError::NoRecipients);
+        }
+        let parsed = strings
+            .iter()
+            .enumerate()
+            .map(|(index, s)| {
+                age::x25519::Recipient::from_str(s.trim()).map_err(|reason| KeyError::BadRecipient {
+                    index,
+                    reason: reason.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(Arc::new(parsed)))
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &dyn age::Recipient> {
+        self.0.iter().map(|r| r as &dyn age::Recipient)
+    }
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(|r| r.to_string()).collect()
+    }
+}
+
+/// Secret age identities; only restore, drill and `init --join` hold these.
+#[derive(Clone)]
+pub struct Identities(Arc<Vec<age::x25519::Identity>>);
+
+impl Identities {
+    pub fn from_x25519(ids: Vec<age::x25519::Identity>) -> Self {
+        Self(Arc::new(ids))
+    }
+    /// Reads an age identity file (the format `age-keygen` and
+    /// `lockbox keygen` write: comments and `AGE-SECRET-KEY-1…` lines).
+    pub fn from_file(path: &Path) -> Result<Self, KeyError> {
+        let shown = path.display().to_string();
+        let text = fs::read_to_string(path).map_err(|e| KeyError::IdentityFile {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        let ids: Vec<_> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| age::x25519::Identity::from_str(l).ok())
+            .collect();
+        if ids.is_empty() {
+            return Err(KeyError::NoIdentity { path: shown });
+        }
+        Ok(Self(Arc::new(ids)))
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &dyn age::Identity> {
+        self.0.iter().map(|i| i as &dyn age::Identity)
+    }
+}
+
+/// Generates a new identity; returns it and its public recipient string.
+pub fn generate_identity() -> (age::x25519::Identity, String) {
+    let id = age::x25519::Identity::generate();
+    let rcpt = id.to_public().to_string();
+    (id, rcpt)
+}
+
+/// The text of an identity file, in age-keygen's layout.
+pub fn identity_file_text(id: &age::x25519::Identity) -> String {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    format!(
+        "# created: {now}\n# public key: {}\n{}\n",
+        id.to_public(),
+        id.to_string().expose_secret()
+    )
+}
+
+/// Creates `path` with mode 0600, failing if it exists (never clobbers a key).
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    let shown = path.display().to_string();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                KeyError::Exists { path: shown.clone() }
+            } else {
+                KeyError::Write {
+                    path: shown.clone(),
+                    source: e,
+                }
+            }
+        })?;
+    f.write_all(contents)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| KeyError::Write {
+            path: shown,
+            source: e,
+        })
+}
+
+const ID_KEY_FILE_TAG: &str = "lockbox-id-key-v1";
+
+/// Writes the ID key file: `lockbox-id-key-v1 <repository id> <64 hex>`.
+pub fn write_id_key(path: &Path, repository_id: &str, key: &IdKey) -> Result<(), KeyError> {
+    let text = format!(
+        "{ID_KEY_FILE_TAG} {repository_id} {}\n",
+        hex::encode(key.as_bytes())
+    );
+    write_secret_file(path, text.as_bytes())
+}
+
+/// Reads the ID key file and checks it belongs to `repository_id`.
+pub fn read_id_key(path: &Path, repository_id: &str) -> Result<IdKey, KeyError> {
+    let shown = path.display().to_string();
+    let err = |reason: String| KeyError::IdKeyFile {
+        path: shown.clone(),
+        reason,
+    };
+    let meta = fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(path = %shown, "ID key file is readable by group or others; chmod 600 it");
+    }
+    let text = fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let mut parts = text.split_whitespace();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(ID_KEY_FILE_TAG), Some(repo), Some(hexkey)) => {
+            if repo != repository_id {
+                return Err(err(format!(
+                    "belongs to repository {repo}, not {repository_id}"
+                )));
+            }
+            let mut k = [0u8; 32];
+            hex::decode_to_slice(hexkey, &mut k).map_err(|_| err("malformed key".into()))?;
+            Ok(IdKey::from_bytes(k))
+        }
+        _ => Err(err("not a Lockbox ID key file".into())),
+    }
+}

@@ -1,0 +1,49 @@
+//! Lockbox's vault: the repository format and everything that writes it.
+//!
+//! Module map:
+//! * [`format`] — constants and key layout of format v1 (see `FORMAT.md`).
+//! * [`ids`] — keyed BLAKE3 object ids and the ID key.
+//! * [`chunker`] — content-defined chunking (FastCDC).
+//! * [`envelope`] — the object envelope: age around one zstd frame.
+//! * [`keys`] — recipients, identities, key files.
+//! * [`storage`] — backend traits and the local write-once backend.
+//! * [`repository`] — the config object; listing and reading snapshots.
+//! * [`manifest`] — snapshot manifests (public part + sealed part).
+//! * [`catalog`] — the local SQLite cache of the repository.
+//! * [`config`] — the TOML configuration.
+//! * [`source`] — dump sources (command, SQLite, stdin).
+//! * [`backup`] — the streaming backup pipeline.
+//! * [`state`] — the private state directory.
+//!
+//! Architecture invariants:
+//! * Backup code holds a `WriteBackend`, which has no delete.
+//! * Backup never needs an age identity; only recipients.
+//! * A manifest is put only after every object it names is durable and locked.
+//! * This crate never prints; it returns typed errors and emits `tracing` events.
+//!
+//! Which operations may run at the same time, on one repository:
+//!
+//! | running ↓ / starting → | backup | restore | verify | catalog rebuild |
+//! |---|---|---|---|---|
+//! | backup (other source)  | yes | yes | yes | yes |
+//! | backup (same source)   | yes¹ | yes | yes | yes |
+//! | restore                | yes | yes | yes | yes |
+//!
+//! ¹ Safe for the repository (content addressing, no shared mutable object);
+//! both snapshots name the same `previous`, a fork the chain check reports.
+//! Prune (not built yet) is the one operation that will need care: it must
+//! never delete a chunk a concurrent backup may reference.
+
+pub mod backup;
+pub mod catalog;
+pub mod chunker;
+pub mod config;
+pub mod envelope;
+pub mod format;
+pub mod ids;
+pub mod keys;
+pub mod manifest;
+pub mod repository;
+pub mod source;
+pub mod state;
+pub mod storage;

@@ -1,0 +1,170 @@
+//! Snapshot manifests: one JSON document per backup.
+//!
+//! The public part lets a host without any identity list snapshots, follow
+//! the per-source hash chain, and check presence, size and retention of
+//! every object. What could reveal data (chunk lengths, the stream hash,
+//! source metadata) sits in `sealed`, an ASCII-armored age file.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::envelope::{self, EnvelopeError};
+use crate::format::{MANIFEST_TAG, MANIFEST_VERSION};
+use crate::ids::{IdKey, ObjectId};
+use crate::keys::{Identities, Recipients};
+use crate::repository::{armor, dearmor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("snapshot {key}: name does not match the keyed hash of its contents (altered or forged manifest)")]
+    NameMismatch { key: String },
+    #[error("snapshot {key}: not a valid manifest: {reason}")]
+    Malformed { key: String, reason: String },
+    #[error("snapshot {key}: manifest version {found} is newer than this Lockbox understands ({MANIFEST_VERSION}); upgrade Lockbox")]
+    UnsupportedVersion { key: String, found: u32 },
+    #[error("snapshot {key}: cannot open the sealed part: {source}")]
+    Unseal {
+        key: String,
+        #[source]
+        source: EnvelopeError,
+    },
+}
+
+/// One entry of the ordered chunk list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkRef {
+    /// Keyed BLAKE3 of the chunk's plaintext; the object is `chunks/<id[..2]>/<id>`.
+    pub id: ObjectId,
+    /// Size of the stored object in bytes.
+    pub stored_len: u64,
+    /// Unkeyed BLAKE3 of the stored object bytes.
+    pub stored_hash: ObjectId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub repository: String,
+    pub source: String,
+    pub kind: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub retain_until: OffsetDateTime,
+    /// Manifest id of the previous snapshot of this source, if any.
+    pub previous: Option<ObjectId>,
+    pub input_bytes: u64,
+    /// Stored bytes of the distinct objects this snapshot references.
+    pub stored_bytes: u64,
+    /// Stored bytes this backup newly wrote (what it cost).
+    pub added_bytes: u64,
+    pub lockbox_version: String,
+    pub chunks: Vec<ChunkRef>,
+    /// ASCII-armored age file holding [`SealedPart`] as JSON.
+    pub sealed: String,
+}
+
+/// The encrypted part of a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealedPart {
+    /// Keyed BLAKE3 of the whole dump stream.
+    pub stream_hash: ObjectId,
+    /// Plaintext length of each entry of `chunks`, in the same order.
+    pub chunk_lengths: Vec<u64>,
+    /// Kind-specific facts about the source (tool versions, tables…).
+    #[serde(default)]
+    pub source_info: serde_json::Value,
+}
+
+impl Manifest {
+    /// Serializes the manifest; returns its bytes and its id (keyed hash).
+    pub fn encode(&self, key: &IdKey) -> (Vec<u8>, ObjectId) {
+        let bytes = serde_json::to_vec(self).expect("manifest serializes");
+        let id = key.id_of(&bytes);
+        (bytes, id)
+    }
+
+    /// Parses a manifest fetched from `key_name`, checking that `expected_id`
+    /// (from the object's name) is the keyed hash of the bytes.
+    pub fn decode(
+        bytes: &[u8],
+        key: &IdKey,
+        expected_id: &ObjectId,
+        key_name: &str,
+    ) -> Result<Self, ManifestError> {
+        if key.id_of(bytes) != *expected_id {
+            return Err(ManifestError::NameMismatch {
+                key: key_name.into(),
+            });
+        }
+        Self::parse_unchecked(bytes, key_name)
+    }
+
+    /// Parses without the name check (for hosts without the ID key; the
+    /// stored-hash checks of every object still hold).
+    pub fn parse_unchecked(bytes: &[u8], key_name: &str) -> Result<Self, ManifestError> {
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed {
+                key: key_name.into(),
+                reason: e.to_string(),
+            })?;
+        if m.format != MANIFEST_TAG {
+            return Err(ManifestError::Malformed {
+                key: key_name.into(),
+                reason: format!("format tag is {:?}", m.format),
+            });
+        }
+        if m.version > MANIFEST_VERSION {
+            return Err(ManifestError::UnsupportedVersion {
+                key: key_name.into(),
+                found: m.version,
+            });
+        }
+        Ok(m)
+    }
+
+    pub fn seal(recipients: &Recipients, part: &SealedPart) -> Result<String, EnvelopeError> {
+        let json = serde_json::to_vec(part).expect("sealed part serializes");
+        let bin = envelope::encrypt(recipients, &json)?;
+        armor(&bin).map_err(|e| EnvelopeError::Encrypt(e.to_string()))
+    }
+
+    pub fn unseal(
+        &self,
+        identities: &Identities,
+        key_name: &str,
+    ) -> Result<SealedPart, ManifestError> {
+        let unseal_err = |source| ManifestError::Unseal {
+            key: key_name.into(),
+            source,
+        };
+        let bin = dearmor(&self.sealed)
+            .map_err(|e| unseal_err(EnvelopeError::Decrypt(e.to_string())))?;
+        let json = envelope::decrypt(identities, &bin, crate::format::MAX_MANIFEST_BYTES as usize)
+            .map_err(unseal_err)?;
+        let part: SealedPart =
+            serde_json::from_slice(&json).map_err(|e| ManifestError::Malformed {
+                key: key_name.into(),
+                reason: format!("sealed part: {e}"),
+            })?;
+        if part.chunk_lengths.len() != self.chunks.len() {
+            return Err(ManifestError::Malformed {
+                key: key_name.into(),
+                reason: format!(
+                    "{} chunk lengths for {} chunks",
+                    part.chunk_lengths.len(),
+                    self.chunks.len()
+                ),
+            });
+        }
+        Ok(part)
+    }
+
+    pub fn short_id(id: &ObjectId) -> String {
+        id.short()
+    }
+}

@@ -1,0 +1,317 @@
+//! The repository: its config object (written once at init) and reading
+//! snapshot manifests back out of storage.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::envelope::{self, EnvelopeError};
+use crate::format::{self, *};
+use crate::ids::{IdKey, ObjectId};
+use crate::keys::{Identities, Recipients};
+use crate::manifest::{Manifest, ManifestError};
+use crate::storage::{PutOutcome, ReadBackend, StorageError, WriteBackend};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{location} holds no Lockbox repository (no `config` object); run `lockbox init` first")]
+    NotInitialized { location: String },
+    #[error("{location} already holds a Lockbox repository (id {id})")]
+    AlreadyInitialized { location: String, id: String },
+    #[error("repository config object `config` is unreadable: {0}")]
+    BadConfig(String),
+    #[error("repository format version {found} is newer than this Lockbox understands ({REPOSITORY_VERSION}); upgrade Lockbox")]
+    UnsupportedVersion { found: u32 },
+    #[error("repository config `config`: the identity cannot unseal the ID key: {0}")]
+    Unseal(EnvelopeError),
+    #[error("this host's ID key does not match repository {id}; the key file belongs to another repository")]
+    WrongIdKey { id: String },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("no snapshot of source {source_name:?} matches {wanted:?}")]
+    NoSuchSnapshot { source_name: String, wanted: String },
+    #[error("{wanted:?} is ambiguous: it matches snapshots {first} and {second}")]
+    AmbiguousSnapshot {
+        wanted: String,
+        first: String,
+        second: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkerParams {
+    pub algorithm: String,
+    pub min_size: u64,
+    pub avg_size: u64,
+    pub max_size: u64,
+    pub normalization: u32,
+}
+
+/// The `config` object: everything a reader needs to interpret the rest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoConfig {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub chunker: ChunkerParams,
+    pub hash: String,
+    pub compression: String,
+    pub encryption: String,
+    pub recipients: Vec<String>,
+    /// The 32-byte ID key, age-encrypted (ASCII armor) to `recipients`.
+    pub id_key_sealed: String,
+    /// Keyed BLAKE3 of a fixed string: lets a host check its ID key file.
+    pub id_key_check: ObjectId,
+}
+
+impl RepoConfig {
+    fn new(recipients: &Recipients, key: &IdKey) -> Result<Self, RepoError> {
+        let sealed = envelope::encrypt(recipients, key.as_bytes())
+            .map_err(|e| RepoError::BadConfig(e.to_string()))?;
+        Ok(Self {
+            format: CONFIG_TAG.into(),
+            version: REPOSITORY_VERSION,
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            created_at: OffsetDateTime::now_utc(),
+            chunker: current_chunker(),
+            hash: HASH_ALGORITHM.into(),
+            compression: COMPRESSION_ALGORITHM.into(),
+            encryption: ENCRYPTION_ALGORITHM.into(),
+            recipients: recipients.to_strings(),
+            id_key_sealed: armor(&sealed)?,
+            id_key_check: key.check_value(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), RepoError> {
+        if self.format != CONFIG_TAG {
+            return Err(RepoError::BadConfig(format!(
+                "format tag is {:?}, expected {CONFIG_TAG:?}",
+                self.format
+            )));
+        }
+        if self.version > REPOSITORY_VERSION {
+            return Err(RepoError::UnsupportedVersion {
+                found: self.version,
+            });
+        }
+        if self.chunker != current_chunker()
+            || self.hash != HASH_ALGORITHM
+            || self.compression != COMPRESSION_ALGORITHM
+            || self.encryption != ENCRYPTION_ALGORITHM
+        {
+            return Err(RepoError::BadConfig(
+                "algorithms or chunker parameters differ from format v1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that `key` is this repository's ID key.
+    pub fn check_id_key(&self, key: &IdKey) -> Result<(), RepoError> {
+        if key.check_value() == self.id_key_check {
+            Ok(())
+        } else {
+            Err(RepoError::WrongIdKey {
+                id: self.id.clone(),
+            })
+        }
+    }
+
+    /// Recovers the ID key with an identity (restore hosts, `init --join`).
+    pub fn unseal_id_key(&self, identities: &Identities) -> Result<IdKey, RepoError> {
+        let sealed = dearmor(&self.id_key_sealed)?;
+        let bytes = envelope::decrypt(identities, &sealed, 32).map_err(RepoError::Unseal)?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| RepoError::BadConfig("sealed ID key is not 32 bytes".into()))?;
+        let key = IdKey::from_bytes(arr);
+        self.check_id_key(&key)?;
+        Ok(key)
+    }
+
+    pub fn recipients(&self) -> Result<Recipients, RepoError> {
+        Recipients::parse(&self.recipients).map_err(|e| RepoError::BadConfig(e.to_string()))
+    }
+}
+
+fn current_chunker() -> ChunkerParams {
+    ChunkerParams {
+        algorithm: CHUNKER_ALGORITHM.into(),
+        min_size: CHUNK_MIN_SIZE as u64,
+        avg_size: CHUNK_AVG_SIZE as u64,
+        max_size: CHUNK_MAX_SIZE as u64,
+        normalization: CHUNKER_NORMALIZATION,
+    }
+}
+
+pub(crate) fn armor(binary: &[u8]) -> Result<String, RepoError> {
+    use age::armor::{ArmoredWriter, Format};
+    let mut out = Vec::new();
+    let mut w = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor)
+        .map_err(|e| RepoError::BadConfig(e.to_string()))?;
+    w.write_all(binary)
+        .and_then(|_| w.finish().map(|_| ()))
+        .map_err(|e| RepoError::BadConfig(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| RepoError::BadConfig(e.to_string()))
+}
+
+pub(crate) fn dearmor(text: &str) -> Result<Vec<u8>, RepoError> {
+    let mut r = age::armor::ArmoredReader::new(text.as_bytes());
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .map_err(|e| RepoError::BadConfig(format!("bad ASCII armor: {e}")))?;
+    Ok(out)
+}
+
+/// Creates a repository: writes the `config` object, locked until `retain_until`.
+pub fn init(
+    backend: &dyn WriteBackend,
+    recipients: &Recipients,
+    retain_until: OffsetDateTime,
+) -> Result<(RepoConfig, IdKey), RepoError> {
+    if let Ok(existing) = load_config(backend) {
+        return Err(RepoError::AlreadyInitialized {
+            location: backend.location(),
+            id: existing.id,
+        });
+    }
+    let key = IdKey::generate();
+    let config = RepoConfig::new(recipients, &key)?;
+    let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+    match backend.put(CONFIG_KEY, Bytes::from(bytes), retain_until)? {
+        PutOutcome::Created => {}
+        // Another host initialised it between our check and our put.
+        PutOutcome::AlreadyExists => {
+            let existing = load_config(backend)?;
+            return Err(RepoError::AlreadyInitialized {
+                location: backend.location(),
+                id: existing.id,
+            });
+        }
+    }
+    backend.flush()?;
+    Ok((config, key))
+}
+
+pub fn load_config(backend: &dyn ReadBackend) -> Result<RepoConfig, RepoError> {
+    let bytes = match backend.get(CONFIG_KEY, MAX_CONFIG_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            return Err(RepoError::NotInitialized {
+                location: backend.location(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let config: RepoConfig =
+        serde_json::from_slice(&bytes).map_err(|e| RepoError::BadConfig(e.to_string()))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// A snapshot as found in a listing: its key and the id in its name.
+#[derive(Debug, Clone)]
+pub struct SnapshotRef {
+    pub key: String,
+    pub source: String,
+    pub id: ObjectId,
+    pub size: u64,
+    pub last_modified: Option<OffsetDateTime>,
+}
+
+/// Lists snapshot manifests, of one source or of all, in key (time) order.
+pub fn list_snapshots(
+    backend: &dyn ReadBackend,
+    source: Option<&str>,
+) -> Result<Vec<SnapshotRef>, RepoError> {
+    let prefix = match source {
+        Some(s) => format::snapshot_prefix(s),
+        None => SNAPSHOTS_PREFIX.to_string(),
+    };
+    let mut out = Vec::new();
+    backend.list(&prefix, &mut |info| {
+        match format::parse_snapshot_key(&info.key) {
+            Some((source, id)) => out.push(SnapshotRef {
+                key: info.key,
+                source,
+                id,
+                size: info.size,
+                last_modified: info.last_modified,
+            }),
+            None => tracing::warn!(key = %info.key, "ignoring object that is not a snapshot manifest"),
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Fetches a manifest and checks that its name is the keyed hash of its bytes.
+pub fn read_manifest(
+    backend: &dyn ReadBackend,
+    key: &IdKey,
+    snap: &SnapshotRef,
+) -> Result<Manifest, RepoError> {
+    let bytes = backend.get(&snap.key, MAX_MANIFEST_BYTES)?;
+    Ok(Manifest::decode(&bytes, key, &snap.id, &snap.key)?)
+}
+
+/// Resolves `latest`, a full id, or an id prefix among one source's snapshots.
+pub fn find_snapshot(
+    backend: &dyn ReadBackend,
+    source: &str,
+    wanted: &str,
+) -> Result<SnapshotRef, RepoError> {
+    let snaps = list_snapshots(backend, Some(source))?;
+    let not_found = || RepoError::NoSuchSnapshot {
+        source_name: source.into(),
+        wanted: wanted.into(),
+    };
+    if wanted == "latest" {
+        return snaps.into_iter().last().ok_or_else(not_found);
+    }
+    let wanted_lc = wanted.to_ascii_lowercase();
+    let mut matches = snaps
+        .into_iter()
+        .filter(|s| !wanted_lc.is_empty() && s.id.to_hex().starts_with(&wanted_lc));
+    let first = matches.next().ok_or_else(not_found)?;
+    if let Some(second) = matches.next() {
+        return Err(RepoError::AmbiguousSnapshot {
+            wanted: wanted.into(),
+            first: first.id.short(),
+            second: second.id.short(),
+        });
+    }
+    Ok(first)
+}
+
+/// A repository opened for writing: backend, config and the ID key.
+#[derive(Clone)]
+pub struct WriteRepo {
+    pub backend: Arc<dyn WriteBackend>,
+    pub config: RepoConfig,
+    pub id_key: IdKey,
+    pub recipients: Recipients,
+}
+
+impl WriteRepo {
+    pub fn open(backend: Arc<dyn WriteBackend>, id_key: IdKey) -> Result<Self, RepoError> {
+        let config = load_config(backend.as_ref())?;
+        config.check_id_key(&id_key)?;
+        let recipients = config.recipients()?;
+        Ok(Self {
+            backend,
+            config,
+            id_key,
+            recipients,
+        })
+    }
+}

@@ -1,0 +1,141 @@
+//! Storage backends: the traits every backend implements, and opening one
+//! from a repository URL.
+//!
+//! The traits are split by what an operation may do, so that the type system
+//! carries invariant 1 (backup never deletes):
+//!
+//! * [`ReadBackend`] — get, head, list. Restore and verify need only this.
+//! * [`WriteBackend`] — adds put-with-retention and extend-retention. Backup
+//!   takes a `&dyn WriteBackend`, which has no delete.
+//! * [`DeleteBackend`] — adds delete. Only prune may obtain one.
+//!
+//! Semantics every backend must provide (the conformance tests check them):
+//! a put never replaces an existing key; a retention is never shortened; a
+//! retained object cannot be deleted; `flush` returns only when every
+//! earlier successful put is durable.
+
+pub mod local;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+pub use local::LocalBackend;
+
+/// What a head or list reports about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// `None` when the backend did not report it (e.g. S3 LIST); ask `head`.
+    pub retain_until: Option<OffsetDateTime>,
+    pub last_modified: Option<OffsetDateTime>,
+}
+
+/// Result of a put: either the object was written, or the key already held
+/// an object (content addressing makes that a duplicate, never a conflict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    AlreadyExists,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object {key} not found in {location}")]
+    NotFound { location: String, key: String },
+    #[error("object {key} in {location} is retained until {until}; refusing to {action}")]
+    Retained {
+        location: String,
+        key: String,
+        until: String,
+        action: &'static str,
+    },
+    #[error("object {key} in {location} is larger than {limit} bytes; refusing to read it")]
+    TooLarge {
+        location: String,
+        key: String,
+        limit: u64,
+    },
+    #[error("{op} {key} in {location}: {message}")]
+    Io {
+        location: String,
+        op: &'static str,
+        key: String,
+        message: String,
+        /// Worth retrying (timeouts, throttling, 5xx); permanent otherwise.
+        transient: bool,
+    },
+    #[error("unsupported repository URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+}
+
+impl StorageError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Io { transient: true, .. })
+    }
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+pub trait ReadBackend: Send + Sync {
+    /// Human-readable location for messages, e.g. `file:///srv/lockbox`.
+    fn location(&self) -> String;
+    /// Reads a whole object, refusing objects larger than `limit` bytes.
+    fn get(&self, key: &str, limit: u64) -> StorageResult<Bytes>;
+    /// Size and retention of an object, or `None` if absent.
+    fn head(&self, key: &str) -> StorageResult<Option<ObjectInfo>>;
+    /// Calls `f` for each object under `prefix`, in lexicographic key order.
+    fn list(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(ObjectInfo) -> StorageResult<()>,
+    ) -> StorageResult<()>;
+}
+
+pub trait WriteBackend: ReadBackend {
+    /// Writes a new object locked until `retain_until`. Never replaces an
+    /// existing object: returns [`PutOutcome::AlreadyExists`] instead.
+    fn put(&self, key: &str, data: Bytes, retain_until: OffsetDateTime)
+    -> StorageResult<PutOutcome>;
+    /// Raises an object's retain-until to at least `until`. Never shortens:
+    /// a later existing retention is left as it is.
+    fn extend_retention(&self, key: &str, until: OffsetDateTime) -> StorageResult<()>;
+    /// Returns once every earlier successful put is durable.
+    fn flush(&self) -> StorageResult<()>;
+}
+
+/// Deletion, for prune only. Refused while an object is retained.
+pub trait DeleteBackend: WriteBackend {
+    fn delete(&self, key: &str) -> StorageResult<()>;
+}
+
+/// Opens the backend named by a repository URL with write rights.
+pub fn open_write(url: &str) -> StorageResult<Arc<dyn WriteBackend>> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(StorageError::BadUrl {
+                url: url.into(),
+                reason: "file:// URLs need an absolute path, e.g. file:///srv/lockbox".into(),
+            });
+        }
+        return Ok(Arc::new(LocalBackend::open(path)?));
+    }
+    Err(StorageError::BadUrl {
+        url: url.into(),
+        reason: "supported schemes: file:///absolute/path (s3:// is not built yet)".into(),
+    })
+}
+
+/// Opens the backend for reading only (restore, verify, snapshots).
+pub fn open_read(url: &str) -> StorageResult<Arc<dyn ReadBackend>> {
+    let w = open_write(url)?;
+    Ok(w as Arc<dyn ReadBackend>)
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;
