@@ -33,6 +33,12 @@ pub enum CatalogError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("catalog {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -113,6 +119,20 @@ impl Catalog {
     /// of another repository or schema is wiped: it is only a cache.
     pub fn open(path: &Path, repository_id: &str) -> Result<Self, CatalogError> {
         let shown = path.display().to_string();
+        // Create it private before SQLite does (its -wal/-shm files copy the mode).
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|source| CatalogError::Io {
+                    path: shown.clone(),
+                    source,
+                })?;
+        }
         let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite {
             path: shown.clone(),
             source,

@@ -1,0 +1,172 @@
+//! Shared harness for end-to-end tests: a fresh vault in a temp directory,
+//! driven through the real `lockbox` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lockbox");
+
+/// A temp directory holding an identity, a config, a state dir and a local vault.
+pub struct Vault {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub identity: PathBuf,
+    pub recipient: String,
+}
+
+impl Vault {
+    /// Creates and initialises a vault with `extra` TOML appended to the config.
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = dir.path().join("identity.txt");
+        let out = Command::new(BIN)
+            .args(["keygen", "--output"])
+            .arg(&identity)
+            .output()
+            .expect("run keygen");
+        assert!(out.status.success(), "keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+        let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let config = dir.path().join("lockbox.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{}\"\n[repository]\nurl = \"file://{}\"\nrecipients = [\"{recipient}\"]\nlock_days = 2\n{extra}",
+                dir.path().join("state").display(),
+                dir.path().join("repo").display(),
+            ),
+        )
+        .unwrap();
+        let v = Self { dir, config, identity, recipient };
+        v.ok(&["init"]);
+        v
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.path().join("repo")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(&self.config).env("NO_COLOR", "1").env_remove("LOCKBOX_IDENTITY");
+        c
+    }
+
+    /// Runs lockbox with `args`; panics with its output unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().expect("run lockbox");
+        assert!(
+            out.status.success(),
+            "lockbox {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs lockbox with `args`, expecting failure; returns (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.cmd().args(args).output().expect("run lockbox");
+        assert!(!out.status.success(), "lockbox {args:?} unexpectedly succeeded");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Backs up `data` from stdin under `source`; returns the JSON summary.
+    pub fn backup_bytes(&self, source: &str, data: &[u8]) -> serde_json::Value {
+        let file = self.path().join(format!("input-{source}.bin"));
+        std::fs::write(&file, data).unwrap();
+        let out = self
+            .cmd()
+            .args(["backup", "--json", "--stdin", source])
+            .stdin(Stdio::from(std::fs::File::open(&file).unwrap()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "backup failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("backup --json prints JSON")
+    }
+
+    /// Restores `snapshot` of `source` to a file; returns its bytes.
+    pub fn restore_bytes(&self, source: &str, snapshot: &str) -> Vec<u8> {
+        let target = self.path().join(format!("restored-{source}-{snapshot}.bin"));
+        let _ = std::fs::remove_file(&target);
+        self.ok(&[
+            "restore", snapshot, "--source", source, "--identity",
+            self.identity.to_str().unwrap(), "--output", target.to_str().unwrap(),
+        ]);
+        std::fs::read(&target).unwrap()
+    }
+
+    /// Paths of all chunk objects in the local vault.
+    pub fn chunk_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let root = self.repo().join("chunks");
+        for d in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                let p = f.path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                if !name.ends_with(".retain") && !name.starts_with(".tmp-") {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Paths of all snapshot manifests in the local vault.
+    pub fn manifest_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for d in std::fs::read_dir(self.repo().join("snapshots")).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                let p = f.path();
+                if !p.to_string_lossy().ends_with(".retain") {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Makes a file writable so a test can damage it (simulating an attacker
+/// or bit rot with direct disk access).
+pub fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// Deterministic mixed text/binary data (xorshift), `len` bytes.
+pub fn mixed_data(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    let mut line = 0u64;
+    while out.len() < len {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        if (s >> 60) < 11 {
+            // Text rows, like a COPY block of a dump.
+            line += 1;
+            out.extend_from_slice(
+                format!("{line}\tcustomer-{}\t{}.{:02}\t2026-11-{:02}\tnote {}\n", s % 9973, s % 100_000, s % 100, s % 28 + 1, s >> 40).as_bytes(),
+            );
+        } else {
+            // Incompressible binary runs, like bytea or an embedded blob.
+            for _ in 0..64 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+    }
+    out.truncate(len);
+    out
+}
