@@ -70,9 +70,12 @@ impl RestoreError {
             RestoreError::ChunkMissing { .. }
                 | RestoreError::ChunkCorrupt { .. }
                 | RestoreError::StreamMismatch { .. }
-                | RestoreError::Manifest(ManifestError::NameMismatch { .. })
-                | RestoreError::Manifest(ManifestError::Malformed { .. })
-        )
+        ) || match self {
+            RestoreError::Manifest(m) | RestoreError::Repo(RepoError::Manifest(m)) => {
+                m.is_integrity_failure()
+            }
+            _ => false,
+        }
     }
 
     /// True when the identity cannot decrypt this repository or snapshot.

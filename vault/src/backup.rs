@@ -204,7 +204,7 @@ fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupSummary, BackupError> {
     let clock = Instant::now();
-    let started_at = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is valid");
+    let started_at = now_micros();
     let retain_until = started_at + Duration::days(i64::from(opts.lock_days));
     let lock_target = retain_until + Duration::days(i64::from(opts.lock_slack_days));
     let source = stream.source_name.clone();
@@ -335,7 +335,7 @@ fn backup(
         source: source.clone(),
         kind: kind.into(),
         started_at,
-        finished_at: OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is valid"),
+        finished_at: now_micros(),
         retain_until,
         previous,
         input_bytes,
@@ -369,6 +369,13 @@ fn backup(
             .expect("formats"),
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// Now, at the microsecond resolution snapshot keys carry.
+fn now_micros() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.microsecond() * 1000)
+        .expect("whole microseconds are valid")
 }
 
 /// Makes pending puts durable, then tells the catalog about them.

@@ -60,8 +60,9 @@ pub fn snapshot_prefix(source: &str) -> String {
     format!("{SNAPSHOTS_PREFIX}{source}/")
 }
 
-/// `snapshots/<source>/<UTC start time, YYYYMMDDTHHMMSSZ>-<manifest id>`:
+/// `snapshots/<source>/<UTC start time, YYYYMMDDTHHMMSS.ffffffZ>-<manifest id>`:
 /// lexicographic order (what S3 LIST returns) is time order per source.
+/// Microseconds keep two backups started within one second in order.
 pub fn snapshot_key(source: &str, started_at: OffsetDateTime, id: &ObjectId) -> String {
     format!(
         "{}{}-{}",
@@ -86,13 +87,14 @@ pub fn parse_snapshot_key(key: &str) -> Option<(String, ObjectId)> {
 pub fn compact_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:06}Z",
         t.year(),
         u8::from(t.month()),
         t.day(),
         t.hour(),
         t.minute(),
-        t.second()
+        t.second(),
+        t.microsecond()
     )
 }
 
@@ -114,14 +116,14 @@ mod tests {
     #[test]
     fn snapshot_keys_round_trip_and_sort_by_time() {
         let id = ObjectId::from_bytes([7; 32]);
-        let early = time::macros::datetime!(2026-01-02 03:04:05 UTC);
-        let late = time::macros::datetime!(2026-11-02 03:04:05 UTC);
+        let early = time::macros::datetime!(2026-01-02 03:04:05.000_007 UTC);
+        let late = time::macros::datetime!(2026-01-02 03:04:05.000_008 UTC);
         let k1 = snapshot_key("orders", early, &id);
         let k2 = snapshot_key("orders", late, &ObjectId::from_bytes([1; 32]));
         assert!(k1 < k2);
         assert_eq!(
             k1,
-            format!("snapshots/orders/20260102T030405Z-{}", id.to_hex())
+            format!("snapshots/orders/20260102T030405.000007Z-{}", id.to_hex())
         );
         assert_eq!(parse_snapshot_key(&k1), Some(("orders".into(), id)));
         assert_eq!(parse_snapshot_key("snapshots/orders/garbage"), None);

@@ -30,6 +30,17 @@ pub enum ManifestError {
     },
 }
 
+impl ManifestError {
+    /// True when the manifest's bytes themselves are bad (tampered, forged,
+    /// truncated), as opposed to an unsupported version or a wrong identity.
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(
+            self,
+            ManifestError::NameMismatch { .. } | ManifestError::Malformed { .. }
+        )
+    }
+}
+
 /// One entry of the ordered chunk list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
