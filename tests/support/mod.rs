@@ -144,7 +144,7 @@ pub fn make_writable(path: &Path) {
 
 /// Deterministic mixed text/binary data (xorshift), `len` bytes.
 pub fn mixed_data(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
+    let mut s = seed.wrapping_mul(2).wrapping_add(1);
     let mut out = Vec::with_capacity(len);
     let mut line = 0u64;
     while out.len() < len {
