@@ -21,7 +21,13 @@ Exit codes:
 )]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, short = 'c', global = true, env = "LOCKBOX_CONFIG", value_name = "PATH")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "LOCKBOX_CONFIG",
+        value_name = "PATH"
+    )]
     pub config: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

@@ -12,12 +12,23 @@ fn round_trip_is_byte_identical_for_empty_tiny_and_large_inputs() {
         let summary = v.backup_bytes(name, &data);
         assert_eq!(summary["input_bytes"], data.len() as u64, "{name}");
         let back = v.restore_bytes(name, "latest");
-        assert!(back == data, "{name}: restored bytes differ ({} vs {})", back.len(), data.len());
+        assert!(
+            back == data,
+            "{name}: restored bytes differ ({} vs {})",
+            back.len(),
+            data.len()
+        );
     }
     // Restoring to stdout gives the same bytes.
     let out = v.ok(&[
-        "restore", "latest", "--source", "one", "--identity",
-        v.identity.to_str().unwrap(), "--output", "-",
+        "restore",
+        "latest",
+        "--source",
+        "one",
+        "--identity",
+        v.identity.to_str().unwrap(),
+        "--output",
+        "-",
     ]);
     assert_eq!(out.stdout, vec![0x42]);
 }
@@ -33,7 +44,11 @@ fn second_backup_of_same_input_stores_nothing_new() {
     assert_eq!(second["new_chunks"], 0);
     assert_eq!(second["added_bytes"], 0);
     assert_eq!(second["reused_chunks"], first["chunks"]);
-    assert_eq!(v.chunk_files().len(), chunks_before, "a chunk object was written again");
+    assert_eq!(
+        v.chunk_files().len(),
+        chunks_before,
+        "a chunk object was written again"
+    );
     // The two snapshots form a chain.
     let snaps = snapshots_json(&v);
     assert_eq!(snaps.len(), 2);
@@ -50,14 +65,26 @@ fn insertion_in_the_middle_stores_only_a_few_new_chunks() {
     let first = v.backup_bytes("db", &data);
     let mut edited = data.clone();
     let mid = data.len() / 2;
-    edited.splice(mid..mid, b"INSERT INTO orders VALUES (42, 'a new row');\n".iter().copied());
+    edited.splice(
+        mid..mid,
+        b"INSERT INTO orders VALUES (42, 'a new row');\n"
+            .iter()
+            .copied(),
+    );
     let second = v.backup_bytes("db", &edited);
     let new = second["new_chunks"].as_u64().unwrap();
-    assert!(new <= 2, "{new} new chunks for one insertion (of {})", first["chunks"]);
+    assert!(
+        new <= 2,
+        "{new} new chunks for one insertion (of {})",
+        first["chunks"]
+    );
     assert!(second["added_bytes"].as_u64().unwrap() * 8 < first["added_bytes"].as_u64().unwrap());
     assert_eq!(v.restore_bytes("db", "latest"), edited);
     // The older snapshot still restores to the original.
-    let old = snapshots_json(&v)[0]["short_id"].as_str().unwrap().to_string();
+    let old = snapshots_json(&v)[0]["short_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(v.restore_bytes("db", &old), data);
 }
 
@@ -89,7 +116,10 @@ command = ["/nonexistent/pg_dump"]
     let (code, err) = v.fails(&["backup", "bad"]);
     assert_eq!(code, 1);
     assert!(err.contains("exit status 3"), "{err}");
-    assert!(err.contains("connection refused"), "stderr tail missing: {err}");
+    assert!(
+        err.contains("connection refused"),
+        "stderr tail missing: {err}"
+    );
     assert!(err.contains("no snapshot was written"), "{err}");
     let (_, err) = v.fails(&["backup", "missing"]);
     assert!(err.contains("not found"), "{err}");
@@ -98,7 +128,11 @@ command = ["/nonexistent/pg_dump"]
     assert!(err.contains("configured: good, bad, missing"), "{err}");
 
     let snaps = snapshots_json(&v);
-    assert_eq!(snaps.len(), 1, "a failed source produced a snapshot: {snaps:?}");
+    assert_eq!(
+        snaps.len(),
+        1,
+        "a failed source produced a snapshot: {snaps:?}"
+    );
     assert_eq!(snaps[0]["source"], "good");
 }
 
@@ -127,13 +161,23 @@ fn sqlite_source_uses_online_backup_and_restores_a_working_database() {
     v.ok(&["backup", "app"]);
     let restored = v.path().join("app-restored.db");
     v.ok(&[
-        "restore", "latest", "--source", "app", "--identity", v.identity.to_str().unwrap(),
-        "--output", restored.to_str().unwrap(),
+        "restore",
+        "latest",
+        "--source",
+        "app",
+        "--identity",
+        v.identity.to_str().unwrap(),
+        "--output",
+        restored.to_str().unwrap(),
     ]);
     let back = rusqlite::Connection::open(&restored).unwrap();
-    let n: i64 = back.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    let n: i64 = back
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 5000);
-    let ok: String = back.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = back
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
     // The private temporary copy is gone.
     let leftovers: Vec<_> = std::fs::read_dir(v.state().join("tmp")).unwrap().collect();
@@ -147,8 +191,14 @@ fn restore_refuses_to_clobber_an_existing_file_without_force() {
     let target = v.path().join("existing.txt");
     std::fs::write(&target, b"precious").unwrap();
     let args = [
-        "restore", "latest", "--source", "db", "--identity", v.identity.to_str().unwrap(),
-        "--output", target.to_str().unwrap(),
+        "restore",
+        "latest",
+        "--source",
+        "db",
+        "--identity",
+        v.identity.to_str().unwrap(),
+        "--output",
+        target.to_str().unwrap(),
     ];
     let (_, err) = v.fails(&args);
     assert!(err.contains("--force"), "{err}");
@@ -171,7 +221,10 @@ fn catalog_rebuild_after_deleting_it_gives_the_same_listing() {
     }
     v.ok(&["catalog", "rebuild"]);
     let after = v.ok(&["snapshots", "--json"]).stdout;
-    assert_eq!(String::from_utf8_lossy(&before), String::from_utf8_lossy(&after));
+    assert_eq!(
+        String::from_utf8_lossy(&before),
+        String::from_utf8_lossy(&after)
+    );
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&after).unwrap();
     assert_eq!(rows.len(), 3);
     // And the rebuilt catalog still lets backup dedup without re-uploading.
@@ -189,8 +242,11 @@ fn snapshots_written_by_another_host_appear_after_sync() {
     std::fs::copy(v.state().join("id.key"), other_state.join("id.key")).unwrap();
     let text = std::fs::read_to_string(&v.config).unwrap();
     let cfg2 = v.path().join("host2.toml");
-    std::fs::write(&cfg2, text.replace(v.state().to_str().unwrap(), other_state.to_str().unwrap()))
-        .unwrap();
+    std::fs::write(
+        &cfg2,
+        text.replace(v.state().to_str().unwrap(), other_state.to_str().unwrap()),
+    )
+    .unwrap();
     let out = std::process::Command::new(support::BIN)
         .args(["--config", cfg2.to_str().unwrap(), "snapshots", "--json"])
         .output()

@@ -76,5 +76,8 @@ fn sigkill_mid_backup_leaves_no_visible_snapshot() {
         assert_eq!(v.restore_bytes("db", "latest"), input);
         visible += 1;
     }
-    assert!(reused_after_kill > 0, "no run reused chunks landed by a killed backup");
+    assert!(
+        reused_after_kill > 0,
+        "no run reused chunks landed by a killed backup"
+    );
 }

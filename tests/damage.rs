@@ -22,7 +22,12 @@ fn setup() -> Damaged {
     assert!(chunks.len() >= 2);
     let victim = chunks[chunks.len() / 2].clone();
     let victim_id = victim.file_name().unwrap().to_string_lossy().into_owned();
-    Damaged { v, data, victim, victim_id }
+    Damaged {
+        v,
+        data,
+        victim,
+        victim_id,
+    }
 }
 
 /// Attempts a restore to a file; returns (exit code, stderr) and checks no
@@ -30,16 +35,32 @@ fn setup() -> Damaged {
 fn failed_restore(d: &Damaged) -> (i32, String) {
     let target = d.v.path().join("out.bin");
     let (code, err) = d.v.fails(&[
-        "restore", "latest", "--source", "db", "--identity", d.v.identity.to_str().unwrap(),
-        "--output", target.to_str().unwrap(),
+        "restore",
+        "latest",
+        "--source",
+        "db",
+        "--identity",
+        d.v.identity.to_str().unwrap(),
+        "--output",
+        target.to_str().unwrap(),
     ]);
-    assert!(!target.exists(), "a failed restore left output at the target");
+    assert!(
+        !target.exists(),
+        "a failed restore left output at the target"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(d.v.path())
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".lockbox-restore-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".lockbox-restore-")
+        })
         .collect();
-    assert!(leftovers.is_empty(), "temporary restore files left: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary restore files left: {leftovers:?}"
+    );
     (code, err)
 }
 
@@ -81,7 +102,10 @@ fn missing_object_is_named() {
     std::fs::remove_file(&d.victim).unwrap();
     let (code, err) = failed_restore(&d);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains(&d.victim_id) && err.contains("missing"), "{err}");
+    assert!(
+        err.contains(&d.victim_id) && err.contains("missing"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,8 +115,14 @@ fn wrong_identity_is_named() {
     d.v.ok(&["keygen", "--output", other.to_str().unwrap()]);
     let target = d.v.path().join("out.bin");
     let (code, err) = d.v.fails(&[
-        "restore", "latest", "--source", "db", "--identity", other.to_str().unwrap(),
-        "--output", target.to_str().unwrap(),
+        "restore",
+        "latest",
+        "--source",
+        "db",
+        "--identity",
+        other.to_str().unwrap(),
+        "--output",
+        target.to_str().unwrap(),
     ]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("config") && err.contains("identity"), "{err}");
@@ -105,7 +135,11 @@ fn altered_manifest_is_refused() {
     let manifest = d.v.manifest_files().pop().unwrap();
     make_writable(&manifest);
     let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("\"input_bytes\":", "\"input_bytes\": ")).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("\"input_bytes\":", "\"input_bytes\": "),
+    )
+    .unwrap();
     let (code, err) = failed_restore(&d);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("does not match the keyed hash"), "{err}");
@@ -115,15 +149,20 @@ fn altered_manifest_is_refused() {
 fn stdout_restore_of_damaged_snapshot_exits_non_zero() {
     let d = setup();
     std::fs::remove_file(&d.victim).unwrap();
-    let out = d
-        .v
-        .cmd()
-        .args([
-            "restore", "latest", "--source", "db", "--identity",
-            d.v.identity.to_str().unwrap(), "--output", "-",
-        ])
-        .output()
-        .unwrap();
+    let out =
+        d.v.cmd()
+            .args([
+                "restore",
+                "latest",
+                "--source",
+                "db",
+                "--identity",
+                d.v.identity.to_str().unwrap(),
+                "--output",
+                "-",
+            ])
+            .output()
+            .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(out.stdout.len() < d.data.len());
 }

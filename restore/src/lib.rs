@@ -40,7 +40,9 @@ pub enum RestoreError {
         key: String,
         reason: String,
     },
-    #[error("snapshot {snapshot}: chunk #{index} ({key}): the identity matches none of its recipients")]
+    #[error(
+        "snapshot {snapshot}: chunk #{index} ({key}): the identity matches none of its recipients"
+    )]
     WrongIdentity {
         snapshot: String,
         index: usize,
@@ -51,11 +53,13 @@ pub enum RestoreError {
         snapshot: String,
         index: usize,
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
     #[error("snapshot {snapshot}: the restored stream does not match the snapshot's stream hash")]
     StreamMismatch { snapshot: String },
-    #[error("{path} already exists; choose another --output or pass --force to replace it after verification")]
+    #[error(
+        "{path} already exists; choose another --output or pass --force to replace it after verification"
+    )]
     OutputExists { path: String },
     #[error("writing the restored data to {path}: {reason}")]
     Output { path: String, reason: String },

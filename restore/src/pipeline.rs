@@ -75,7 +75,14 @@ pub(crate) fn run(
                         return;
                     }
                     let r = fetch_verified(
-                        backend, identities, id_key, manifest, sealed, i, snapshot, &mut opener,
+                        backend,
+                        identities,
+                        id_key,
+                        manifest,
+                        sealed,
+                        i,
+                        snapshot,
+                        &mut opener,
                     );
                     if tx.send((i, r)).is_err() {
                         return;
@@ -158,23 +165,21 @@ fn fetch_verified(
         key: key.clone(),
         reason,
     };
-    let stored = backend
-        .get(&key, MAX_OBJECT_BYTES)
-        .map_err(|e| match e {
-            e if e.is_not_found() => RestoreError::ChunkMissing {
-                snapshot: snapshot.into(),
-                index,
-                key: key.clone(),
-            },
-            lockbox_vault::storage::StorageError::TooLarge { .. } => {
-                corrupt("object is larger than any valid chunk".into())
-            }
-            source => RestoreError::Storage {
-                snapshot: snapshot.into(),
-                index,
-                source,
-            },
-        })?;
+    let stored = backend.get(&key, MAX_OBJECT_BYTES).map_err(|e| match e {
+        e if e.is_not_found() => RestoreError::ChunkMissing {
+            snapshot: snapshot.into(),
+            index,
+            key: key.clone(),
+        },
+        lockbox_vault::storage::StorageError::TooLarge { .. } => {
+            corrupt("object is larger than any valid chunk".into())
+        }
+        source => RestoreError::Storage {
+            snapshot: snapshot.into(),
+            index,
+            source: Box::new(source),
+        },
+    })?;
     if stored.len() as u64 != entry.stored_len {
         return Err(corrupt(format!(
             "stored size is {} bytes, the manifest recorded {}",
@@ -205,7 +210,9 @@ fn fetch_verified(
         )));
     }
     if id_key.id_of(&plain) != entry.id {
-        return Err(corrupt("plaintext does not match the chunk id (keyed BLAKE3)".into()));
+        return Err(corrupt(
+            "plaintext does not match the chunk id (keyed BLAKE3)".into(),
+        ));
     }
     Ok(plain)
 }

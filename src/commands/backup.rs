@@ -26,7 +26,11 @@ pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
                 anyhow!(
                     "no source named {name:?} in {}; configured: {}",
                     config.path.display(),
-                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
                 )
             })?;
             source::open(src, &config.tmp_dir())?

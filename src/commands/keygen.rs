@@ -12,7 +12,10 @@ pub fn run(args: KeygenArgs) -> Result<ExitCode> {
     match &args.output {
         Some(path) => {
             keys::write_secret_file(path, text.as_bytes())?;
-            eprintln!("wrote identity to {} (mode 0600); keep it OFF the backup host", path.display());
+            eprintln!(
+                "wrote identity to {} (mode 0600); keep it OFF the backup host",
+                path.display()
+            );
             println!("{recipient}");
         }
         None => {

@@ -42,7 +42,10 @@ pub fn run(args: QuickstartArgs) -> Result<ExitCode> {
     }
     let config = Config::load(&config_path)?;
 
-    println!("== 1. init: a write-once vault at {}", dir.join("vault").display());
+    println!(
+        "== 1. init: a write-once vault at {}",
+        dir.join("vault").display()
+    );
     super::init::run(&config, InitArgs { identity: None })?;
     println!("== 2. backup: sample.db ({rows} rows) through SQLite's online backup API");
     super::backup::run(
@@ -111,7 +114,11 @@ fn grow_sample_db(path: &Path) -> Result<i64> {
             stmt.execute(rusqlite::params![
                 format!("customer-{}", i % 997),
                 (i * 7919) % 100_000,
-                if i % 5 == 0 { None } else { Some(format!("order {i}: gift wrap, ünïcode ✓")) }
+                if i % 5 == 0 {
+                    None
+                } else {
+                    Some(format!("order {i}: gift wrap, ünïcode ✓"))
+                }
             ])?;
         }
     }
@@ -120,7 +127,8 @@ fn grow_sample_db(path: &Path) -> Result<i64> {
 }
 
 fn count_rows(path: &Path) -> Result<i64> {
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if ok != "ok" {
         bail!("{}: integrity check failed: {ok}", path.display());

@@ -12,7 +12,11 @@ pub fn run(config: &Config, args: SnapshotsArgs) -> Result<ExitCode> {
         .catalog
         .sync(host.repo.backend.as_ref(), &host.repo.id_key)?;
     if report.added + report.removed > 0 {
-        tracing::debug!(added = report.added, removed = report.removed, "catalog refreshed");
+        tracing::debug!(
+            added = report.added,
+            removed = report.removed,
+            "catalog refreshed"
+        );
     }
     let rows = host.catalog.snapshots(args.source.as_deref())?;
     if args.json {

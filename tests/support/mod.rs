@@ -25,7 +25,11 @@ impl Vault {
             .arg(&identity)
             .output()
             .expect("run keygen");
-        assert!(out.status.success(), "keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
         let config = dir.path().join("lockbox.toml");
         std::fs::write(
@@ -37,7 +41,12 @@ impl Vault {
             ),
         )
         .unwrap();
-        let v = Self { dir, config, identity, recipient };
+        let v = Self {
+            dir,
+            config,
+            identity,
+            recipient,
+        };
         v.ok(&["init"]);
         v
     }
@@ -54,7 +63,10 @@ impl Vault {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("--config").arg(&self.config).env("NO_COLOR", "1").env_remove("LOCKBOX_IDENTITY");
+        c.arg("--config")
+            .arg(&self.config)
+            .env("NO_COLOR", "1")
+            .env_remove("LOCKBOX_IDENTITY");
         c
     }
 
@@ -73,8 +85,14 @@ impl Vault {
     /// Runs lockbox with `args`, expecting failure; returns (exit code, stderr).
     pub fn fails(&self, args: &[&str]) -> (i32, String) {
         let out = self.cmd().args(args).output().expect("run lockbox");
-        assert!(!out.status.success(), "lockbox {args:?} unexpectedly succeeded");
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        assert!(
+            !out.status.success(),
+            "lockbox {args:?} unexpectedly succeeded"
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Backs up `data` from stdin under `source`; returns the JSON summary.
@@ -87,17 +105,29 @@ impl Vault {
             .stdin(Stdio::from(std::fs::File::open(&file).unwrap()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "backup failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "backup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("backup --json prints JSON")
     }
 
     /// Restores `snapshot` of `source` to a file; returns its bytes.
     pub fn restore_bytes(&self, source: &str, snapshot: &str) -> Vec<u8> {
-        let target = self.path().join(format!("restored-{source}-{snapshot}.bin"));
+        let target = self
+            .path()
+            .join(format!("restored-{source}-{snapshot}.bin"));
         let _ = std::fs::remove_file(&target);
         self.ok(&[
-            "restore", snapshot, "--source", source, "--identity",
-            self.identity.to_str().unwrap(), "--output", target.to_str().unwrap(),
+            "restore",
+            snapshot,
+            "--source",
+            source,
+            "--identity",
+            self.identity.to_str().unwrap(),
+            "--output",
+            target.to_str().unwrap(),
         ]);
         std::fs::read(&target).unwrap()
     }
@@ -122,7 +152,11 @@ impl Vault {
     /// Paths of all snapshot manifests in the local vault.
     pub fn manifest_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for d in std::fs::read_dir(self.repo().join("snapshots")).into_iter().flatten().flatten() {
+        for d in std::fs::read_dir(self.repo().join("snapshots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             for f in std::fs::read_dir(d.path()).unwrap().flatten() {
                 let p = f.path();
                 if !p.to_string_lossy().ends_with(".retain") {
@@ -155,7 +189,15 @@ pub fn mixed_data(len: usize, seed: u64) -> Vec<u8> {
             // Text rows, like a COPY block of a dump.
             line += 1;
             out.extend_from_slice(
-                format!("{line}\tcustomer-{}\t{}.{:02}\t2026-11-{:02}\tnote {}\n", s % 9973, s % 100_000, s % 100, s % 28 + 1, s >> 40).as_bytes(),
+                format!(
+                    "{line}\tcustomer-{}\t{}.{:02}\t2026-11-{:02}\tnote {}\n",
+                    s % 9973,
+                    s % 100_000,
+                    s % 100,
+                    s % 28 + 1,
+                    s >> 40
+                )
+                .as_bytes(),
             );
         } else {
             // Incompressible binary runs, like bytea or an embedded blob.

@@ -190,7 +190,8 @@ pub fn run(
         ),
         Err(e) => (RunOutcome::Failed, None, 0, 0, Some(e.to_string())),
     };
-    if let Err(e) = catalog.finish_run(run_id, outcome, snap.as_ref(), input, added, err.as_deref()) {
+    if let Err(e) = catalog.finish_run(run_id, outcome, snap.as_ref(), input, added, err.as_deref())
+    {
         tracing::warn!(error = %e, "could not record the run in the catalog");
     }
     result
@@ -276,10 +277,11 @@ fn backup(
                     to_record.push((d.id, info));
                 }
             }
-            if to_record.len() >= RECORD_BATCH && !shared.aborted() {
-                if let Err(e) = record(&shared, &mut to_record) {
-                    shared.fail(e);
-                }
+            if to_record.len() >= RECORD_BATCH
+                && !shared.aborted()
+                && let Err(e) = record(&shared, &mut to_record)
+            {
+                shared.fail(e);
             }
         }
         match chunker.join().expect("chunker thread panicked") {
@@ -464,7 +466,12 @@ fn seal_worker(
                         Err(e) if e.is_not_found() => {
                             let sealed = sealer.seal(&data)?;
                             uploads
-                                .send(Upload { seq, id, len, sealed })
+                                .send(Upload {
+                                    seq,
+                                    id,
+                                    len,
+                                    sealed,
+                                })
                                 .map_err(|_| BackupError::Stopped)?;
                             Ok(None)
                         }
@@ -475,7 +482,12 @@ fn seal_worker(
                     let sealed = sealer.seal(&data)?;
                     drop(data);
                     uploads
-                        .send(Upload { seq, id, len, sealed })
+                        .send(Upload {
+                            seq,
+                            id,
+                            len,
+                            sealed,
+                        })
                         .map_err(|_| BackupError::Stopped)?;
                     Ok(None)
                 }

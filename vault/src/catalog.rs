@@ -239,10 +239,13 @@ impl Catalog {
 
     /// Records chunks known durable and locked; a retention only ever grows.
     pub fn record_chunks(&mut self, chunks: &[(ObjectId, KnownChunk)]) -> Result<(), CatalogError> {
-        let tx = self.conn.transaction().map_err(|source| CatalogError::Sqlite {
-            path: self.path.clone(),
-            source,
-        })?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| CatalogError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -426,11 +429,8 @@ impl Catalog {
         id_key: &IdKey,
     ) -> Result<SyncReport, CatalogError> {
         let listed = repository::list_snapshots(backend, None)?;
-        let known: std::collections::HashSet<String> = self
-            .snapshots(None)?
-            .into_iter()
-            .map(|s| s.key)
-            .collect();
+        let known: std::collections::HashSet<String> =
+            self.snapshots(None)?.into_iter().map(|s| s.key).collect();
         let mut report = SyncReport::default();
         let listed_keys: std::collections::HashSet<&str> =
             listed.iter().map(|s| s.key.as_str()).collect();

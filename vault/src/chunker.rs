@@ -91,7 +91,10 @@ mod tests {
         let data = pseudo_random(40 * 1024 * 1024, 42);
         let chunks: Vec<Vec<u8>> = Chunker::new(&data[..]).map(Result::unwrap).collect();
         let (last, body) = chunks.split_last().unwrap();
-        assert!(body.iter().all(|c| c.len() >= CHUNK_MIN_SIZE && c.len() <= CHUNK_MAX_SIZE));
+        assert!(
+            body.iter()
+                .all(|c| c.len() >= CHUNK_MIN_SIZE && c.len() <= CHUNK_MAX_SIZE)
+        );
         assert!(last.len() <= CHUNK_MAX_SIZE);
         assert_eq!(Chunker::new(&b"x"[..]).count(), 1);
         assert_eq!(Chunker::new(&b""[..]).count(), 0);
@@ -101,7 +104,10 @@ mod tests {
     fn insertion_changes_only_nearby_chunks() {
         let data = pseudo_random(32 * 1024 * 1024, 7);
         let mut edited = data.clone();
-        edited.splice(16 * 1024 * 1024..16 * 1024 * 1024, b"inserted row".iter().copied());
+        edited.splice(
+            16 * 1024 * 1024..16 * 1024 * 1024,
+            b"inserted row".iter().copied(),
+        );
         let a: std::collections::HashSet<_> = boundaries(&data).into_iter().collect();
         let b = boundaries(&edited);
         let new = b.iter().filter(|c| !a.contains(*c)).count();

@@ -101,7 +101,9 @@ pub enum SourceKind {
 
 impl SourceConfig {
     pub fn kind(&self) -> &SourceKind {
-        self.parsed.as_ref().expect("validated when the config was loaded")
+        self.parsed
+            .as_ref()
+            .expect("validated when the config was loaded")
     }
 
     fn parse_kind(&self, i: usize) -> Result<SourceKind, (String, String)> {
@@ -229,7 +231,9 @@ impl Config {
             }
         }
         for (i, s) in self.sources.iter_mut().enumerate() {
-            let kind = s.parse_kind(i).map_err(|(key, message)| invalid(&key, message))?;
+            let kind = s
+                .parse_kind(i)
+                .map_err(|(key, message)| invalid(&key, message))?;
             s.parsed = Some(kind);
         }
         Ok(())
@@ -271,35 +275,101 @@ mod tests {
         let c = Config::parse(&text, "t.toml").unwrap();
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.repository.lock_slack_days, 7);
-        assert!(matches!(c.source("app").unwrap().kind(), SourceKind::Sqlite { .. }));
+        assert!(matches!(
+            c.source("app").unwrap().kind(),
+            SourceKind::Sqlite { .. }
+        ));
     }
 
     /// Each malformed config names the key at fault.
     #[test]
     fn malformed_configs_name_the_key() {
         let cases: Vec<(String, &str)> = vec![
-            (base().replace("lock_days = 30", "lock_days = 0"), "repository.lock_days"),
-            (base().replace("lock_days = 30", "lock_dayz = 30"), "lock_dayz"),
+            (
+                base().replace("lock_days = 30", "lock_days = 0"),
+                "repository.lock_days",
+            ),
+            (
+                base().replace("lock_days = 30", "lock_dayz = 30"),
+                "lock_dayz",
+            ),
             (base().replace(RCPT, "age1nope"), "repository.recipients"),
-            (base().replace("recipients = [\"", "recipients = []\n#"), "repository.recipients"),
-            (base().replace("/var/lib/lockbox", "relative/state"), "state_dir"),
-            (format!("{}\n[[source]]\nname = \"a b\"\nkind = \"command\"\ncommand = [\"x\"]\n", base()), "source[0].name"),
-            (format!("{}\n[[source]]\nname = \"a\"\nkind = \"command\"\ncommand = []\n", base()), "source[0].command"),
-            (format!("{}\n[[source]]\nname = \"a\"\nkind = \"tape\"\n", base()), "source[0].kind"),
-            (format!("{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\n", base()), "source[0].path"),
-            (format!("{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"rel.db\"\n", base()), "source[0].path"),
-            (format!("{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x.db\"\ncommand = [\"x\"]\n", base()), "source[0].command"),
-            (format!("{}\n[[source]]\nname = \"a\"\nkind = \"command\"\ncommand = [\"x\"]\nflavour = 1\n", base()), "flavour"),
-            (base().replace("lock_days = 30", "lock_days = \"30\""), "lock_days"),
-            (base().replace("lock_days = 30", "lock_days = -1"), "lock_days"),
+            (
+                base().replace("recipients = [\"", "recipients = []\n#"),
+                "repository.recipients",
+            ),
+            (
+                base().replace("/var/lib/lockbox", "relative/state"),
+                "state_dir",
+            ),
+            (
+                format!(
+                    "{}\n[[source]]\nname = \"a b\"\nkind = \"command\"\ncommand = [\"x\"]\n",
+                    base()
+                ),
+                "source[0].name",
+            ),
+            (
+                format!(
+                    "{}\n[[source]]\nname = \"a\"\nkind = \"command\"\ncommand = []\n",
+                    base()
+                ),
+                "source[0].command",
+            ),
+            (
+                format!("{}\n[[source]]\nname = \"a\"\nkind = \"tape\"\n", base()),
+                "source[0].kind",
+            ),
+            (
+                format!("{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\n", base()),
+                "source[0].path",
+            ),
+            (
+                format!(
+                    "{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"rel.db\"\n",
+                    base()
+                ),
+                "source[0].path",
+            ),
+            (
+                format!(
+                    "{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x.db\"\ncommand = [\"x\"]\n",
+                    base()
+                ),
+                "source[0].command",
+            ),
+            (
+                format!(
+                    "{}\n[[source]]\nname = \"a\"\nkind = \"command\"\ncommand = [\"x\"]\nflavour = 1\n",
+                    base()
+                ),
+                "flavour",
+            ),
+            (
+                base().replace("lock_days = 30", "lock_days = \"30\""),
+                "lock_days",
+            ),
+            (
+                base().replace("lock_days = 30", "lock_days = -1"),
+                "lock_days",
+            ),
             ("state_dir = \"/x\"\n".to_string(), "repository"),
             (base() + "max_in_flight = 0\n", "max_in_flight"),
-            (format!("{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x\"\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/y\"\n", base()), "duplicate"),
+            (
+                format!(
+                    "{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x\"\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/y\"\n",
+                    base()
+                ),
+                "duplicate",
+            ),
             (base().replace("url = ", "uri = "), "uri"),
         ];
         for (text, needle) in cases {
             let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
-            assert!(err.contains(needle), "error {err:?} does not mention {needle:?}");
+            assert!(
+                err.contains(needle),
+                "error {err:?} does not mention {needle:?}"
+            );
         }
     }
 }

@@ -137,11 +137,17 @@ mod tests {
         let sealed = Sealer::new(recipients).seal(&data).unwrap();
         assert!(sealed.starts_with(b"age-encryption.org/v1\n"));
         assert!(sealed.len() < data.len());
-        let back = Opener::new().open(&identities, &sealed, data.len()).unwrap();
+        let back = Opener::new()
+            .open(&identities, &sealed, data.len())
+            .unwrap();
         assert_eq!(back, data);
 
         // A shorter recorded length must not be exceeded silently.
-        assert!(Opener::new().open(&identities, &sealed, data.len() - 1).is_err());
+        assert!(
+            Opener::new()
+                .open(&identities, &sealed, data.len() - 1)
+                .is_err()
+        );
 
         let (other, _) = generate_identity();
         let err = Opener::new()
@@ -152,7 +158,9 @@ mod tests {
         let mut flipped = sealed.clone();
         let n = flipped.len();
         flipped[n - 20] ^= 1;
-        let err = Opener::new().open(&identities, &flipped, data.len()).unwrap_err();
+        let err = Opener::new()
+            .open(&identities, &flipped, data.len())
+            .unwrap_err();
         assert!(matches!(err, EnvelopeError::Decrypt(_)), "{err}");
     }
 }

@@ -33,7 +33,10 @@ impl ObjectId {
     }
     pub fn from_hex(s: &str) -> Result<Self, BadObjectId> {
         let mut out = [0u8; 32];
-        if s.len() != 64 || hex::decode_to_slice(s, &mut out).is_err() || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        if s.len() != 64
+            || hex::decode_to_slice(s, &mut out).is_err()
+            || s.bytes().any(|b| b.is_ascii_uppercase())
+        {
             return Err(BadObjectId(s.chars().take(80).collect()));
         }
         Ok(Self(out))

@@ -49,9 +49,11 @@ impl Recipients {
             .iter()
             .enumerate()
             .map(|(index, s)| {
-                age::x25519::Recipient::from_str(s.trim()).map_err(|reason| KeyError::BadRecipient {
-                    index,
-                    reason: reason.to_string(),
+                age::x25519::Recipient::from_str(s.trim()).map_err(|reason| {
+                    KeyError::BadRecipient {
+                        index,
+                        reason: reason.to_string(),
+                    }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -126,7 +128,9 @@ pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
         .open(path)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                KeyError::Exists { path: shown.clone() }
+                KeyError::Exists {
+                    path: shown.clone(),
+                }
             } else {
                 KeyError::Write {
                     path: shown.clone(),

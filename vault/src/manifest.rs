@@ -16,11 +16,15 @@ use crate::repository::{armor, dearmor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("snapshot {key}: name does not match the keyed hash of its contents (altered or forged manifest)")]
+    #[error(
+        "snapshot {key}: name does not match the keyed hash of its contents (altered or forged manifest)"
+    )]
     NameMismatch { key: String },
     #[error("snapshot {key}: not a valid manifest: {reason}")]
     Malformed { key: String, reason: String },
-    #[error("snapshot {key}: manifest version {found} is newer than this Lockbox understands ({MANIFEST_VERSION}); upgrade Lockbox")]
+    #[error(
+        "snapshot {key}: manifest version {found} is newer than this Lockbox understands ({MANIFEST_VERSION}); upgrade Lockbox"
+    )]
     UnsupportedVersion { key: String, found: u32 },
     #[error("snapshot {key}: cannot open the sealed part: {source}")]
     Unseal {
@@ -118,11 +122,10 @@ impl Manifest {
     /// Parses without the name check (for hosts without the ID key; the
     /// stored-hash checks of every object still hold).
     pub fn parse_unchecked(bytes: &[u8], key_name: &str) -> Result<Self, ManifestError> {
-        let m: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed {
-                key: key_name.into(),
-                reason: e.to_string(),
-            })?;
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed {
+            key: key_name.into(),
+            reason: e.to_string(),
+        })?;
         if m.format != MANIFEST_TAG {
             return Err(ManifestError::Malformed {
                 key: key_name.into(),
@@ -153,8 +156,8 @@ impl Manifest {
             key: key_name.into(),
             source,
         };
-        let bin = dearmor(&self.sealed)
-            .map_err(|e| unseal_err(EnvelopeError::Decrypt(e.to_string())))?;
+        let bin =
+            dearmor(&self.sealed).map_err(|e| unseal_err(EnvelopeError::Decrypt(e.to_string())))?;
         let json = envelope::decrypt(identities, &bin, crate::format::MAX_MANIFEST_BYTES as usize)
             .map_err(unseal_err)?;
         let part: SealedPart =

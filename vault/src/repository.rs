@@ -19,17 +19,23 @@ use crate::storage::{PutOutcome, ReadBackend, StorageError, WriteBackend};
 pub enum RepoError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("{location} holds no Lockbox repository (no `config` object); run `lockbox init` first")]
+    #[error(
+        "{location} holds no Lockbox repository (no `config` object); run `lockbox init` first"
+    )]
     NotInitialized { location: String },
     #[error("{location} already holds a Lockbox repository (id {id})")]
     AlreadyInitialized { location: String, id: String },
     #[error("repository config object `config` is unreadable: {0}")]
     BadConfig(String),
-    #[error("repository format version {found} is newer than this Lockbox understands ({REPOSITORY_VERSION}); upgrade Lockbox")]
+    #[error(
+        "repository format version {found} is newer than this Lockbox understands ({REPOSITORY_VERSION}); upgrade Lockbox"
+    )]
     UnsupportedVersion { found: u32 },
     #[error("repository config `config`: the identity cannot unseal the ID key: {0}")]
     Unseal(EnvelopeError),
-    #[error("this host's ID key does not match repository {id}; the key file belongs to another repository")]
+    #[error(
+        "this host's ID key does not match repository {id}; the key file belongs to another repository"
+    )]
     WrongIdKey { id: String },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
@@ -247,7 +253,9 @@ pub fn list_snapshots(
                 size: info.size,
                 last_modified: info.last_modified,
             }),
-            None => tracing::warn!(key = %info.key, "ignoring object that is not a snapshot manifest"),
+            None => {
+                tracing::warn!(key = %info.key, "ignoring object that is not a snapshot manifest")
+            }
         }
         Ok(())
     })?;

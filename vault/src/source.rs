@@ -163,7 +163,7 @@ pub fn spawn_command(
             reason: format!("waiting for {prog:?}: {e}"),
         })?;
         let _ = stderr_thread.join();
-        let stderr = String::from_utf8_lossy(&tail.lock().unwrap().make_contiguous()).into_owned();
+        let stderr = String::from_utf8_lossy(tail.lock().unwrap().make_contiguous()).into_owned();
         if !status.success() {
             return Err(SourceError::Failed {
                 source_name: name,
@@ -194,7 +194,11 @@ fn describe_status(status: std::process::ExitStatus) -> String {
 /// Copies the database with SQLite's online backup API into a private
 /// temporary file (a consistent snapshot even while it is being written),
 /// then streams that file.
-fn sqlite_snapshot(source_name: &str, path: &Path, tmp_dir: &Path) -> Result<DumpStream, SourceError> {
+fn sqlite_snapshot(
+    source_name: &str,
+    path: &Path,
+    tmp_dir: &Path,
+) -> Result<DumpStream, SourceError> {
     let err = |reason: String| SourceError::Sqlite {
         source_name: source_name.into(),
         path: path.display().to_string(),
@@ -212,7 +216,8 @@ fn sqlite_snapshot(source_name: &str, path: &Path, tmp_dir: &Path) -> Result<Dum
         .map_err(|e| err(format!("temporary copy in {}: {e}", tmp_dir.display())))?;
     {
         let mut dst = rusqlite::Connection::open(tmp.path()).map_err(|e| err(e.to_string()))?;
-        let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| err(e.to_string()))?;
+        let backup =
+            rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| err(e.to_string()))?;
         backup
             .run_to_completion(1024, std::time::Duration::from_millis(5), None)
             .map_err(|e| err(format!("online backup failed: {e}")))?;

@@ -9,7 +9,10 @@ use std::path::Path;
 /// Creates `dir` (and parents) with mode 0700 if missing.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     if !dir.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     let mode = fs::metadata(dir)?.permissions().mode();
     if mode & 0o077 != 0 {

@@ -13,13 +13,17 @@ pub fn run_all(b: &dyn DeleteBackend) {
 
     // Put, get, head.
     assert_eq!(
-        b.put("chunks/aa/one", Bytes::from_static(b"first"), soon).unwrap(),
+        b.put("chunks/aa/one", Bytes::from_static(b"first"), soon)
+            .unwrap(),
         PutOutcome::Created
     );
     assert_eq!(&b.get("chunks/aa/one", 1024).unwrap()[..], b"first");
     let info = b.head("chunks/aa/one").unwrap().unwrap();
     assert_eq!(info.size, 5);
-    assert_eq!(info.retain_until.unwrap().unix_timestamp(), soon.unix_timestamp());
+    assert_eq!(
+        info.retain_until.unwrap().unix_timestamp(),
+        soon.unix_timestamp()
+    );
     assert!(b.head("chunks/aa/missing").unwrap().is_none());
     assert!(b.get("chunks/aa/missing", 1024).unwrap_err().is_not_found());
     assert!(matches!(
@@ -29,7 +33,8 @@ pub fn run_all(b: &dyn DeleteBackend) {
 
     // Never overwrite.
     assert_eq!(
-        b.put("chunks/aa/one", Bytes::from_static(b"other"), later).unwrap(),
+        b.put("chunks/aa/one", Bytes::from_static(b"other"), later)
+            .unwrap(),
         PutOutcome::AlreadyExists
     );
     assert_eq!(&b.get("chunks/aa/one", 1024).unwrap()[..], b"first");
@@ -38,8 +43,15 @@ pub fn run_all(b: &dyn DeleteBackend) {
     b.extend_retention("chunks/aa/one", later).unwrap();
     b.extend_retention("chunks/aa/one", soon).unwrap();
     let info = b.head("chunks/aa/one").unwrap().unwrap();
-    assert_eq!(info.retain_until.unwrap().unix_timestamp(), later.unix_timestamp());
-    assert!(b.extend_retention("chunks/aa/missing", later).unwrap_err().is_not_found());
+    assert_eq!(
+        info.retain_until.unwrap().unix_timestamp(),
+        later.unix_timestamp()
+    );
+    assert!(
+        b.extend_retention("chunks/aa/missing", later)
+            .unwrap_err()
+            .is_not_found()
+    );
 
     // Delete refused while retained.
     let err = b.delete("chunks/aa/one").unwrap_err();
@@ -48,14 +60,18 @@ pub fn run_all(b: &dyn DeleteBackend) {
 
     // An expired object may be deleted (only prune holds a DeleteBackend).
     let past = now - Duration::seconds(5);
-    b.put("snapshots/s/expired", Bytes::from_static(b"x"), past).unwrap();
+    b.put("snapshots/s/expired", Bytes::from_static(b"x"), past)
+        .unwrap();
     b.delete("snapshots/s/expired").unwrap();
     assert!(b.head("snapshots/s/expired").unwrap().is_none());
 
     // List by prefix, in key order, with sizes.
-    b.put("snapshots/s/b", Bytes::from_static(b"bb"), soon).unwrap();
-    b.put("snapshots/s/a", Bytes::from_static(b"a"), soon).unwrap();
-    b.put("snapshots/t/a", Bytes::from_static(b"t"), soon).unwrap();
+    b.put("snapshots/s/b", Bytes::from_static(b"bb"), soon)
+        .unwrap();
+    b.put("snapshots/s/a", Bytes::from_static(b"a"), soon)
+        .unwrap();
+    b.put("snapshots/t/a", Bytes::from_static(b"t"), soon)
+        .unwrap();
     let mut seen = Vec::new();
     b.list("snapshots/s/", &mut |i| {
         seen.push((i.key, i.size));
@@ -64,7 +80,10 @@ pub fn run_all(b: &dyn DeleteBackend) {
     .unwrap();
     assert_eq!(
         seen,
-        vec![("snapshots/s/a".to_string(), 1), ("snapshots/s/b".to_string(), 2)]
+        vec![
+            ("snapshots/s/a".to_string(), 1),
+            ("snapshots/s/b".to_string(), 2)
+        ]
     );
     b.flush().unwrap();
 }

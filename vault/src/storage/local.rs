@@ -38,15 +38,13 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    /// Opens (creating if needed) a repository directory.
+    /// Opens a repository directory. Nothing is created until the first
+    /// put, so a mistyped URL in a read-only command leaves no trace.
     pub fn open(root: impl AsRef<Path>) -> StorageResult<Self> {
-        let root = root.as_ref().to_path_buf();
-        let b = Self {
-            root,
+        Ok(Self {
+            root: root.as_ref().to_path_buf(),
             dirty_dirs: Mutex::new(HashSet::new()),
-        };
-        fs::create_dir_all(&b.root).map_err(|e| b.io("create", "", e))?;
-        Ok(b)
+        })
     }
 
     fn io(&self, op: &'static str, key: &str, e: std::io::Error) -> StorageError {
@@ -246,7 +244,10 @@ impl WriteBackend for LocalBackend {
         if path.exists() {
             return Ok(PutOutcome::AlreadyExists);
         }
-        let dir = path.parent().expect("object paths have a parent").to_path_buf();
+        let dir = path
+            .parent()
+            .expect("object paths have a parent")
+            .to_path_buf();
         // Lock first, then publish: a visible object always has a retention.
         let existing = self.read_retention(key, &path)?;
         if existing.is_none_or(|t| t < retain_until) {
@@ -280,16 +281,25 @@ impl WriteBackend for LocalBackend {
     }
 
     fn flush(&self) -> StorageResult<()> {
-        let dirs: Vec<PathBuf> = self.dirty_dirs.lock().unwrap().drain().collect();
-        for dir in &dirs {
-            self.fsync_dir(dir)?;
-        }
-        // New fan-out directories must themselves be durable in their parent.
-        let parents: HashSet<&Path> = dirs.iter().filter_map(|d| d.parent()).collect();
-        for p in parents {
-            if p.starts_with(&self.root) {
-                self.fsync_dir(p)?;
+        let dirty: Vec<PathBuf> = self.dirty_dirs.lock().unwrap().drain().collect();
+        // New entries, and every directory a put may have created on the way
+        // (up to the root's own entry in its parent), must reach the disk.
+        let mut dirs: std::collections::BTreeSet<&Path> = std::collections::BTreeSet::new();
+        for d in &dirty {
+            let mut cur = Some(d.as_path());
+            while let Some(dir) = cur {
+                dirs.insert(dir);
+                if dir == self.root {
+                    if let Some(parent) = dir.parent() {
+                        dirs.insert(parent);
+                    }
+                    break;
+                }
+                cur = dir.parent().filter(|p| p.starts_with(&self.root));
             }
+        }
+        for dir in dirs.iter().rev() {
+            self.fsync_dir(dir)?;
         }
         Ok(())
     }
@@ -339,7 +349,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::open(dir.path()).unwrap();
         let until = OffsetDateTime::now_utc() + time::Duration::days(1);
-        b.put("chunks/ab/x", Bytes::from_static(b"1"), until).unwrap();
+        b.put("chunks/ab/x", Bytes::from_static(b"1"), until)
+            .unwrap();
         assert!(is_read_only(&dir.path().join("chunks/ab/x")));
         for bad in ["../escape", "/abs", "a/../b", "a/.tmp-1", "x.retain", ""] {
             assert!(b.put(bad, Bytes::new(), until).is_err(), "{bad} accepted");

@@ -73,7 +73,13 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, StorageError::Io { transient: true, .. })
+        matches!(
+            self,
+            StorageError::Io {
+                transient: true,
+                ..
+            }
+        )
     }
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
@@ -100,8 +106,12 @@ pub trait ReadBackend: Send + Sync {
 pub trait WriteBackend: ReadBackend {
     /// Writes a new object locked until `retain_until`. Never replaces an
     /// existing object: returns [`PutOutcome::AlreadyExists`] instead.
-    fn put(&self, key: &str, data: Bytes, retain_until: OffsetDateTime)
-    -> StorageResult<PutOutcome>;
+    fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        retain_until: OffsetDateTime,
+    ) -> StorageResult<PutOutcome>;
     /// Raises an object's retain-until to at least `until`. Never shortens:
     /// a later existing retention is left as it is.
     fn extend_retention(&self, key: &str, until: OffsetDateTime) -> StorageResult<()>;
