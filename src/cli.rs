@@ -106,6 +106,10 @@ pub struct SnapshotsArgs {
     /// Only this source.
     #[arg(long)]
     pub source: Option<String>,
+    /// On a restore host (no ID key): read the repository directly, with
+    /// this age identity to check every manifest's name.
+    #[arg(long, short = 'i', env = "LOCKBOX_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     /// Print JSON (an array of objects; fields may be added, never changed).
     #[arg(long)]
     pub json: bool,

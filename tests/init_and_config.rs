@@ -146,3 +146,46 @@ fn config_errors_exit_2_and_name_the_key() {
         "a read-only command created the vault directory"
     );
 }
+
+#[test]
+fn a_restore_host_lists_snapshots_with_its_identity_alone() {
+    let v = Vault::new("");
+    v.backup_bytes("a", b"one");
+    v.backup_bytes("b", b"two");
+    let on_backup_host = v.ok(&["snapshots", "--json"]).stdout;
+    // Same config, but a state dir that holds nothing: a restore host.
+    let text = std::fs::read_to_string(&v.config).unwrap();
+    let cfg = v.path().join("restore-host.toml");
+    let empty_state = v.path().join("restore-state");
+    std::fs::write(
+        &cfg,
+        text.replace(v.state().to_str().unwrap(), empty_state.to_str().unwrap()),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("snapshots")
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--identity"));
+    let out = run(&["--json", "--identity", v.identity.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&on_backup_host)
+    );
+    assert!(
+        !empty_state.join("id.key").exists(),
+        "a restore host must not gain an ID key file"
+    );
+}

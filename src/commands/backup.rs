@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
@@ -16,6 +17,12 @@ pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
             if !valid_source_name(name) {
                 return Err(anyhow!(
                     "{name:?} is not a valid source name: use 1-64 of A-Z a-z 0-9 . _ -"
+                ));
+            }
+            if std::io::stdin().is_terminal() {
+                return Err(anyhow!(
+                    "--stdin reads the dump from standard input, which is a terminal; \
+                     pipe a dump in, e.g. `pg_dump mydb | lockbox backup --stdin {name}`"
                 ));
             }
             DumpStream::from_reader(name, "stdin", Box::new(std::io::stdin()))

@@ -99,7 +99,8 @@ impl BackupHost {
         if !key_path.exists() {
             bail!(
                 "this host has no ID key for repository {} ({} is missing): run `lockbox init` \
-                 with --identity once to join, or copy id.key from another backup host",
+                 with --identity once to join, or copy id.key from another backup host \
+                 (on a restore host, `lockbox snapshots --identity FILE` lists snapshots)",
                 repo_config.id,
                 key_path.display()
             );

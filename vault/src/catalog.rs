@@ -75,6 +75,27 @@ pub struct SnapshotRow {
     pub key: String,
 }
 
+impl SnapshotRow {
+    /// The row for a manifest read from `key` whose id is `id`.
+    pub fn from_manifest(id: &ObjectId, key: &str, m: &Manifest) -> Self {
+        Self {
+            id: id.to_hex(),
+            short_id: id.short(),
+            source: m.source.clone(),
+            kind: m.kind.clone(),
+            started_at: rfc3339(m.started_at),
+            finished_at: rfc3339(m.finished_at),
+            retain_until: rfc3339(m.retain_until),
+            previous: m.previous.map(|p| p.to_hex()),
+            input_bytes: m.input_bytes,
+            stored_bytes: m.stored_bytes,
+            added_bytes: m.added_bytes,
+            chunks: m.chunks.len() as u64,
+            key: key.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
     pub id: i64,
@@ -296,24 +317,25 @@ impl Catalog {
             })
             .collect();
         self.record_chunks(&chunks)?;
+        let r = SnapshotRow::from_manifest(id, key, m);
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO snapshots(id, key, source, kind, started_at, finished_at,
                     retain_until, previous, input_bytes, stored_bytes, added_bytes, chunk_count)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
-                    id.to_hex(),
-                    key,
-                    m.source,
-                    m.kind,
-                    rfc3339(m.started_at),
-                    rfc3339(m.finished_at),
-                    rfc3339(m.retain_until),
-                    m.previous.map(|p| p.to_hex()),
-                    m.input_bytes as i64,
-                    m.stored_bytes as i64,
-                    m.added_bytes as i64,
-                    m.chunks.len() as i64
+                    r.id,
+                    r.key,
+                    r.source,
+                    r.kind,
+                    r.started_at,
+                    r.finished_at,
+                    r.retain_until,
+                    r.previous,
+                    r.input_bytes as i64,
+                    r.stored_bytes as i64,
+                    r.added_bytes as i64,
+                    r.chunks as i64
                 ],
             )
             .map(|_| ())
