@@ -10,7 +10,7 @@ pub fn rebuild(config: &Config) -> Result<ExitCode> {
     let report = host
         .catalog
         .rebuild(host.repo.backend.as_ref(), &host.repo.id_key)?;
-    eprintln!(
+    super::note!(
         "catalog {} rebuilt from {}: {} snapshots",
         host.catalog.path(),
         host.repo.backend.location(),

@@ -20,7 +20,7 @@ pub fn run(config: &Config, args: InitArgs) -> Result<ExitCode> {
             if key_path.exists() {
                 let key = keys::read_id_key(&key_path, &existing.id)?;
                 existing.check_id_key(&key)?;
-                eprintln!(
+                super::note!(
                     "repository {} at {} is already initialised and this host holds its ID key",
                     existing.id,
                     backend.location()
@@ -29,7 +29,7 @@ pub fn run(config: &Config, args: InitArgs) -> Result<ExitCode> {
                 let ids = Identities::from_file(identity)?;
                 let key = existing.unseal_id_key(&ids)?;
                 keys::write_id_key(&key_path, &existing.id, &key)?;
-                eprintln!(
+                super::note!(
                     "joined repository {}: wrote its ID key to {} (mode 0600). \
                      Remove the identity from this host if it is a backup host.",
                     existing.id,
@@ -71,7 +71,7 @@ pub fn run(config: &Config, args: InitArgs) -> Result<ExitCode> {
             let (repo, key) = repository::init(backend.as_ref(), &recipients, until)?;
             keys::write_id_key(&key_path, &repo.id, &key)?;
             Catalog::open(&config.catalog_path(), &repo.id)?;
-            eprintln!(
+            super::note!(
                 "created repository {} at {}\nID key: {} (mode 0600; not a decryption key)\n\
                  next: lockbox backup SOURCE",
                 repo.id,

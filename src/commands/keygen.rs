@@ -12,7 +12,7 @@ pub fn run(args: KeygenArgs) -> Result<ExitCode> {
     match &args.output {
         Some(path) => {
             keys::write_secret_file(path, text.as_bytes())?;
-            eprintln!(
+            super::note!(
                 "wrote identity to {} (mode 0600); keep it OFF the backup host",
                 path.display()
             );

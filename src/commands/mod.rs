@@ -22,12 +22,29 @@ use lockbox_vault::{state, storage};
 
 use crate::cli::{CatalogCommand, Cli, Command};
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints an informational line to stderr unless `--quiet` was given.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::commands::is_quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+pub(crate) use note;
+
+pub fn is_quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_INTEGRITY: u8 = 3;
 pub const EXIT_IDENTITY: u8 = 4;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let config_path = cli.config.clone();
     match cli.command {
         Command::Keygen(a) => keygen::run(a),
@@ -91,8 +108,6 @@ pub struct BackupHost {
 
 impl BackupHost {
     pub fn open(config: &Config) -> Result<Self> {
-        state::ensure_private_dir(&config.state_dir)
-            .with_context(|| format!("state directory {}", config.state_dir.display()))?;
         let backend = storage::open_write(&config.repository.url)?;
         let repo_config = repository::load_config(backend.as_ref())?;
         let key_path = config.id_key_path();
@@ -105,8 +120,17 @@ impl BackupHost {
                 key_path.display()
             );
         }
+        state::ensure_private_dir(&config.state_dir)
+            .with_context(|| format!("state directory {}", config.state_dir.display()))?;
         let id_key = keys::read_id_key(&key_path, &repo_config.id)?;
         let repo = WriteRepo::open(backend, id_key)?;
+        if repo.config.recipients != config.repository.recipients {
+            tracing::warn!(
+                config = %config.path.display(),
+                "repository.recipients differ from the recipients stored in the repository at \
+                 init; backups encrypt to the repository's (changing recipients is not supported yet)"
+            );
+        }
         let catalog = Catalog::open(&config.catalog_path(), &repo.config.id)?;
         Ok(Self { repo, catalog })
     }

@@ -53,7 +53,7 @@ pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
 
 fn report_human(r: &RestoreReport, args: &RestoreArgs) {
     let rate = r.bytes as f64 / r.seconds.max(1e-9) / (1024.0 * 1024.0);
-    eprintln!(
+    super::note!(
         "restored and verified snapshot {} of {}: {} in {} chunks, {:.1}s ({rate:.0} MiB/s){}",
         &r.snapshot[..8],
         r.source,

@@ -56,6 +56,10 @@ pub struct RepositorySection {
     pub max_in_flight: usize,
 }
 
+/// Upper bounds on lock lengths: a typo must not lock data for a century.
+pub const MAX_LOCK_DAYS: u32 = 3650;
+pub const MAX_SLACK_DAYS: u32 = 90;
+
 fn default_slack() -> u32 {
     7
 }
@@ -143,6 +147,11 @@ impl SourceConfig {
                         "must name a program, e.g. [\"pg_dump\", \"orders\"]".into(),
                     ));
                 }
+                if let Some(dir) = &self.workdir
+                    && !dir.is_absolute()
+                {
+                    return Err((key("workdir"), "must be an absolute path".into()));
+                }
                 Ok(SourceKind::Command {
                     command,
                     env: self.env.clone().unwrap_or_default(),
@@ -202,16 +211,30 @@ impl Config {
         }
         Recipients::parse(&self.repository.recipients)
             .map_err(|e| invalid("repository.recipients", e.to_string()))?;
-        if self.repository.lock_days == 0 {
+        // A compliance lock cannot be shortened once written, so an
+        // implausible value is refused rather than obeyed.
+        if !(1..=MAX_LOCK_DAYS).contains(&self.repository.lock_days) {
             return Err(invalid(
                 "repository.lock_days",
-                "must be at least 1: every snapshot is locked for this many days".into(),
+                format!(
+                    "must be between 1 and {MAX_LOCK_DAYS} (10 years): every snapshot is locked \
+                     for this many days and a lock can never be shortened"
+                ),
             ));
         }
-        if self.repository.max_in_flight == 0 || self.repository.workers == Some(0) {
+        if self.repository.lock_slack_days > MAX_SLACK_DAYS {
+            return Err(invalid(
+                "repository.lock_slack_days",
+                format!("must be at most {MAX_SLACK_DAYS}"),
+            ));
+        }
+        if self.repository.workers == Some(0) {
+            return Err(invalid("repository.workers", "must be at least 1".into()));
+        }
+        if self.repository.max_in_flight == 0 {
             return Err(invalid(
                 "repository.max_in_flight",
-                "workers and max_in_flight must be at least 1".into(),
+                "must be at least 1".into(),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -279,6 +302,24 @@ mod tests {
             c.source("app").unwrap().kind(),
             SourceKind::Sqlite { .. }
         ));
+    }
+
+    /// The shipped example must stay a valid, complete config.
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../../examples/lockbox.toml");
+        let c = Config::parse(text, "examples/lockbox.toml").unwrap();
+        assert!(c.sources.len() >= 2);
+        assert!(
+            c.sources
+                .iter()
+                .any(|s| matches!(s.kind(), SourceKind::Command { .. }))
+        );
+        assert!(
+            c.sources
+                .iter()
+                .any(|s| matches!(s.kind(), SourceKind::Sqlite { .. }))
+        );
     }
 
     /// Each malformed config names the key at fault.
@@ -354,7 +395,27 @@ mod tests {
                 "lock_days",
             ),
             ("state_dir = \"/x\"\n".to_string(), "repository"),
-            (base() + "max_in_flight = 0\n", "max_in_flight"),
+            (base() + "max_in_flight = 0\n", "repository.max_in_flight"),
+            (base() + "workers = 0\n", "repository.workers"),
+            (
+                base().replace("lock_days = 30", "lock_days = 100000000"),
+                "repository.lock_days",
+            ),
+            (
+                base().replace("lock_days = 30", "lock_days = 3651"),
+                "10 years",
+            ),
+            (
+                base() + "lock_slack_days = 91\n",
+                "repository.lock_slack_days",
+            ),
+            (
+                format!(
+                    "{}\n[[source]]\nname = \"a\"\nkind = \"command\"\ncommand = [\"x\"]\nworkdir = \"rel\"\n",
+                    base()
+                ),
+                "source[0].workdir",
+            ),
             (
                 format!(
                     "{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x\"\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/y\"\n",

@@ -96,6 +96,14 @@ pub fn open(config: &SourceConfig, tmp_dir: &Path) -> Result<DumpStream, SourceE
             let mut cmd = Command::new(&command[0]);
             cmd.args(&command[1..]).envs(env);
             if let Some(dir) = workdir {
+                // Checked here because a missing directory otherwise surfaces
+                // as a misleading "program not found" from spawn.
+                if !dir.is_dir() {
+                    return Err(SourceError::Io {
+                        source_name: config.name.clone(),
+                        reason: format!("workdir {} is not a directory", dir.display()),
+                    });
+                }
                 cmd.current_dir(dir);
             }
             spawn_command(&config.name, "command", cmd)
