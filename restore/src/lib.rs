@@ -138,6 +138,16 @@ pub fn restore_to_writer(
     let config = repository::load_config(backend)?;
     let id_key = config.unseal_id_key(identities)?;
     let manifest = repository::read_manifest(backend, &id_key, snap)?;
+    if manifest.repository != config.id {
+        return Err(ManifestError::Malformed {
+            key: snap.key.clone(),
+            reason: format!(
+                "it belongs to repository {}, not {}",
+                manifest.repository, config.id
+            ),
+        }
+        .into());
+    }
     let sealed = manifest.unseal(identities, &snap.key)?;
     pipeline::run(
         backend, identities, &id_key, snap, &manifest, &sealed, out, opts, progress,

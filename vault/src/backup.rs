@@ -206,7 +206,11 @@ fn backup(
 ) -> Result<BackupSummary, BackupError> {
     let clock = Instant::now();
     let started_at = now_micros();
-    let retain_until = started_at + Duration::days(i64::from(opts.lock_days));
+    // Whole seconds, rounded up: storage keeps retention at 1 s resolution and
+    // must never hold a lock that ends before the manifest says.
+    let retain_until = started_at.replace_nanosecond(0).expect("0 is valid")
+        + Duration::days(i64::from(opts.lock_days))
+        + Duration::seconds(1);
     let lock_target = retain_until + Duration::days(i64::from(opts.lock_slack_days));
     let source = stream.source_name.clone();
     let backend = &repo.backend;

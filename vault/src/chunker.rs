@@ -8,7 +8,12 @@ use std::io::Read;
 
 use fastcdc::v2020::{Normalization, StreamCDC};
 
-use crate::format::{CHUNK_AVG_SIZE, CHUNK_MAX_SIZE, CHUNK_MIN_SIZE};
+use crate::format::{CHUNK_AVG_SIZE, CHUNK_MAX_SIZE, CHUNK_MIN_SIZE, CHUNKER_NORMALIZATION};
+
+const NORMALIZATION: Normalization = match CHUNKER_NORMALIZATION {
+    1 => Normalization::Level1,
+    _ => panic!("format v1 uses FastCDC normalization level 1"),
+};
 
 /// Iterates over the chunks of a stream; each item is the chunk's bytes.
 pub struct Chunker<R: Read> {
@@ -23,7 +28,7 @@ impl<R: Read> Chunker<R> {
                 CHUNK_MIN_SIZE,
                 CHUNK_AVG_SIZE,
                 CHUNK_MAX_SIZE,
-                Normalization::Level1,
+                NORMALIZATION,
             ),
         }
     }

@@ -17,8 +17,8 @@ pub const MANIFEST_VERSION: u32 = 1;
 
 /// FastCDC (2020 variant, normalization level 1) parameters.
 ///
-/// 2 MiB average: at S3 prices a PUT costs about as much as storing 1 MiB for
-/// two weeks, so 512 requests per GiB keeps request cost below storage cost
+/// 2 MiB average: at S3 Standard prices a PUT costs about as much as storing
+/// 1 MiB for a week, so 512 requests per GiB keeps request cost below storage cost
 /// while an edit still rewrites only ~2 MiB. The minimum cuts the tail of tiny
 /// chunks; the maximum bounds the memory one chunk can pin in the pipeline.
 pub const CHUNK_MIN_SIZE: usize = 512 * 1024;
@@ -32,6 +32,12 @@ pub const COMPRESSION_ALGORITHM: &str = "zstd";
 pub const ENCRYPTION_ALGORITHM: &str = "age-v1-x25519";
 /// zstd level for chunk objects; 3 is zstd's default and the peers' setting.
 pub const ZSTD_LEVEL: i32 = 3;
+
+/// Keyed-BLAKE3 input whose hash, `id_key_check` in the config, lets a host
+/// check that an ID key file belongs to a repository.
+pub const ID_KEY_CHECK_INPUT: &[u8] = b"lockbox id-key check v1";
+/// First word of the ID key file in the state directory.
+pub const ID_KEY_FILE_TAG: &str = "lockbox-id-key-v1";
 
 /// Document type tags written into JSON objects so a reader can tell them apart.
 pub const CONFIG_TAG: &str = "lockbox-repository";
@@ -77,8 +83,17 @@ pub fn snapshot_key(source: &str, started_at: OffsetDateTime, id: &ObjectId) -> 
 pub fn parse_snapshot_key(key: &str) -> Option<(String, ObjectId)> {
     let rest = key.strip_prefix(SNAPSHOTS_PREFIX)?;
     let (source, name) = rest.split_once('/')?;
-    let (_, hex) = name.rsplit_once('-')?;
-    if !valid_source_name(source) {
+    let (time, hex) = name.split_once('-')?;
+    // YYYYMMDDTHHMMSS.ffffffZ, exactly.
+    let t = time.as_bytes();
+    let time_ok = t.len() == 23
+        && t.iter().enumerate().all(|(i, b)| match i {
+            8 => *b == b'T',
+            15 => *b == b'.',
+            22 => *b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    if !valid_source_name(source) || !time_ok {
         return None;
     }
     Some((source.to_string(), ObjectId::from_hex(hex).ok()?))
@@ -127,6 +142,13 @@ mod tests {
         );
         assert_eq!(parse_snapshot_key(&k1), Some(("orders".into(), id)));
         assert_eq!(parse_snapshot_key("snapshots/orders/garbage"), None);
+        let nested = format!(
+            "snapshots/orders/sub/20260102T030405.000007Z-{}",
+            id.to_hex()
+        );
+        assert_eq!(parse_snapshot_key(&nested), None);
+        let no_time = format!("snapshots/orders/x-{}", id.to_hex());
+        assert_eq!(parse_snapshot_key(&no_time), None);
     }
 
     #[test]

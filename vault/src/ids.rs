@@ -99,7 +99,7 @@ impl IdKey {
     /// host can tell that its key file belongs to this repository without
     /// being able to decrypt anything.
     pub fn check_value(&self) -> ObjectId {
-        self.id_of(b"lockbox id-key check v1")
+        self.id_of(crate::format::ID_KEY_CHECK_INPUT)
     }
 }
 

@@ -146,7 +146,7 @@ pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
         })
 }
 
-const ID_KEY_FILE_TAG: &str = "lockbox-id-key-v1";
+use crate::format::ID_KEY_FILE_TAG;
 
 /// Writes the ID key file: `lockbox-id-key-v1 <repository id> <64 hex>`.
 pub fn write_id_key(path: &Path, repository_id: &str, key: &IdKey) -> Result<(), KeyError> {

@@ -122,6 +122,21 @@ impl Manifest {
     /// Parses without the name check (for hosts without the ID key; the
     /// stored-hash checks of every object still hold).
     pub fn parse_unchecked(bytes: &[u8], key_name: &str) -> Result<Self, ManifestError> {
+        // Read the version before the strict parse: a newer manifest may carry
+        // fields this version rejects, and must be reported as "upgrade",
+        // not as corruption.
+        #[derive(Deserialize)]
+        struct Header {
+            version: u32,
+        }
+        if let Ok(h) = serde_json::from_slice::<Header>(bytes)
+            && h.version > MANIFEST_VERSION
+        {
+            return Err(ManifestError::UnsupportedVersion {
+                key: key_name.into(),
+                found: h.version,
+            });
+        }
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed {
             key: key_name.into(),
             reason: e.to_string(),
@@ -165,6 +180,27 @@ impl Manifest {
                 key: key_name.into(),
                 reason: format!("sealed part: {e}"),
             })?;
+        let malformed = |reason: String| ManifestError::Malformed {
+            key: key_name.into(),
+            reason,
+        };
+        if let Some(bad) = part
+            .chunk_lengths
+            .iter()
+            .position(|&l| l == 0 || l > crate::format::CHUNK_MAX_SIZE as u64)
+        {
+            return Err(malformed(format!(
+                "chunk #{bad} has an impossible length {}",
+                part.chunk_lengths[bad]
+            )));
+        }
+        let total: u64 = part.chunk_lengths.iter().sum();
+        if total != self.input_bytes {
+            return Err(malformed(format!(
+                "chunk lengths add up to {total}, input_bytes says {}",
+                self.input_bytes
+            )));
+        }
         if part.chunk_lengths.len() != self.chunks.len() {
             return Err(ManifestError::Malformed {
                 key: key_name.into(),
@@ -180,5 +216,23 @@ impl Manifest {
 
     pub fn short_id(id: &ObjectId) -> String {
         id.short()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_manifest_versions_ask_for_an_upgrade_not_report_corruption() {
+        let v2 = br#"{"format":"lockbox-snapshot","version":2,"chunks":[{"id":"x","base":"y"}]}"#;
+        let err = Manifest::parse_unchecked(v2, "snapshots/s/k").unwrap_err();
+        assert!(
+            matches!(err, ManifestError::UnsupportedVersion { found: 2, .. }),
+            "{err}"
+        );
+        assert!(!err.is_integrity_failure());
+        let garbage = Manifest::parse_unchecked(b"{\"version\":1}", "k").unwrap_err();
+        assert!(garbage.is_integrity_failure());
     }
 }

@@ -218,6 +218,16 @@ pub fn load_config(backend: &dyn ReadBackend) -> Result<RepoConfig, RepoError> {
         }
         Err(e) => return Err(e.into()),
     };
+    // The version first: a newer config may not parse as this version's.
+    #[derive(Deserialize)]
+    struct Header {
+        version: u32,
+    }
+    if let Ok(h) = serde_json::from_slice::<Header>(&bytes)
+        && h.version > REPOSITORY_VERSION
+    {
+        return Err(RepoError::UnsupportedVersion { found: h.version });
+    }
     let config: RepoConfig =
         serde_json::from_slice(&bytes).map_err(|e| RepoError::BadConfig(e.to_string()))?;
     config.validate()?;

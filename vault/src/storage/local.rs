@@ -111,7 +111,9 @@ impl LocalBackend {
     /// objects, may be rewritten — but only ever to a later time).
     fn write_retention(&self, key: &str, path: &Path, until: OffsetDateTime) -> StorageResult<()> {
         let dir = path.parent().expect("object paths have a parent");
-        let data = format!("{}\n", until.unix_timestamp());
+        // Whole seconds, rounded up, so the stored lock never ends early.
+        let secs = until.unix_timestamp() + i64::from(until.nanosecond() > 0);
+        let data = format!("{secs}\n");
         let tmp = self.write_temp(key, dir, data.as_bytes())?;
         fs::rename(&tmp, Self::retain_path(path)).map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -259,6 +261,10 @@ impl WriteBackend for LocalBackend {
         match linked {
             Ok(()) => {
                 self.dirty_dirs.lock().unwrap().insert(dir);
+                // A concurrent put of the same key may have rewritten the
+                // retention file between our write and our link; settle it
+                // under the object's lock.
+                self.extend_retention(key, retain_until)?;
                 Ok(PutOutcome::Created)
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
@@ -268,16 +274,17 @@ impl WriteBackend for LocalBackend {
 
     fn extend_retention(&self, key: &str, until: OffsetDateTime) -> StorageResult<()> {
         let path = self.path_of(key)?;
-        if !path.exists() {
-            return Err(StorageError::NotFound {
-                location: self.location(),
-                key: key.into(),
-            });
-        }
-        match self.read_retention(key, &path)? {
+        // The object file is never replaced, so its lock serialises every
+        // read-compare-write of its retention file across processes: two
+        // writers extending to different times can never shorten it.
+        let object = fs::File::open(&path).map_err(|e| self.io("lock", key, e))?;
+        object.lock().map_err(|e| self.io("lock", key, e))?;
+        let result = match self.read_retention(key, &path)? {
             Some(current) if current >= until => Ok(()),
             _ => self.write_retention(key, &path, until),
-        }
+        };
+        drop(object); // releases the lock
+        result
     }
 
     fn flush(&self) -> StorageResult<()> {
@@ -342,6 +349,55 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::open(dir.path().join("repo")).unwrap();
         conformance::run_all(&b);
+    }
+
+    #[test]
+    fn concurrent_extensions_never_shorten_a_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = std::sync::Arc::new(LocalBackend::open(dir.path()).unwrap());
+        let base = OffsetDateTime::from_unix_timestamp(4_000_000_000).unwrap()
+            + time::Duration::milliseconds(500);
+        b.put("chunks/ab/x", Bytes::from_static(b"1"), base)
+            .unwrap();
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50i64 {
+                        let until = base + time::Duration::seconds((i * 7919 + t * 104729) % 5000);
+                        b.extend_retention("chunks/ab/x", until).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let max = (0..8i64)
+            .flat_map(|t| (0..50i64).map(move |i| (i * 7919 + t * 104729) % 5000))
+            .max()
+            .unwrap();
+        let got = b
+            .head("chunks/ab/x")
+            .unwrap()
+            .unwrap()
+            .retain_until
+            .unwrap();
+        assert_eq!(
+            got.unix_timestamp(),
+            (base + time::Duration::seconds(max)).unix_timestamp() + 1
+        );
+    }
+
+    #[test]
+    fn sub_second_retention_rounds_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::open(dir.path()).unwrap();
+        let until = OffsetDateTime::from_unix_timestamp(4_000_000_000).unwrap()
+            + time::Duration::milliseconds(1);
+        b.put("k/x", Bytes::from_static(b"1"), until).unwrap();
+        let got = b.head("k/x").unwrap().unwrap().retain_until.unwrap();
+        assert_eq!(got.unix_timestamp(), 4_000_000_001);
     }
 
     #[test]
