@@ -237,16 +237,9 @@ fn snapshots_written_by_another_host_appear_after_sync() {
     // Two state directories (two hosts) sharing one vault and ID key.
     let v = Vault::new("");
     v.backup_bytes("a", b"from host one");
-    let other_state = v.path().join("state2");
+    let (cfg2, other_state) = v.other_host("state2");
     std::fs::create_dir(&other_state).unwrap();
     std::fs::copy(v.state().join("id.key"), other_state.join("id.key")).unwrap();
-    let text = std::fs::read_to_string(&v.config).unwrap();
-    let cfg2 = v.path().join("host2.toml");
-    std::fs::write(
-        &cfg2,
-        text.replace(v.state().to_str().unwrap(), other_state.to_str().unwrap()),
-    )
-    .unwrap();
     let out = std::process::Command::new(support::BIN)
         .args(["--config", cfg2.to_str().unwrap(), "snapshots", "--json"])
         .output()

@@ -31,14 +31,7 @@ fn init_is_idempotent_and_refuses_a_foreign_key_file() {
 fn a_second_host_joins_with_the_identity_or_is_told_how() {
     let v = Vault::new("");
     v.backup_bytes("a", b"written by host one");
-    let state2 = v.path().join("state-host2");
-    let cfg2 = v.path().join("host2.toml");
-    let text = std::fs::read_to_string(&v.config).unwrap();
-    std::fs::write(
-        &cfg2,
-        text.replace(v.state().to_str().unwrap(), state2.to_str().unwrap()),
-    )
-    .unwrap();
+    let (cfg2, state2) = v.other_host("state-host2");
     let run = |args: &[&str]| {
         Command::new(BIN)
             .arg("--config")
@@ -154,14 +147,7 @@ fn a_restore_host_lists_snapshots_with_its_identity_alone() {
     v.backup_bytes("b", b"two");
     let on_backup_host = v.ok(&["snapshots", "--json"]).stdout;
     // Same config, but a state dir that holds nothing: a restore host.
-    let text = std::fs::read_to_string(&v.config).unwrap();
-    let cfg = v.path().join("restore-host.toml");
-    let empty_state = v.path().join("restore-state");
-    std::fs::write(
-        &cfg,
-        text.replace(v.state().to_str().unwrap(), empty_state.to_str().unwrap()),
-    )
-    .unwrap();
+    let (cfg, empty_state) = v.other_host("restore-state");
     let run = |extra: &[&str]| {
         Command::new(BIN)
             .arg("--config")

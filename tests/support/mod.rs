@@ -70,6 +70,20 @@ impl Vault {
         c
     }
 
+    /// A config for another host sharing this vault: same repository, its
+    /// own (initially empty) state directory `name`. Returns the config path.
+    pub fn other_host(&self, name: &str) -> (PathBuf, PathBuf) {
+        let state = self.path().join(name);
+        let cfg = self.path().join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(
+            &cfg,
+            text.replace(self.state().to_str().unwrap(), state.to_str().unwrap()),
+        )
+        .unwrap();
+        (cfg, state)
+    }
+
     /// Runs lockbox with `args`; panics with its output unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.cmd().args(args).output().expect("run lockbox");

@@ -451,51 +451,39 @@ fn seal_worker(
                 record,
             };
             match shared.decide(&id)? {
-                Decision::Known(k) => Ok(Some(reply(Some(k), false))),
-                Decision::Claimed => Ok(Some(reply(None, false))),
+                Decision::Known(k) => return Ok(Some(reply(Some(k), false))),
+                Decision::Claimed => return Ok(Some(reply(None, false))),
                 Decision::Extend(k) => {
+                    let key = format::chunk_key(&id);
                     match shared
                         .repo
                         .backend
-                        .extend_retention(&format::chunk_key(&id), shared.lock_target)
+                        .extend_retention(&key, shared.lock_target)
                     {
                         Ok(()) => {
                             let k = KnownChunk {
                                 retain_until: shared.lock_target.unix_timestamp(),
                                 ..k
                             };
-                            Ok(Some(reply(Some(k), true)))
+                            return Ok(Some(reply(Some(k), true)));
                         }
                         // Gone although cached (expired and pruned): store it again.
-                        Err(e) if e.is_not_found() => {
-                            let sealed = sealer.seal(&data)?;
-                            uploads
-                                .send(Upload {
-                                    seq,
-                                    id,
-                                    len,
-                                    sealed,
-                                })
-                                .map_err(|_| BackupError::Stopped)?;
-                            Ok(None)
-                        }
-                        Err(e) => Err(e.into()),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
                     }
                 }
-                Decision::New => {
-                    let sealed = sealer.seal(&data)?;
-                    drop(data);
-                    uploads
-                        .send(Upload {
-                            seq,
-                            id,
-                            len,
-                            sealed,
-                        })
-                        .map_err(|_| BackupError::Stopped)?;
-                    Ok(None)
-                }
+                Decision::New => {}
             }
+            let sealed = sealer.seal(&data)?;
+            uploads
+                .send(Upload {
+                    seq,
+                    id,
+                    len,
+                    sealed,
+                })
+                .map_err(|_| BackupError::Stopped)?;
+            Ok(None)
         })();
         match result {
             Ok(Some(d)) => {
