@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod progress;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -2,13 +2,14 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
-use lockbox_vault::backup::{self, BackupSummary, NoProgress};
+use lockbox_vault::backup::{self, BackupSummary};
 use lockbox_vault::config::Config;
 use lockbox_vault::format::valid_source_name;
 use lockbox_vault::source::{self, DumpStream};
 
 use super::{BackupHost, backup_options, human_bytes, print_json};
 use crate::cli::BackupArgs;
+use crate::progress::Bar;
 
 pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
     let mut host = BackupHost::open(config)?;
@@ -46,14 +47,17 @@ pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
     };
     let name = stream.source_name.clone();
     tracing::info!(source = %name, "backup started");
-    let summary = backup::run(
+    let bar = Bar::backup();
+    let result = backup::run(
         &host.repo,
         &mut host.catalog,
         stream,
         &backup_options(config),
-        &NoProgress,
-    )
-    .with_context(|| format!("backup of source {name} failed; no snapshot was written"))?;
+        &bar,
+    );
+    bar.finish();
+    let summary = result
+        .with_context(|| format!("backup of source {name} failed; no snapshot was written"))?;
     tracing::info!(
         source = %summary.source,
         snapshot = %summary.short_id,

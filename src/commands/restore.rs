@@ -9,6 +9,7 @@ use lockbox_vault::repository;
 
 use super::{human_bytes, open_read, print_json};
 use crate::cli::RestoreArgs;
+use crate::progress::Bar;
 
 pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
     let backend = open_read(config)?;
@@ -17,20 +18,20 @@ pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
     let opts = RestoreOptions::default();
     let to_stdout = args.output.as_os_str() == "-";
     let context = || format!("restore of snapshot {} ({})", snap.id.short(), args.source);
-    let report = if to_stdout {
+    let bar = Bar::restore();
+    let result = if to_stdout {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        let r = lockbox_restore::restore_to_writer(
+        lockbox_restore::restore_to_writer(
             backend.as_ref(),
             &identities,
             &snap,
             &mut out,
             &opts,
-            &(),
+            &bar,
         )
-        .with_context(context)?;
-        out.flush()?;
-        r
+        .map_err(anyhow::Error::from)
+        .and_then(|r| out.flush().map(|_| r).map_err(Into::into))
     } else {
         lockbox_restore::restore_to_file(
             backend.as_ref(),
@@ -39,10 +40,12 @@ pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
             &args.output,
             args.force,
             &opts,
-            &(),
+            &bar,
         )
-        .with_context(context)?
+        .map_err(Into::into)
     };
+    bar.finish();
+    let report = result.with_context(context)?;
     if args.json {
         print_json(&report)?;
     } else {
