@@ -1,0 +1,114 @@
+//! The shipped examples say what they claim: IAM policies that separate the
+//! writer, restorer and pruner credentials.
+
+use serde_json::Value;
+
+fn policy(name: &str) -> Value {
+    let path = format!("{}/examples/iam/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not valid JSON: {e}"))
+}
+
+/// (effect, action) pairs of a policy; a single string action counts as a list.
+fn actions(p: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for st in p["Statement"].as_array().expect("Statement array") {
+        let effect = st["Effect"].as_str().unwrap().to_string();
+        let list = match &st["Action"] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+            other => panic!("unexpected Action {other}"),
+        };
+        out.extend(list.into_iter().map(|a| (effect.clone(), a)));
+    }
+    out
+}
+
+const DESTRUCTIVE: [&str; 8] = [
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:BypassGovernanceRetention",
+    "s3:PutBucketObjectLockConfiguration",
+    "s3:PutBucketVersioning",
+    "s3:PutLifecycleConfiguration",
+    "s3:PutBucketPolicy",
+    "s3:DeleteBucket",
+];
+
+fn is_destructive(action: &str) -> bool {
+    action == "s3:*" || action == "*" || DESTRUCTIVE.contains(&action)
+}
+
+#[test]
+fn writer_and_restorer_cannot_delete_or_reconfigure() {
+    for name in ["writer-policy.json", "restorer-policy.json"] {
+        let acts = actions(&policy(name));
+        for (effect, action) in &acts {
+            assert!(
+                !(effect == "Allow" && (is_destructive(action) || action.contains('*'))),
+                "{name} allows {action}"
+            );
+        }
+        for needed in DESTRUCTIVE {
+            assert!(
+                acts.iter().any(|(e, a)| e == "Deny" && a == needed),
+                "{name} does not explicitly deny {needed}"
+            );
+        }
+    }
+    let writer = actions(&policy("writer-policy.json"));
+    for needed in [
+        "s3:PutObject",
+        "s3:PutObjectRetention",
+        "s3:ListBucketVersions",
+        "s3:GetObjectVersion",
+    ] {
+        assert!(
+            writer.contains(&("Allow".into(), needed.into())),
+            "writer lacks {needed}"
+        );
+    }
+    let restorer = actions(&policy("restorer-policy.json"));
+    assert!(
+        !restorer
+            .iter()
+            .any(|(e, a)| e == "Allow" && a.starts_with("s3:Put"))
+    );
+}
+
+#[test]
+fn pruner_deletes_but_never_bypasses_locks() {
+    let acts = actions(&policy("pruner-policy.json"));
+    assert!(acts.contains(&("Allow".into(), "s3:DeleteObjectVersion".into())));
+    assert!(acts.contains(&("Deny".into(), "s3:BypassGovernanceRetention".into())));
+    assert!(
+        !acts
+            .iter()
+            .any(|(e, a)| e == "Allow" && (a == "s3:BypassGovernanceRetention" || a.contains('*')))
+    );
+}
+
+#[test]
+fn bucket_policy_denies_deletion_to_all_but_the_pruner() {
+    let p = policy("bucket-policy.json");
+    let st = p["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["Effect"] == "Deny"
+                && s["Action"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "s3:DeleteObjectVersion"))
+        })
+        .expect("a Deny of s3:DeleteObjectVersion");
+    assert_eq!(st["Principal"], "*");
+    let exempt = &st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"];
+    assert!(
+        exempt
+            .as_str()
+            .is_some_and(|a| a.ends_with(":role/lockbox-pruner")),
+        "{exempt}"
+    );
+    assert!(actions(&p).contains(&("Deny".into(), "s3:BypassGovernanceRetention".into())));
+}
