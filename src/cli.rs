@@ -10,7 +10,8 @@ Exit codes:
   1   operational failure (storage, source dump, I/O); nothing was lost
   2   usage or configuration error
   3   integrity failure: data in the repository failed verification
-  4   the identity cannot decrypt this repository or snapshot";
+  4   the identity cannot decrypt this repository or snapshot
+  75  temporary failure: another run holds the source's lock (it names the pid); retry later";
 
 #[derive(Parser)]
 #[command(
@@ -91,11 +92,15 @@ pub struct InitArgs {
 #[derive(Args)]
 pub struct BackupArgs {
     /// Source name from the config.
-    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    #[arg(required_unless_present_any = ["stdin", "all"], conflicts_with_all = ["stdin", "all"])]
     pub source: Option<String>,
     /// Back up standard input under this source name.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
     pub stdin: Option<String>,
+    /// Back up every configured source, one after another; a failing source
+    /// does not stop the others.
+    #[arg(long)]
+    pub all: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

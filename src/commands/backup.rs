@@ -5,47 +5,73 @@ use anyhow::{Context, Result, anyhow};
 use lockbox_vault::backup::{self, BackupSummary};
 use lockbox_vault::config::Config;
 use lockbox_vault::format::valid_source_name;
+use lockbox_vault::lock::{LockError, SourceLock};
 use lockbox_vault::source::{self, DumpStream};
+use serde::Serialize;
 
-use super::{BackupHost, backup_options, human_bytes, print_json};
+use super::{BackupHost, EXIT_FAILURE, EXIT_TEMPFAIL, backup_options, human_bytes, print_json};
 use crate::cli::BackupArgs;
 use crate::progress::Bar;
 
 pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
     let mut host = BackupHost::open(config)?;
-    let stream = match (&args.source, &args.stdin) {
-        (_, Some(name)) => {
-            if !valid_source_name(name) {
-                return Err(anyhow!(
-                    "{name:?} is not a valid source name: use 1-64 of A-Z a-z 0-9 . _ -"
-                ));
-            }
-            if std::io::stdin().is_terminal() {
-                return Err(anyhow!(
-                    "--stdin reads the dump from standard input, which is a terminal; \
-                     pipe a dump in, e.g. `pg_dump mydb | lockbox backup --stdin {name}`"
-                ));
-            }
-            DumpStream::from_reader(name, "stdin", Box::new(std::io::stdin()))
-        }
-        (Some(name), None) => {
-            let src = config.source(name).ok_or_else(|| {
-                let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-                anyhow!(
-                    "no source named {name:?} in {}; configured: {}",
-                    config.path.display(),
-                    if names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        names.join(", ")
-                    }
-                )
-            })?;
-            source::open(src, &config.tmp_dir())?
-        }
-        (None, None) => unreachable!("clap requires a source or --stdin"),
+    if args.all {
+        return run_all(config, &mut host, args.json);
+    }
+    let (name, from_stdin) = match (&args.source, &args.stdin) {
+        (_, Some(name)) => (name.clone(), true),
+        (Some(name), None) => (name.clone(), false),
+        (None, None) => unreachable!("clap requires a source, --stdin or --all"),
     };
-    let name = stream.source_name.clone();
+    let summary = backup_one(config, &mut host, &name, from_stdin)?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        print_summary(&summary);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Locks, starts and backs up one source.
+fn backup_one(
+    config: &Config,
+    host: &mut BackupHost,
+    name: &str,
+    from_stdin: bool,
+) -> Result<BackupSummary> {
+    let stream = if from_stdin {
+        if !valid_source_name(name) {
+            return Err(anyhow!(
+                "{name:?} is not a valid source name: use 1-64 of A-Z a-z 0-9 . _ -"
+            ));
+        }
+        if std::io::stdin().is_terminal() {
+            return Err(anyhow!(
+                "--stdin reads the dump from standard input, which is a terminal; \
+                 pipe a dump in, e.g. `pg_dump mydb | lockbox backup --stdin {name}`"
+            ));
+        }
+        None
+    } else {
+        Some(config.source(name).ok_or_else(|| {
+            let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+            anyhow!(
+                "no source named {name:?} in {}; configured: {}",
+                config.path.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?)
+    };
+    // Taken before the dump starts, so a busy source costs the database nothing.
+    let _lock = SourceLock::acquire(&config.state_dir, name)?;
+    let stream = match stream {
+        None => DumpStream::from_reader(name, "stdin", Box::new(std::io::stdin())),
+        Some(src) => source::open(src, &config.tmp_dir())?,
+    };
     tracing::info!(source = %name, "backup started");
     let bar = Bar::backup();
     let result = backup::run(
@@ -66,12 +92,95 @@ pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
         seconds = summary.seconds,
         "backup finished"
     );
-    if args.json {
+    Ok(summary)
+}
+
+/// One source's result in `backup --all --json`. Fields may be added.
+#[derive(Serialize)]
+struct SourceResult {
+    source: String,
+    /// `success`, `failed`, or `busy` (another run held the source's lock).
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot: Option<BackupSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AllSummary {
+    succeeded: usize,
+    failed: usize,
+    busy: usize,
+    sources: Vec<SourceResult>,
+}
+
+fn run_all(config: &Config, host: &mut BackupHost, json: bool) -> Result<ExitCode> {
+    if config.sources.is_empty() {
+        return Err(anyhow!("no [[source]] in {}", config.path.display()));
+    }
+    let mut results = Vec::new();
+    for src in &config.sources {
+        let r = match backup_one(config, host, &src.name, false) {
+            Ok(summary) => {
+                if !json {
+                    print_summary(&summary);
+                }
+                SourceResult {
+                    source: src.name.clone(),
+                    outcome: "success",
+                    snapshot: Some(summary),
+                    error: None,
+                }
+            }
+            Err(e) => {
+                let busy = e
+                    .chain()
+                    .any(|c| matches!(c.downcast_ref(), Some(LockError::Busy { .. })));
+                tracing::error!(source = %src.name, error = %format!("{e:#}"), "backup failed");
+                SourceResult {
+                    source: src.name.clone(),
+                    outcome: if busy { "busy" } else { "failed" },
+                    snapshot: None,
+                    error: Some(format!("{e:#}")),
+                }
+            }
+        };
+        results.push(r);
+    }
+    let count = |o: &str| results.iter().filter(|r| r.outcome == o).count();
+    let summary = AllSummary {
+        succeeded: count("success"),
+        failed: count("failed"),
+        busy: count("busy"),
+        sources: results,
+    };
+    if json {
         print_json(&summary)?;
     } else {
-        print_summary(&summary);
+        println!(
+            "{} sources: {} succeeded, {} failed, {} busy",
+            summary.sources.len(),
+            summary.succeeded,
+            summary.failed,
+            summary.busy
+        );
+        for r in summary.sources.iter().filter(|r| r.outcome != "success") {
+            println!(
+                "  {} {}: {}",
+                r.outcome,
+                r.source,
+                r.error.as_deref().unwrap_or("")
+            );
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if summary.failed > 0 {
+        ExitCode::from(EXIT_FAILURE)
+    } else if summary.busy > 0 {
+        ExitCode::from(EXIT_TEMPFAIL)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_summary(s: &BackupSummary) {

@@ -42,6 +42,8 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_INTEGRITY: u8 = 3;
 pub const EXIT_IDENTITY: u8 = 4;
+/// EX_TEMPFAIL from sysexits.h: another run holds the source's lock.
+pub const EXIT_TEMPFAIL: u8 = 75;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
@@ -78,6 +80,9 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
         }
         if let Some(RepoError::Manifest(_)) = cause.downcast_ref::<RepoError>() {
             return EXIT_INTEGRITY;
+        }
+        if let Some(lockbox_vault::lock::LockError::Busy { .. }) = cause.downcast_ref() {
+            return EXIT_TEMPFAIL;
         }
         if let Some(KeyError::NoIdentity { .. } | KeyError::IdentityFile { .. }) =
             cause.downcast_ref::<KeyError>()

@@ -53,6 +53,7 @@ pub fn run(args: QuickstartArgs) -> Result<ExitCode> {
         BackupArgs {
             source: Some("sample".into()),
             stdin: None,
+            all: false,
             json: false,
         },
     )?;

@@ -14,6 +14,7 @@
 //! * [`source`] — dump sources (command, SQLite, stdin).
 //! * [`backup`] — the streaming backup pipeline.
 //! * [`state`] — the private state directory.
+//! * [`lock`] — per-source run locks (one backup of a source at a time per host).
 //!
 //! Architecture invariants:
 //! * Backup code holds a `WriteBackend`, which has no delete.
@@ -42,6 +43,7 @@ pub mod envelope;
 pub mod format;
 pub mod ids;
 pub mod keys;
+pub mod lock;
 pub mod manifest;
 pub mod repository;
 pub mod source;
