@@ -112,3 +112,59 @@ fn bucket_policy_denies_deletion_to_all_but_the_pruner() {
     );
     assert!(actions(&p).contains(&("Deny".into(), "s3:BypassGovernanceRetention".into())));
 }
+
+/// The systemd units load cleanly: `systemd-analyze verify` exits 0 and
+/// prints nothing (it reports unknown or misspelt keys only as warnings).
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let tool = std::path::Path::new("/usr/bin/systemd-analyze");
+    if !tool.exists() {
+        let msg = "systemd-analyze not found (Debian package `systemd`)";
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{msg}; .ci/run installs it"
+        );
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    let src = format!("{}/examples/systemd", env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for unit in ["lockbox-backup@.service", "lockbox-backup@.timer"] {
+        let text = std::fs::read_to_string(format!("{src}/{unit}")).unwrap();
+        // verify checks that ExecStart exists: point it at the binary under test.
+        let text = text.replace("/usr/local/bin/lockbox", env!("CARGO_BIN_EXE_lockbox"));
+        std::fs::write(dir.path().join(unit), text).unwrap();
+    }
+    let out = std::process::Command::new(tool)
+        .args(["verify", "--man=no"])
+        .arg(dir.path().join("lockbox-backup@orders.service"))
+        .arg(dir.path().join("lockbox-backup@orders.timer"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify:\n{stderr}"
+    );
+}
+
+#[test]
+fn crontab_uses_lockbox_without_flock() {
+    let text = std::fs::read_to_string(format!(
+        "{}/examples/cron/lockbox",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let jobs: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#') && !l.contains('='))
+        .collect();
+    assert!(jobs.len() >= 2);
+    for job in jobs {
+        let fields: Vec<&str> = job.split_whitespace().collect();
+        assert!(fields.len() > 7, "not a /etc/cron.d line: {job}");
+        assert_eq!(fields[5], "lockbox", "jobs run as the lockbox user: {job}");
+        assert_eq!(fields[6], "lockbox", "{job}");
+        assert!(!job.contains("flock"), "{job}");
+    }
+}
