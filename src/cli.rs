@@ -43,7 +43,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -64,11 +64,19 @@ pub enum Command {
 chunk by chunk; the whole-stream check completes only at the end, so the EXIT STATUS IS THE \
 VERDICT: treat the output as unverified unless lockbox exits 0.\n\n".to_string() + EXIT_CODES)]
     Restore(RestoreArgs),
+    /// Check this host and the storage: permissions, versioning and Object
+    /// Lock, and that a locked canary cannot be deleted. Exit 1 on any FAIL.
+    Doctor(DoctorArgs),
     /// Maintain the local catalog (a cache of the repository).
     Catalog {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Run every source's backups on its `schedule` until SIGTERM/SIGINT
+    /// (runs in flight get `[daemon] shutdown_grace`, then are aborted with no
+    /// snapshot written). SIGHUP reloads the config; a bad one is rejected
+    /// and the old one kept.
+    Daemon,
     /// Try Lockbox end to end in ./lockbox-quickstart: identity, local vault,
     /// a sample SQLite database, a backup, and a verified restore.
     Quickstart(QuickstartArgs),
@@ -139,6 +147,17 @@ pub struct RestoreArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DoctorArgs {
+    /// Print the checklist as JSON (an array of {check, status, detail}).
+    #[arg(long)]
+    pub json: bool,
+    /// Repeat the delete probe with this AWS profile too (e.g. production's
+    /// credentials): it must be refused as well.
+    #[arg(long, value_name = "NAME")]
+    pub as_profile: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -30,7 +30,11 @@ fn main() -> ExitCode {
 fn init_logging(cli: &Cli) {
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
-        (false, 0) => "info",
+        // The AWS SDK's own warnings (e.g. each credential provider it tried)
+        // are noise here: its errors reach the user as Lockbox's errors.
+        (false, 0) => {
+            "info,aws_config=error,aws_runtime=error,aws_smithy_runtime=error,aws_smithy_http_client=error,aws_sdk_s3=error"
+        }
         (false, 1) => "debug",
         _ => "trace",
     };

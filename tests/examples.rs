@@ -129,7 +129,11 @@ fn systemd_units_pass_systemd_analyze_verify() {
     }
     let src = format!("{}/examples/systemd", env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
-    for unit in ["lockbox-backup@.service", "lockbox-backup@.timer"] {
+    for unit in [
+        "lockbox-backup@.service",
+        "lockbox-backup@.timer",
+        "lockbox.service",
+    ] {
         let text = std::fs::read_to_string(format!("{src}/{unit}")).unwrap();
         // verify checks that ExecStart exists: point it at the binary under test.
         let text = text.replace("/usr/local/bin/lockbox", env!("CARGO_BIN_EXE_lockbox"));
@@ -139,6 +143,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
         .args(["verify", "--man=no"])
         .arg(dir.path().join("lockbox-backup@orders.service"))
         .arg(dir.path().join("lockbox-backup@orders.timer"))
+        .arg(dir.path().join("lockbox.service"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -104,6 +104,9 @@ pub struct RestoreReport {
     pub bytes: u64,
     pub chunks: usize,
     pub seconds: f64,
+    /// Delete markers and bad versions passed over to find verified data
+    /// (S3): the data restored fine, but someone tampered with the storage.
+    pub tampering: Vec<lockbox_vault::storage::TamperEvent>,
 }
 
 /// Options that tune the restore pipeline.

@@ -12,7 +12,8 @@ use lockbox_vault::ids::{IdKey, ObjectId};
 use lockbox_vault::keys::Identities;
 use lockbox_vault::manifest::{Manifest, SealedPart};
 use lockbox_vault::repository::SnapshotRef;
-use lockbox_vault::storage::ReadBackend;
+use lockbox_vault::storage::{ReadBackend, TamperEvent};
+use std::sync::Mutex;
 
 use crate::{RestoreError, RestoreOptions, RestoreReport};
 
@@ -42,6 +43,7 @@ pub(crate) fn run(
     progress.start(total);
     let n = manifest.chunks.len();
     let abort = AtomicBool::new(false);
+    let tampering: Mutex<Vec<TamperEvent>> = Mutex::new(Vec::new());
     let window = opts.read_ahead.max(1);
 
     let mut written = 0u64;
@@ -68,8 +70,10 @@ pub(crate) fn run(
         for _ in 0..opts.workers.max(1) {
             let (rx, tx) = (job_rx.clone(), res_tx.clone());
             let snapshot = &snapshot;
+            let tampering = &tampering;
             scope.spawn(move || {
                 let mut opener = Opener::new();
+                let mut found = Vec::new();
                 for i in rx.iter() {
                     if abort.load(Ordering::Relaxed) {
                         return;
@@ -83,7 +87,11 @@ pub(crate) fn run(
                         i,
                         snapshot,
                         &mut opener,
+                        &mut found,
                     );
+                    if !found.is_empty() {
+                        tampering.lock().unwrap().append(&mut found);
+                    }
                     if tx.send((i, r)).is_err() {
                         return;
                     }
@@ -143,6 +151,7 @@ pub(crate) fn run(
         bytes: written,
         chunks: n,
         seconds: clock.elapsed().as_secs_f64(),
+        tampering: tampering.into_inner().unwrap(),
     })
 }
 
@@ -156,6 +165,7 @@ fn fetch_verified(
     index: usize,
     snapshot: &str,
     opener: &mut Opener,
+    tampering: &mut Vec<TamperEvent>,
 ) -> Result<Vec<u8>, RestoreError> {
     let entry = &manifest.chunks[index];
     let key = format::chunk_key(&entry.id);
@@ -165,21 +175,36 @@ fn fetch_verified(
         key: key.clone(),
         reason,
     };
-    let stored = backend.get(&key, MAX_OBJECT_BYTES).map_err(|e| match e {
-        e if e.is_not_found() => RestoreError::ChunkMissing {
-            snapshot: snapshot.into(),
-            index,
-            key: key.clone(),
-        },
-        lockbox_vault::storage::StorageError::TooLarge { .. } => {
-            corrupt("object is larger than any valid chunk".into())
-        }
-        source => RestoreError::Storage {
-            snapshot: snapshot.into(),
-            index,
-            source: Box::new(source),
-        },
-    })?;
+    // Version-aware read: on S3 a delete marker or a new version over the
+    // key does not hide the locked original. The checks below repeat.
+    let expected = (entry.stored_len, entry.stored_hash);
+    let accept = |b: &[u8]| b.len() as u64 == expected.0 && ObjectId::of_stored(b) == expected.1;
+    let verified = backend
+        .get_verified(&key, MAX_OBJECT_BYTES, &accept)
+        .map_err(|e| match e {
+            e if e.is_not_found() => RestoreError::ChunkMissing {
+                snapshot: snapshot.into(),
+                index,
+                key: key.clone(),
+            },
+            lockbox_vault::storage::StorageError::TooLarge { .. } => {
+                corrupt("object is larger than any valid chunk".into())
+            }
+            source => RestoreError::Storage {
+                snapshot: snapshot.into(),
+                index,
+                source: Box::new(source),
+            },
+        })?;
+    for event in &verified.tampering {
+        tracing::warn!(
+            snapshot,
+            chunk = index,
+            "tampering found in the repository: {event}"
+        );
+    }
+    tampering.extend(verified.tampering);
+    let stored = verified.data;
     if stored.len() as u64 != entry.stored_len {
         return Err(corrupt(format!(
             "stored size is {} bytes, the manifest recorded {}",

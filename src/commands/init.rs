@@ -13,7 +13,12 @@ use crate::cli::InitArgs;
 pub fn run(config: &Config, args: InitArgs) -> Result<ExitCode> {
     state::ensure_private_dir(&config.state_dir)
         .with_context(|| format!("state directory {}", config.state_dir.display()))?;
-    let backend = storage::open_write(&config.repository.url)?;
+    let backend =
+        storage::open_write_with(&config.repository.url, &config.repository.backend_options())?;
+    // S3: versioning and Object Lock on, or nothing is written.
+    backend
+        .check_ready()
+        .with_context(|| format!("repository {} is not ready", backend.location()))?;
     let key_path = config.id_key_path();
     match repository::load_config(backend.as_ref()) {
         Ok(existing) => {

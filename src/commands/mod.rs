@@ -2,6 +2,8 @@
 
 mod backup;
 mod catalog;
+mod daemon;
+mod doctor;
 mod init;
 mod keygen;
 mod quickstart;
@@ -54,10 +56,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup(a) => backup::run(&load_config(config_path)?, a),
         Command::Snapshots(a) => snapshots::run(&load_config(config_path)?, a),
         Command::Restore(a) => restore::run(&load_config(config_path)?, a),
+        Command::Doctor(a) => doctor::run(&load_config(config_path)?, a),
         Command::Catalog {
             command: CatalogCommand::Rebuild,
         } => catalog::rebuild(&load_config(config_path)?),
         Command::Quickstart(a) => quickstart::run(a),
+        Command::Daemon => {
+            let path = config_path.clone();
+            let config = load_config(config_path)?;
+            daemon::run(
+                path.as_deref().expect("load_config succeeded"),
+                config,
+                cli.log_format,
+            )
+        }
     }
 }
 
@@ -113,7 +125,8 @@ pub struct BackupHost {
 
 impl BackupHost {
     pub fn open(config: &Config) -> Result<Self> {
-        let backend = storage::open_write(&config.repository.url)?;
+        let backend =
+            storage::open_write_with(&config.repository.url, &config.repository.backend_options())?;
         let repo_config = repository::load_config(backend.as_ref())?;
         let key_path = config.id_key_path();
         if !key_path.exists() {
@@ -147,13 +160,44 @@ pub fn backup_options(config: &Config) -> BackupOptions {
         lock_days: config.repository.lock_days,
         lock_slack_days: config.repository.lock_slack_days,
         workers: config.repository.workers.unwrap_or(cpus),
-        max_in_flight: config.repository.max_in_flight,
+        max_in_flight: config.repository.effective_max_in_flight(),
     }
 }
 
 /// A read-only view of the repository, for restore hosts.
 pub fn open_read(config: &Config) -> Result<Arc<dyn storage::ReadBackend>> {
-    Ok(storage::open_read(&config.repository.url)?)
+    Ok(storage::open_read_with(
+        &config.repository.url,
+        &config.repository.backend_options(),
+    )?)
+}
+
+/// After a restore: warns about tampering that version-aware reads passed
+/// over and, on a host with a catalog (a backup host), records it there.
+pub fn record_tampering(
+    config: &Config,
+    backend: &dyn storage::ReadBackend,
+    events: &[storage::TamperEvent],
+) {
+    if events.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        events = events.len(),
+        "the repository has been tampered with (delete markers or bad object versions); \
+         the data was restored from the locked original versions"
+    );
+    let path = config.catalog_path();
+    if !path.exists() {
+        return;
+    }
+    let recorded = repository::load_config(backend)
+        .map_err(anyhow::Error::from)
+        .and_then(|rc| Ok(Catalog::open(&path, &rc.id)?))
+        .and_then(|mut c| Ok(c.record_tampering(events)?));
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "could not record the tampering in the catalog");
+    }
 }
 
 pub fn human_bytes(n: u64) -> String {

@@ -46,6 +46,7 @@ pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
     };
     bar.finish();
     let report = result.with_context(context)?;
+    super::record_tampering(config, backend.as_ref(), &report.tampering);
     if args.json {
         print_json(&report)?;
     } else {

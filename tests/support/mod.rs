@@ -13,11 +13,42 @@ pub struct Vault {
     pub config: PathBuf,
     pub identity: PathBuf,
     pub recipient: String,
+    /// Extra environment for every lockbox run (e.g. S3 test credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl Vault {
     /// Creates and initialises a vault with `extra` TOML appended to the config.
     pub fn new(extra: &str) -> Self {
+        let v = Self::uninitialised(None, extra, Vec::new());
+        v.ok(&["init"]);
+        v
+    }
+
+    /// A vault in `s3://BUCKET/vault` on the test server `endpoint`, with
+    /// dummy credentials in the environment (never in the config); not
+    /// initialised yet. `extra` is appended to the `[repository]` section.
+    pub fn s3(endpoint: &str, bucket: &str, extra: &str) -> Self {
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent/lockbox-test"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/lockbox-test"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Self::uninitialised(
+            Some(format!("s3://{bucket}/vault")),
+            &format!("{extra}\n[repository.s3]\nendpoint = \"{endpoint}\"\npath_style = true\n"),
+            env,
+        )
+    }
+
+    /// Identity and config (for `url`, default a local vault); no init.
+    pub fn uninitialised(url: Option<String>, extra: &str, env: Vec<(String, String)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let identity = dir.path().join("identity.txt");
         let out = Command::new(BIN)
@@ -32,23 +63,22 @@ impl Vault {
         );
         let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
         let config = dir.path().join("lockbox.toml");
+        let url = url.unwrap_or_else(|| format!("file://{}", dir.path().join("repo").display()));
         std::fs::write(
             &config,
             format!(
-                "state_dir = \"{}\"\n[repository]\nurl = \"file://{}\"\nrecipients = [\"{recipient}\"]\nlock_days = 2\n{extra}",
+                "state_dir = \"{}\"\n[repository]\nurl = \"{url}\"\nrecipients = [\"{recipient}\"]\nlock_days = 2\n{extra}",
                 dir.path().join("state").display(),
-                dir.path().join("repo").display(),
             ),
         )
         .unwrap();
-        let v = Self {
+        Self {
             dir,
             config,
             identity,
             recipient,
-        };
-        v.ok(&["init"]);
-        v
+            env,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -66,7 +96,8 @@ impl Vault {
         c.arg("--config")
             .arg(&self.config)
             .env("NO_COLOR", "1")
-            .env_remove("LOCKBOX_IDENTITY");
+            .env_remove("LOCKBOX_IDENTITY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

@@ -9,6 +9,10 @@
 //! locked until `retain_until`". A row is written only after the backend's
 //! `flush`, and backup trusts it without a round trip only while
 //! `retain_until` is in the future — a locked object cannot have been pruned.
+//!
+//! Tamper events (delete markers and bad versions that version-aware reads
+//! passed over, see `storage::TamperEvent`) are kept too; like run history,
+//! only the catalog holds them, and a rebuild keeps them.
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,7 +25,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::ids::{IdKey, ObjectId};
 use crate::manifest::Manifest;
 use crate::repository::{self, RepoError};
-use crate::storage::ReadBackend;
+use crate::storage::{ReadBackend, TamperEvent};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -113,6 +117,8 @@ pub enum RunOutcome {
     Success,
     Failed,
     Interrupted,
+    /// Stopped on purpose (daemon shutdown after its grace period).
+    Aborted,
 }
 
 impl RunOutcome {
@@ -121,6 +127,7 @@ impl RunOutcome {
             RunOutcome::Success => "success",
             RunOutcome::Failed => "failed",
             RunOutcome::Interrupted => "interrupted",
+            RunOutcome::Aborted => "aborted",
         }
     }
 }
@@ -189,7 +196,8 @@ impl Catalog {
             self.conn
                 .execute_batch(
                     "DROP TABLE IF EXISTS snapshots; DROP TABLE IF EXISTS chunks;
-                     DROP TABLE IF EXISTS runs; DELETE FROM meta;",
+                     DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS tamper_events;
+                     DELETE FROM meta;",
                 )
                 .map_err(|e| self.err(e))?;
         }
@@ -208,7 +216,11 @@ impl Catalog {
                  CREATE TABLE IF NOT EXISTS runs (
                     id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
                     started_at TEXT NOT NULL, finished_at TEXT, outcome TEXT NOT NULL,
-                    snapshot TEXT, input_bytes INTEGER, added_bytes INTEGER, error TEXT);",
+                    snapshot TEXT, input_bytes INTEGER, added_bytes INTEGER, error TEXT);
+                 CREATE TABLE IF NOT EXISTS tamper_events (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, first_seen TEXT NOT NULL,
+                    key TEXT NOT NULL, version TEXT NOT NULL, what TEXT NOT NULL,
+                    UNIQUE (key, version, what));",
             )
             .map_err(|e| self.err(e))?;
         self.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
@@ -418,6 +430,29 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// Marks a source's run still recorded as running (its process was
+    /// killed by the daemon) with `outcome` and `reason`.
+    pub fn end_running(
+        &self,
+        source: &str,
+        outcome: RunOutcome,
+        reason: &str,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET outcome = ?2, error = ?3, finished_at = ?4
+                 WHERE source = ?1 AND outcome = 'running'",
+                params![
+                    source,
+                    outcome.as_str(),
+                    reason,
+                    rfc3339(OffsetDateTime::now_utc())
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     pub fn runs(&self, source: Option<&str>) -> Result<Vec<RunRow>, CatalogError> {
         let mut stmt = self
             .conn
@@ -437,6 +472,53 @@ impl Catalog {
                     snapshot: r.get(5)?,
                     error: r.get(6)?,
                 })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records tamper events; one already recorded is not repeated. Returns
+    /// how many were new.
+    pub fn record_tampering(&mut self, events: &[TamperEvent]) -> Result<usize, CatalogError> {
+        let now = rfc3339(OffsetDateTime::now_utc());
+        let tx = self.conn.transaction().map_err(|e| CatalogError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let mut new = 0;
+        for e in events {
+            new += tx
+                .execute(
+                    "INSERT OR IGNORE INTO tamper_events (first_seen, key, version, what)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![now, e.key, e.version.as_deref().unwrap_or(""), e.what],
+                )
+                .map_err(|source| CatalogError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(new)
+    }
+
+    /// Every recorded tamper event, oldest first: (first seen, event).
+    pub fn tampering(&self) -> Result<Vec<(String, TamperEvent)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT first_seen, key, version, what FROM tamper_events ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let version: String = r.get(2)?;
+                Ok((
+                    r.get(0)?,
+                    TamperEvent {
+                        key: r.get(1)?,
+                        version: (!version.is_empty()).then_some(version),
+                        what: r.get(3)?,
+                    },
+                ))
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))

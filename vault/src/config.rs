@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::format::valid_source_name;
 use crate::keys::Recipients;
+use crate::storage::{BackendOptions, LockMode, S3Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -31,6 +32,9 @@ pub struct Config {
     pub repository: RepositorySection,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    /// `[daemon]`: settings of `lockbox daemon`.
+    #[serde(default)]
+    pub daemon: DaemonSection,
     /// Where the config was read from (for messages); not a TOML key.
     #[serde(skip)]
     pub path: PathBuf,
@@ -54,6 +58,39 @@ pub struct RepositorySection {
     /// Objects written to storage concurrently.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// Object Lock mode on S3: `compliance` (default) or `governance`.
+    #[serde(default)]
+    pub lock_mode: Option<LockMode>,
+    /// `[repository.s3]`: settings of an `s3://` repository.
+    #[serde(default)]
+    pub s3: Option<S3Settings>,
+}
+
+impl RepositorySection {
+    pub fn is_s3(&self) -> bool {
+        self.url.starts_with("s3://")
+    }
+
+    /// What the storage layer needs beyond the URL.
+    pub fn backend_options(&self) -> BackendOptions {
+        BackendOptions {
+            lock_mode: self.lock_mode.unwrap_or_default(),
+            s3: self.s3.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Uploads in flight: `[repository.s3] max_in_flight` for S3 (default
+    /// suited to a remote endpoint), `max_in_flight` otherwise.
+    pub fn effective_max_in_flight(&self) -> usize {
+        match &self.s3 {
+            Some(S3Settings {
+                max_in_flight: Some(n),
+                ..
+            }) => *n,
+            _ if self.is_s3() => crate::storage::s3::DEFAULT_MAX_IN_FLIGHT,
+            _ => self.max_in_flight,
+        }
+    }
 }
 
 /// Upper bounds on lock lengths: a typo must not lock data for a century.
@@ -86,6 +123,18 @@ pub struct SourceConfig {
     /// `sqlite`: the database file.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// Any kind: when `lockbox daemon` backs it up (cron, 5 fields or 6 with
+    /// seconds first, in `[daemon] timezone`).
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Any kind: a random delay of up to this much is added to each slot
+    /// (e.g. `5m`), so many sources or hosts do not start at once.
+    #[serde(default)]
+    pub jitter: Option<String>,
+    /// Any kind: a daemon run still going after this long (e.g. `2h`) is
+    /// aborted: no snapshot, recorded as failed.
+    #[serde(default)]
+    pub timeout: Option<String>,
     /// Parsed form of the kind-specific keys, filled in by validation.
     #[serde(skip)]
     parsed: Option<SourceKind>,
@@ -103,7 +152,87 @@ pub enum SourceKind {
     Sqlite { path: PathBuf },
 }
 
+/// `[daemon]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    /// Backups running at once, across all sources (default 1).
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
+    /// On SIGTERM, how long runs in flight may take to finish before they
+    /// are aborted (default `10s`).
+    #[serde(default)]
+    pub shutdown_grace: Option<String>,
+    /// Time zone of the schedules (default `UTC`).
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+/// The daemon's settings, validated.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    pub max_concurrent: usize,
+    pub shutdown_grace: std::time::Duration,
+    pub timezone: chrono_tz::Tz,
+}
+
+impl DaemonSection {
+    fn settings(&self) -> Result<DaemonSettings, (String, String)> {
+        let max_concurrent = self.max_concurrent.unwrap_or(1);
+        if max_concurrent == 0 {
+            return Err(("daemon.max_concurrent".into(), "must be at least 1".into()));
+        }
+        let shutdown_grace = match &self.shutdown_grace {
+            Some(s) => crate::scheduler::parse_duration(s)
+                .map_err(|e| ("daemon.shutdown_grace".to_string(), e))?,
+            None => std::time::Duration::from_secs(10),
+        };
+        let timezone = crate::scheduler::parse_tz(self.timezone.as_deref().unwrap_or("UTC"))
+            .map_err(|e| ("daemon.timezone".to_string(), e))?;
+        Ok(DaemonSettings {
+            max_concurrent,
+            shutdown_grace,
+            timezone,
+        })
+    }
+}
+
 impl SourceConfig {
+    /// The source's schedule in `tz`, if it has one (validated at load).
+    pub fn schedule_in(&self, tz: chrono_tz::Tz) -> Option<crate::scheduler::Schedule> {
+        self.schedule
+            .as_deref()
+            .map(|s| crate::scheduler::Schedule::parse(s, tz).expect("validated at load"))
+    }
+    pub fn jitter(&self) -> std::time::Duration {
+        self.jitter
+            .as_deref()
+            .map_or(std::time::Duration::ZERO, |s| {
+                crate::scheduler::parse_duration(s).expect("validated at load")
+            })
+    }
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.timeout
+            .as_deref()
+            .map(|s| crate::scheduler::parse_duration(s).expect("validated at load"))
+    }
+
+    fn check_scheduling(&self, i: usize, tz: chrono_tz::Tz) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("source[{i}].{k}");
+        if let Some(s) = &self.schedule {
+            crate::scheduler::Schedule::parse(s, tz).map_err(|e| (key("schedule"), e))?;
+        }
+        for (k, v) in [("jitter", &self.jitter), ("timeout", &self.timeout)] {
+            if let Some(v) = v {
+                let d = crate::scheduler::parse_duration(v).map_err(|e| (key(k), e))?;
+                if k == "timeout" && d.is_zero() {
+                    return Err((key(k), "must be longer than 0s".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn kind(&self) -> &SourceKind {
         self.parsed
             .as_ref()
@@ -237,6 +366,48 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        let repo = &self.repository;
+        if repo.is_s3() {
+            crate::storage::s3::parse_url(&repo.url)
+                .map_err(|e| invalid("repository.url", e.to_string()))?;
+        } else {
+            if repo.s3.is_some() {
+                return Err(invalid(
+                    "repository.s3",
+                    "applies only to s3:// repositories".into(),
+                ));
+            }
+            if repo.lock_mode.is_some() {
+                return Err(invalid(
+                    "repository.lock_mode",
+                    "applies only to s3:// repositories (Object Lock)".into(),
+                ));
+            }
+        }
+        if let Some(s3) = &repo.s3 {
+            if s3.max_in_flight == Some(0) {
+                return Err(invalid(
+                    "repository.s3.max_in_flight",
+                    "must be at least 1".into(),
+                ));
+            }
+            if let Some(e) = &s3.endpoint
+                && !(e.starts_with("https://") || e.starts_with("http://"))
+            {
+                return Err(invalid(
+                    "repository.s3.endpoint",
+                    "must be an http:// or https:// URL, e.g. https://minio.example:9000".into(),
+                ));
+            }
+            for (key, v) in [("region", &s3.region), ("profile", &s3.profile)] {
+                if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    return Err(invalid(
+                        &format!("repository.s3.{key}"),
+                        "must not be empty".into(),
+                    ));
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             let key = format!("source[{i}].name");
@@ -253,13 +424,23 @@ impl Config {
                 return Err(invalid(&key, format!("duplicate source name {:?}", s.name)));
             }
         }
+        let daemon = self
+            .daemon
+            .settings()
+            .map_err(|(key, message)| invalid(&key, message))?;
         for (i, s) in self.sources.iter_mut().enumerate() {
             let kind = s
                 .parse_kind(i)
                 .map_err(|(key, message)| invalid(&key, message))?;
             s.parsed = Some(kind);
+            s.check_scheduling(i, daemon.timezone)
+                .map_err(|(key, message)| invalid(&key, message))?;
         }
         Ok(())
+    }
+
+    pub fn daemon_settings(&self) -> DaemonSettings {
+        self.daemon.settings().expect("validated at load")
     }
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
@@ -287,6 +468,31 @@ mod tests {
         format!(
             "state_dir = \"/var/lib/lockbox\"\n[repository]\nurl = \"file:///srv/lockbox\"\nrecipients = [\"{RCPT}\"]\nlock_days = 30\n"
         )
+    }
+
+    fn s3_base() -> String {
+        base().replace("file:///srv/lockbox", "s3://my-vault/lockbox")
+    }
+
+    #[test]
+    fn parses_s3_settings() {
+        let text = s3_base()
+            + "lock_mode = \"governance\"\n[repository.s3]\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\npath_style = true\nprofile = \"backup\"\nmax_in_flight = 3\n";
+        let c = Config::parse(&text, "t.toml").unwrap();
+        let o = c.repository.backend_options();
+        assert_eq!(o.lock_mode, LockMode::Governance);
+        assert!(o.s3.path_style);
+        assert_eq!(o.s3.profile.as_deref(), Some("backup"));
+        assert_eq!(c.repository.effective_max_in_flight(), 3);
+        let c = Config::parse(&s3_base(), "t.toml").unwrap();
+        assert_eq!(
+            c.repository.backend_options().lock_mode,
+            LockMode::Compliance
+        );
+        assert_eq!(
+            c.repository.effective_max_in_flight(),
+            crate::storage::s3::DEFAULT_MAX_IN_FLIGHT
+        );
     }
 
     #[test]
@@ -398,6 +604,43 @@ mod tests {
             (base() + "max_in_flight = 0\n", "repository.max_in_flight"),
             (base() + "workers = 0\n", "repository.workers"),
             (
+                format!(
+                    "{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x.db\"\nschedule = \"61 * * * *\"\n",
+                    base()
+                ),
+                "source[0].schedule",
+            ),
+            (
+                format!(
+                    "{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x.db\"\ntimeout = \"soon\"\n",
+                    base()
+                ),
+                "source[0].timeout",
+            ),
+            (
+                format!(
+                    "{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x.db\"\njitter = \"-1s\"\n",
+                    base()
+                ),
+                "source[0].jitter",
+            ),
+            (
+                format!("{}\n[daemon]\ntimezone = \"Mars/Olympus\"\n", base()),
+                "daemon.timezone",
+            ),
+            (
+                format!("{}\n[daemon]\nmax_concurrent = 0\n", base()),
+                "daemon.max_concurrent",
+            ),
+            (
+                format!("{}\n[daemon]\nshutdown_grace = \"a while\"\n", base()),
+                "daemon.shutdown_grace",
+            ),
+            (
+                format!("{}\n[daemon]\nlisten = \"0.0.0.0:1\"\n", base()),
+                "listen",
+            ),
+            (
                 base().replace("lock_days = 30", "lock_days = 100000000"),
                 "repository.lock_days",
             ),
@@ -424,6 +667,40 @@ mod tests {
                 "duplicate",
             ),
             (base().replace("url = ", "uri = "), "uri"),
+            (
+                base() + "lock_mode = \"governance\"\n",
+                "repository.lock_mode",
+            ),
+            (
+                base() + "[repository.s3]\nregion = \"x\"\n",
+                "repository.s3",
+            ),
+            (s3_base() + "lock_mode = \"loose\"\n", "lock_mode"),
+            (s3_base() + "[repository.s3]\nendpoint = 5\n", "endpoint"),
+            (
+                s3_base() + "[repository.s3]\nendpoint = \"minio:9000\"\n",
+                "repository.s3.endpoint",
+            ),
+            (
+                s3_base() + "[repository.s3]\nsecret_access_key = \"x\"\n",
+                "secret_access_key",
+            ),
+            (
+                s3_base() + "[repository.s3]\nmax_in_flight = 0\n",
+                "repository.s3.max_in_flight",
+            ),
+            (
+                s3_base() + "[repository.s3]\nregion = \"\"\n",
+                "repository.s3.region",
+            ),
+            (
+                s3_base() + "[repository.s3]\npath_style = \"yes\"\n",
+                "path_style",
+            ),
+            (
+                base().replace("file:///srv/lockbox", "s3://UPPER/x"),
+                "repository.url",
+            ),
         ];
         for (text, needle) in cases {
             let err = Config::parse(&text, "t.toml").unwrap_err().to_string();

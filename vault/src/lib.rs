@@ -11,8 +11,10 @@
 //! * [`manifest`] — snapshot manifests (public part + sealed part).
 //! * [`catalog`] — the local SQLite cache of the repository.
 //! * [`config`] — the TOML configuration.
+//! * [`doctor`] — the storage and host checklist (its canary delete probe must fail).
 //! * [`source`] — dump sources (command, SQLite, stdin).
 //! * [`backup`] — the streaming backup pipeline.
+//! * [`scheduler`] — cron schedules, periods and catch-up rules for the daemon.
 //! * [`state`] — the private state directory.
 //! * [`lock`] — per-source run locks (one backup of a source at a time per host).
 //!
@@ -39,6 +41,7 @@ pub mod backup;
 pub mod catalog;
 pub mod chunker;
 pub mod config;
+pub mod doctor;
 pub mod envelope;
 pub mod format;
 pub mod ids;
@@ -46,6 +49,7 @@ pub mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod repository;
+pub mod scheduler;
 pub mod source;
 pub mod state;
 pub mod storage;

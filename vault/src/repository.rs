@@ -209,8 +209,17 @@ pub fn init(
 }
 
 pub fn load_config(backend: &dyn ReadBackend) -> Result<RepoConfig, RepoError> {
-    let bytes = match backend.get(CONFIG_KEY, MAX_CONFIG_BYTES) {
-        Ok(b) => b,
+    // Version-aware: a delete marker or a junk version over `config` (S3)
+    // does not hide the locked original.
+    let parses =
+        |b: &[u8]| serde_json::from_slice::<RepoConfig>(b).is_ok_and(|c| c.validate().is_ok());
+    let bytes = match backend.get_verified(CONFIG_KEY, MAX_CONFIG_BYTES, &parses) {
+        Ok(v) => {
+            for event in &v.tampering {
+                tracing::warn!("tampering found in the repository: {event}");
+            }
+            v.data
+        }
         Err(e) if e.is_not_found() => {
             return Err(RepoError::NotInitialized {
                 location: backend.location(),
@@ -278,8 +287,12 @@ pub fn read_manifest(
     key: &IdKey,
     snap: &SnapshotRef,
 ) -> Result<Manifest, RepoError> {
-    let bytes = backend.get(&snap.key, MAX_MANIFEST_BYTES)?;
-    Ok(Manifest::decode(&bytes, key, &snap.id, &snap.key)?)
+    let named = |b: &[u8]| key.id_of(b) == snap.id;
+    let v = backend.get_verified(&snap.key, MAX_MANIFEST_BYTES, &named)?;
+    for event in &v.tampering {
+        tracing::warn!("tampering found in the repository: {event}");
+    }
+    Ok(Manifest::decode(&v.data, key, &snap.id, &snap.key)?)
 }
 
 /// Resolves `latest`, a full id, or an id prefix among one source's snapshots.

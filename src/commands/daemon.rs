@@ -1,0 +1,351 @@
+//! `lockbox daemon`: runs each source's backups on its schedule.
+//!
+//! Each run is a child process (`lockbox backup SOURCE --json`) in its own
+//! process group. That gives the guarantees for free: the child takes the
+//! source's lock (so the daemon, a timer and a person never overlap), and
+//! aborting a run is a SIGKILL to its group, after which crash consistency
+//! (tested separately) means no manifest and nothing half-visible. A run
+//! that crashes cannot take the daemon down with it.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use lockbox_vault::catalog::RunOutcome;
+use lockbox_vault::config::Config;
+use lockbox_vault::scheduler::Schedule;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{BackupHost, EXIT_TEMPFAIL};
+use crate::cli::LogFormat;
+
+/// How often the loop wakes to reap runs, start due ones and read signals.
+const TICK: Duration = Duration::from_millis(100);
+
+struct Slot {
+    schedule: Schedule,
+    jitter: Duration,
+    timeout: Option<Duration>,
+    next: OffsetDateTime,
+}
+
+struct Running {
+    child: Child,
+    started: Instant,
+    deadline: Option<Instant>,
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: JoinHandle<Vec<u8>>,
+}
+
+pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<ExitCode> {
+    let terminate = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&terminate))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))?;
+
+    let mut config = config;
+    // Children run on the configuration the daemon validated, not on
+    // whatever the file holds at the moment they start.
+    let mut running_config = pin_config(config_path, &config)?;
+    let mut host = BackupHost::open(&config)?;
+    host.catalog
+        .sync(host.repo.backend.as_ref(), &host.repo.id_key)
+        .context("refreshing the catalog from the repository")?;
+    let exe = std::env::current_exe().context("locating the lockbox binary")?;
+    let mut slots = build_slots(&config, OffsetDateTime::now_utc())?;
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut pending: VecDeque<String> = VecDeque::new();
+
+    // Catch-up: a source whose last success is older than one period runs now.
+    let now = OffsetDateTime::now_utc();
+    for (name, slot) in &slots {
+        let last = last_success(&host, name);
+        if slot.schedule.catch_up_due(now, last) {
+            tracing::info!(source = %name, last_success = ?last.map(fmt_time), "catch-up: overdue at start");
+            pending.push_back(name.clone());
+        }
+    }
+    tracing::info!(
+        sources = slots.len(),
+        max_concurrent = config.daemon_settings().max_concurrent,
+        "daemon started"
+    );
+
+    while !terminate.load(Ordering::Relaxed) {
+        if reload.swap(false, Ordering::Relaxed) {
+            match Config::load(config_path) {
+                Ok(new) => match build_slots(&new, OffsetDateTime::now_utc())
+                    .and_then(|s| pin_config(config_path, &new).map(|p| (s, p)))
+                {
+                    Ok((new_slots, pinned)) => {
+                        config = new;
+                        slots = new_slots;
+                        running_config = pinned;
+                        pending.retain(|s| slots.contains_key(s));
+                        tracing::info!(sources = slots.len(), "configuration reloaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "configuration reload rejected; keeping the previous configuration")
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload rejected; keeping the previous configuration")
+                }
+            }
+        }
+        reap(&mut running, &host, false);
+        let now = OffsetDateTime::now_utc();
+        for (name, slot) in slots.iter_mut() {
+            if now < slot.next {
+                continue;
+            }
+            if running.contains_key(name) {
+                tracing::warn!(source = %name, "previous run still going; this slot is skipped");
+            } else if !pending.contains(name) {
+                pending.push_back(name.clone());
+            }
+            slot.next = slot.schedule.next_run(now, slot.jitter);
+        }
+        let limit = config.daemon_settings().max_concurrent;
+        while running.len() < limit {
+            let Some(name) = pending.pop_front() else {
+                break;
+            };
+            if running.contains_key(&name) {
+                continue;
+            }
+            let timeout = slots.get(&name).and_then(|s| s.timeout);
+            match start(&exe, &running_config, &name, log_format, timeout) {
+                Ok(r) => {
+                    tracing::info!(source = %name, "run started");
+                    running.insert(name, r);
+                }
+                Err(e) => {
+                    tracing::error!(source = %name, error = %format!("{e:#}"), "run could not start")
+                }
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+
+    let grace = config.daemon_settings().shutdown_grace;
+    tracing::info!(
+        runs_in_flight = running.len(),
+        grace_seconds = grace.as_secs_f64(),
+        "shutting down: no new runs"
+    );
+    let deadline = Instant::now() + grace;
+    while !running.is_empty() && Instant::now() < deadline {
+        reap(&mut running, &host, false);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reap(&mut running, &host, true);
+    tracing::info!("daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies the validated config file to `state_dir/daemon.toml` (0600,
+/// replaced atomically) and returns that path for the children.
+fn pin_config(config_path: &Path, config: &Config) -> Result<PathBuf> {
+    use std::io::Write;
+    let text =
+        std::fs::read(config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    // The file may have changed since it was parsed: pin only what parses.
+    Config::parse(
+        &String::from_utf8_lossy(&text),
+        &config_path.display().to_string(),
+    )?;
+    lockbox_vault::state::ensure_private_dir(&config.state_dir)?;
+    let target = config.state_dir.join("daemon.toml");
+    let mut tmp = lockbox_vault::state::private_temp_file(&config.state_dir, ".daemon-toml-")?;
+    tmp.write_all(&text)?;
+    tmp.persist(&target)
+        .with_context(|| format!("writing {}", target.display()))?;
+    Ok(target)
+}
+
+fn build_slots(config: &Config, now: OffsetDateTime) -> Result<HashMap<String, Slot>> {
+    let tz = config.daemon_settings().timezone;
+    let mut slots = HashMap::new();
+    for src in &config.sources {
+        let Some(schedule) = src.schedule_in(tz) else {
+            continue;
+        };
+        let jitter = src.jitter();
+        let next = schedule.next_run(now, jitter);
+        slots.insert(
+            src.name.clone(),
+            Slot {
+                schedule,
+                jitter,
+                timeout: src.timeout(),
+                next,
+            },
+        );
+    }
+    if slots.is_empty() {
+        anyhow::bail!(
+            "no source in {} has a `schedule`; add e.g. schedule = \"30 2 * * *\"",
+            config.path.display()
+        );
+    }
+    Ok(slots)
+}
+
+fn last_success(host: &BackupHost, source: &str) -> Option<OffsetDateTime> {
+    let rows = host.catalog.snapshots(Some(source)).ok()?;
+    let last = rows.last()?;
+    OffsetDateTime::parse(&last.started_at, &Rfc3339).ok()
+}
+
+fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn start(
+    exe: &Path,
+    config_path: &Path,
+    source: &str,
+    log_format: LogFormat,
+    timeout: Option<Duration>,
+) -> Result<Running> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("--config")
+        .arg(config_path)
+        .arg("--log-format")
+        .arg(match log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+        .args(["-q", "backup", "--json", source])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so an abort also reaches the dump tool.
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("spawning {}", exe.display()))?;
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let started = Instant::now();
+    Ok(Running {
+        child,
+        started,
+        deadline: timeout.map(|t| started + t),
+        stdout: std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            buf
+        }),
+        stderr: std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            buf
+        }),
+    })
+}
+
+/// Kills a run's whole process group (the lockbox child and its dump tool).
+fn kill_group(child: &Child) {
+    let pgid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) with a negative pid signals that process group; the
+    // group is the child's own (process_group(0)) and the child is not yet
+    // reaped, so its id cannot have been reused.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// Collects finished runs and logs them; kills runs past their timeout, and
+/// with `abort_all` every run (shutdown after the grace period).
+fn reap(running: &mut HashMap<String, Running>, host: &BackupHost, abort_all: bool) {
+    let names: Vec<String> = running.keys().cloned().collect();
+    for name in names {
+        let r = running.get_mut(&name).expect("listed above");
+        let timed_out = r.deadline.is_some_and(|d| Instant::now() >= d);
+        if abort_all || timed_out {
+            let r = running.remove(&name).expect("listed above");
+            finish_killed(&name, r, host, abort_all);
+        } else if let Ok(Some(status)) = r.child.try_wait() {
+            let r = running.remove(&name).expect("listed above");
+            finish(&name, r, status.code());
+        }
+    }
+}
+
+fn finish_killed(name: &str, mut r: Running, host: &BackupHost, shutdown: bool) {
+    kill_group(&r.child);
+    let _ = r.child.wait();
+    let _ = (r.stdout.join(), r.stderr.join());
+    let seconds = r.started.elapsed().as_secs_f64();
+    let (outcome, reason) = if shutdown {
+        (
+            RunOutcome::Aborted,
+            "aborted: the daemon shut down before the run finished".to_string(),
+        )
+    } else {
+        (RunOutcome::Failed, format!("timed out after {seconds:.0}s"))
+    };
+    if let Err(e) = host.catalog.end_running(name, outcome, &reason) {
+        tracing::warn!(source = %name, error = %e, "could not record the run's end");
+    }
+    tracing::warn!(
+        source = %name,
+        outcome = if shutdown { "aborted" } else { "failed" },
+        seconds,
+        reason = %reason,
+        "run finished without a snapshot"
+    );
+}
+
+fn finish(name: &str, r: Running, code: Option<i32>) {
+    let stdout = r.stdout.join().unwrap_or_default();
+    let stderr = r.stderr.join().unwrap_or_default();
+    let seconds = r.started.elapsed().as_secs_f64();
+    match code {
+        Some(0) => {
+            let s: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_default();
+            tracing::info!(
+                source = %name,
+                outcome = "success",
+                snapshot = %s["short_id"].as_str().unwrap_or("?"),
+                input_bytes = s["input_bytes"].as_u64().unwrap_or(0),
+                added_bytes = s["added_bytes"].as_u64().unwrap_or(0),
+                seconds,
+                "run finished"
+            );
+        }
+        Some(c) if c == i32::from(EXIT_TEMPFAIL) => {
+            tracing::warn!(
+                source = %name,
+                outcome = "busy",
+                seconds,
+                "run skipped: another run holds the source's lock"
+            );
+        }
+        _ => {
+            let text = String::from_utf8_lossy(&stderr);
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(8)..].join("\n");
+            tracing::error!(
+                source = %name,
+                outcome = "failed",
+                exit = ?code,
+                seconds,
+                error = %tail,
+                "run finished"
+            );
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! `lockbox doctor`: a checklist that proves, with real requests, that the
+//! storage refuses what Lockbox promises it refuses.
+//!
+//! This module owns the one deliberate delete attempt outside prune: a
+//! versioned delete of a freshly locked canary object, which must FAIL. It
+//! is a probe, not a deletion path: the canary is written by this module
+//! and is the only key it ever names.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+
+use crate::config::Config;
+use crate::repository::{self, RepoError};
+use crate::storage::s3::{self, LockMode, S3Backend};
+use crate::storage::{self, StorageError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// One line of the checklist. JSON fields may be added, never changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+fn check(name: &str, status: Status, detail: impl Into<String>) -> Check {
+    Check {
+        check: name.into(),
+        status,
+        detail: detail.into(),
+    }
+}
+
+/// Runs every check that applies to `config`. `as_profile` repeats the
+/// delete probe with another AWS profile (e.g. production's credentials).
+pub fn run(config: &Config, as_profile: Option<&str>) -> Vec<Check> {
+    let mut out = Vec::new();
+    file_checks(config, &mut out);
+    let opts = config.repository.backend_options();
+    match storage::open_write_with(&config.repository.url, &opts) {
+        Ok(backend) => match repository::load_config(backend.as_ref()) {
+            Ok(repo) => out.push(check(
+                "repository",
+                Status::Pass,
+                format!("repository {} at {}", repo.id, backend.location()),
+            )),
+            Err(RepoError::NotInitialized { location }) => out.push(check(
+                "repository",
+                Status::Fail,
+                format!("{location} holds no repository: run `lockbox init`"),
+            )),
+            Err(e) => out.push(check("repository", Status::Fail, e.to_string())),
+        },
+        Err(e) => out.push(check("repository", Status::Fail, e.to_string())),
+    }
+    if config.repository.is_s3() {
+        s3_checks(config, as_profile, &mut out);
+    } else {
+        out.push(check(
+            "deletion-proof storage",
+            Status::Warn,
+            "a file:// repository: Lockbox never deletes or overwrites, but root or the \
+             directory's owner can; use S3 Object Lock (compliance) for deletion-proof storage",
+        ));
+        if let Some(p) = as_profile {
+            out.push(check(
+                "delete refused for another credential",
+                Status::Warn,
+                format!("--as-profile {p} applies only to s3:// repositories"),
+            ));
+        }
+    }
+    identity_checks(config, &mut out);
+    out
+}
+
+fn mode_of(path: &Path) -> Option<u32> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+}
+
+fn file_checks(config: &Config, out: &mut Vec<Check>) {
+    match mode_of(&config.path) {
+        Some(m) if m & 0o007 != 0 => out.push(check(
+            "config file permissions",
+            Status::Warn,
+            format!(
+                "{} is mode {m:o}, readable by everyone; it describes your databases: chmod 640",
+                config.path.display()
+            ),
+        )),
+        Some(m) => out.push(check(
+            "config file permissions",
+            Status::Pass,
+            format!("{} is mode {m:o}", config.path.display()),
+        )),
+        None => {}
+    }
+    match mode_of(&config.state_dir) {
+        Some(0o700) => out.push(check(
+            "state directory",
+            Status::Pass,
+            format!("{} is private (700)", config.state_dir.display()),
+        )),
+        Some(m) => out.push(check(
+            "state directory",
+            Status::Warn,
+            format!("{} is mode {m:o}: chmod 700", config.state_dir.display()),
+        )),
+        None => out.push(check(
+            "state directory",
+            Status::Fail,
+            format!(
+                "{} does not exist: run `lockbox init`",
+                config.state_dir.display()
+            ),
+        )),
+    }
+    let key = config.id_key_path();
+    match mode_of(&key) {
+        Some(0o600) => out.push(check(
+            "ID key file",
+            Status::Pass,
+            format!("{} (600)", key.display()),
+        )),
+        Some(m) => out.push(check(
+            "ID key file",
+            Status::Warn,
+            format!("{} is mode {m:o}: chmod 600", key.display()),
+        )),
+        None => out.push(check(
+            "ID key file",
+            Status::Fail,
+            format!(
+                "{} is missing: run `lockbox init` (or `init --identity` to join)",
+                key.display()
+            ),
+        )),
+    }
+}
+
+fn s3_checks(config: &Config, as_profile: Option<&str>, out: &mut Vec<Check>) {
+    let url = &config.repository.url;
+    let opts = config.repository.backend_options();
+    let backend = match S3Backend::open(url, &opts.s3, opts.lock_mode) {
+        Ok(b) => b,
+        Err(e) => {
+            out.push(check("S3 connection", Status::Fail, e.to_string()));
+            return;
+        }
+    };
+    let bucket = backend.bucket().to_string();
+    let client = backend.client();
+
+    let versioning = backend.block_on(client.get_bucket_versioning().bucket(&bucket).send());
+    out.push(match versioning {
+        Ok(v) if v.status().map(|s| s.as_str()) == Some("Enabled") => {
+            check("bucket versioning", Status::Pass, format!("enabled on {bucket}"))
+        }
+        Ok(_) => check(
+            "bucket versioning",
+            Status::Fail,
+            format!("not enabled on {bucket}; create the bucket with Object Lock (see examples/iam/README.md)"),
+        ),
+        Err(e) => check("bucket versioning", Status::Fail, sdk_error(&e)),
+    });
+
+    let lock = backend.block_on(
+        client
+            .get_object_lock_configuration()
+            .bucket(&bucket)
+            .send(),
+    );
+    let lock_on = match &lock {
+        Ok(l) => l
+            .object_lock_configuration()
+            .and_then(|c| c.object_lock_enabled())
+            .is_some_and(|e| e.as_str() == "Enabled"),
+        Err(_) => false,
+    };
+    out.push(if lock_on {
+        check("object lock", Status::Pass, format!("enabled on {bucket}"))
+    } else {
+        check(
+            "object lock",
+            Status::Fail,
+            format!(
+                "Object Lock is not enabled on {bucket}: objects could be deleted. It can only be \
+                 set when a bucket is created: `aws s3api create-bucket --bucket NAME \
+                 --object-lock-enabled-for-bucket`"
+            ),
+        )
+    });
+    let rule = lock
+        .as_ref()
+        .ok()
+        .and_then(|l| l.object_lock_configuration())
+        .and_then(|c| c.rule())
+        .and_then(|r| r.default_retention());
+    out.push(match rule {
+        Some(r) => check(
+            "default bucket retention",
+            Status::Pass,
+            format!(
+                "{} for {}",
+                r.mode().map(|m| m.as_str()).unwrap_or("?"),
+                match (r.days(), r.years()) {
+                    (Some(d), _) => format!("{d} days"),
+                    (_, Some(y)) => format!("{y} years"),
+                    _ => "an unstated period".into(),
+                }
+            ),
+        ),
+        None => check(
+            "default bucket retention",
+            Status::Warn,
+            "none: objects written by anything other than Lockbox are not locked \
+             (Lockbox locks its own objects explicitly)",
+        ),
+    });
+    if !lock_on {
+        return;
+    }
+
+    // The canary: written and locked with this host's credentials.
+    let (_, prefix) = match s3::parse_url(url) {
+        Ok(p) => p,
+        Err(e) => {
+            out.push(check("canary", Status::Fail, e.to_string()));
+            return;
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let key = format!(
+        "{prefix}doctor/canary-{}-{}",
+        std::process::id(),
+        now.unix_timestamp()
+    );
+    let until = now + Duration::days(1);
+    let mode = match opts.lock_mode {
+        LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
+        LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+    };
+    let put = backend.block_on(
+        client
+            .put_object()
+            .bucket(&bucket)
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                b"lockbox doctor canary: this object proves that locked versions cannot be deleted\n",
+            ))
+            .object_lock_mode(mode.clone())
+            .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+                until.unix_timestamp() + 1,
+            ))
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .send(),
+    );
+    let version = match put {
+        Ok(p) => match p.version_id() {
+            Some(v) => {
+                out.push(check(
+                    "write and lock a canary",
+                    Status::Pass,
+                    format!(
+                        "{key} (version {v}) locked in {} mode for one day",
+                        mode.as_str()
+                    ),
+                ));
+                v.to_string()
+            }
+            None => {
+                out.push(check(
+                    "write and lock a canary",
+                    Status::Fail,
+                    format!("{key}: the store returned no version id (versioning off?)"),
+                ));
+                return;
+            }
+        },
+        Err(e) => {
+            out.push(check(
+                "write and lock a canary",
+                Status::Fail,
+                format!("{key}: {}", sdk_error(&e)),
+            ));
+            return;
+        }
+    };
+    out.push(delete_probe(
+        &backend,
+        client,
+        &bucket,
+        &key,
+        &version,
+        "versioned delete refused (configured credentials)",
+    ));
+    if let Some(profile) = as_profile {
+        // Credentials strictly from the named profile: the default chain
+        // would prefer this host's AWS_* environment variables, and the probe
+        // would then test the wrong credential.
+        let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .profile_name(profile)
+            .build();
+        let conf = client
+            .config()
+            .to_builder()
+            .credentials_provider(provider)
+            .build();
+        let other = aws_sdk_s3::Client::from_conf(conf);
+        let name = format!("versioned delete refused (profile {profile})");
+        out.push(delete_probe(
+            &backend, &other, &bucket, &key, &version, &name,
+        ));
+    }
+}
+
+/// Tries to delete the canary's locked version; success is a FAIL.
+fn delete_probe(
+    backend: &S3Backend,
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    version: &str,
+    name: &str,
+) -> Check {
+    let r = backend.block_on(
+        client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .version_id(version)
+            .send(),
+    );
+    match r {
+        Ok(_) => check(
+            name,
+            Status::Fail,
+            format!(
+                "DELETED the locked version {version} of {key}: these credentials can destroy \
+                 backups. Check the bucket's Object Lock and the IAM and bucket policies \
+                 (examples/iam/)"
+            ),
+        ),
+        // Only the store's own refusal proves protection; an error reaching
+        // it (bad profile, network) proves nothing either way.
+        Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("AccessDenied") => {
+            check(name, Status::Pass, format!("refused: {}", sdk_error(&e)))
+        }
+        Err(e) => check(
+            name,
+            Status::Warn,
+            format!(
+                "could not probe (the request did not reach a verdict): {}",
+                sdk_error(&e)
+            ),
+        ),
+    }
+}
+
+fn sdk_error<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(s) => format!(
+            "{} {}",
+            s.code().unwrap_or("error"),
+            s.message().unwrap_or_default()
+        )
+        .trim()
+        .to_string(),
+        None => StorageError::Io {
+            location: String::new(),
+            op: "request",
+            key: String::new(),
+            message: format!("{e}"),
+            transient: true,
+        }
+        .to_string(),
+    }
+}
+
+/// Places an identity could sit on this host, other than where the
+/// operator explicitly keeps one for restores elsewhere.
+fn identity_candidates(config: &Config) -> Vec<PathBuf> {
+    let mut dirs = vec![config.state_dir.clone()];
+    // `lockbox.toml` given relatively has an empty parent: resolve it first.
+    if let Some(parent) = std::path::absolute(&config.path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        dirs.push(parent);
+    }
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+        dirs.push(home.join(".config/lockbox"));
+        dirs.push(home.join(".config/age"));
+        dirs.push(home.clone());
+    }
+    let mut files = Vec::new();
+    for d in dirs {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                files.push(e.path());
+            }
+        }
+    }
+    if let Some(p) = std::env::var_os("LOCKBOX_IDENTITY") {
+        files.push(PathBuf::from(p));
+    }
+    files
+}
+
+fn holds_identity(path: &Path) -> bool {
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
+        .is_ok()
+        && head
+            .windows(b"AGE-SECRET-KEY-1".len())
+            .any(|w| w == b"AGE-SECRET-KEY-1")
+}
+
+fn identity_checks(config: &Config, out: &mut Vec<Check>) {
+    let found: Vec<String> = identity_candidates(config)
+        .into_iter()
+        .filter(|p| holds_identity(p))
+        .map(|p| p.display().to_string())
+        .collect();
+    out.push(if found.is_empty() {
+        check(
+            "no age identity on this host",
+            Status::Pass,
+            "none readable in the state directory, beside the config, in ~/.config/{lockbox,age}, \
+             ~ or $LOCKBOX_IDENTITY",
+        )
+    } else {
+        check(
+            "no age identity on this host",
+            Status::Warn,
+            format!(
+                "readable identity found: {}. A backup host needs only recipients; keep \
+                 identities on restore hosts",
+                found.join(", ")
+            ),
+        )
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_identities_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("some-name.txt");
+        std::fs::write(&id, "# created\nAGE-SECRET-KEY-1QQQ\n").unwrap();
+        let other = dir.path().join("notes.txt");
+        std::fs::write(&other, "age1 recipients only\n").unwrap();
+        assert!(holds_identity(&id));
+        assert!(!holds_identity(&other));
+    }
+}
