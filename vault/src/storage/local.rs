@@ -66,21 +66,10 @@ impl LocalBackend {
     }
 
     fn path_of(&self, key: &str) -> StorageResult<PathBuf> {
-        let valid = !key.is_empty()
-            && !key.starts_with('/')
-            && !key.ends_with(RETAIN_SUFFIX)
-            && key.split('/').all(|seg| {
-                !seg.is_empty() && seg != "." && seg != ".." && !seg.starts_with(TEMP_PREFIX)
-            });
-        if !valid {
-            return Err(StorageError::Io {
-                location: self.location(),
-                op: "resolve",
-                key: key.to_string(),
-                message: "invalid object key".into(),
-                transient: false,
-            });
-        }
+        // Sidecar and temporary names are this backend's own, never keys.
+        let own_names_free = !key.ends_with(RETAIN_SUFFIX)
+            && key.split('/').all(|seg| !seg.starts_with(TEMP_PREFIX));
+        super::check_key(|| self.location(), key, own_names_free)?;
         Ok(self.root.join(key))
     }
 

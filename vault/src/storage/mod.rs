@@ -90,6 +90,32 @@ impl StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// The keys every backend accepts: relative, `/`-separated, with no empty,
+/// `.` or `..` segment (so no key can escape a root or prefix). Backends may
+/// refuse more (the local one reserves its sidecar and temporary names).
+pub(crate) fn check_key(
+    location: impl FnOnce() -> String,
+    key: &str,
+    extra_ok: bool,
+) -> StorageResult<()> {
+    let portable = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if portable && extra_ok {
+        Ok(())
+    } else {
+        Err(StorageError::Io {
+            location: location(),
+            op: "resolve",
+            key: key.to_string(),
+            message: "invalid object key".into(),
+            transient: false,
+        })
+    }
+}
+
 /// Evidence of tampering found by a version-aware read: a delete marker, or a
 /// version of the key whose bytes failed the caller's check.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

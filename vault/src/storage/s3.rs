@@ -249,20 +249,7 @@ impl S3Backend {
     }
 
     fn full_key(&self, key: &str) -> StorageResult<String> {
-        let valid = !key.is_empty()
-            && !key.starts_with('/')
-            && key
-                .split('/')
-                .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
-        if !valid {
-            return Err(StorageError::Io {
-                location: self.location(),
-                op: "resolve",
-                key: key.to_string(),
-                message: "invalid object key".into(),
-                transient: false,
-            });
-        }
+        super::check_key(|| self.location(), key, true)?;
         Ok(format!("{}{key}", self.prefix))
     }
 
