@@ -26,16 +26,18 @@
 //!
 //! Which operations may run at the same time, on one repository:
 //!
-//! | running ↓ / starting → | backup | restore | verify | catalog rebuild |
-//! |---|---|---|---|---|
-//! | backup (other source)  | yes | yes | yes | yes |
-//! | backup (same source)   | yes¹ | yes | yes | yes |
-//! | restore                | yes | yes | yes | yes |
+//! | running ↓ / starting →         | backup, same source | backup, other source | restore | catalog rebuild | doctor |
+//! |---|---|---|---|---|---|
+//! | backup, this host               | no¹ (exit 75) | yes | yes | yes | yes |
+//! | backup, another host            | yes² | yes | yes | yes | yes |
+//! | restore                         | yes | yes | yes | yes | yes |
 //!
-//! ¹ Safe for the repository (content addressing, no shared mutable object);
-//! both snapshots name the same `previous`, a fork the chain check reports.
-//! Prune (not built yet) is the one operation that will need care: it must
-//! never delete a chunk a concurrent backup may reference.
+//! ¹ The per-source run lock ([`lock`]) in the state directory.
+//! ² Safe for the repository (content addressing, no shared mutable object,
+//! retention only extended); both snapshots name the same `previous`, a fork
+//! in the per-source chain. Prune (not built yet) is the one operation that
+//! will need care: it must never delete a chunk a concurrent backup may
+//! reference.
 
 pub mod backup;
 pub mod catalog;
