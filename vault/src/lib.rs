@@ -1,7 +1,7 @@
 //! Lockbox's vault: the repository format and everything that writes it.
 //!
 //! Module map:
-//! * [`format`] — constants and key layout of format v1 (see `FORMAT.md`).
+//! * [`format`](mod@format) — constants and key layout of format v1 (see `FORMAT.md`).
 //! * [`ids`] — keyed BLAKE3 object ids and the ID key.
 //! * [`chunker`] — content-defined chunking (FastCDC).
 //! * [`envelope`] — the object envelope: age around one zstd frame.
