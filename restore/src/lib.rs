@@ -6,11 +6,14 @@
 //! decryption (age's MAC), and its plaintext against its keyed-BLAKE3 id.
 //! The whole stream is then checked against the manifest's stream hash.
 //!
+//! [`verify`] checks a repository without restoring it.
+//!
 //! Architecture invariant: restore only ever holds a `ReadBackend`; it
 //! cannot write to or delete from the repository.
 
 mod output;
 mod pipeline;
+pub mod verify;
 
 use lockbox_vault::envelope::EnvelopeError;
 use lockbox_vault::keys::Identities;

@@ -27,6 +27,9 @@ use crate::manifest::Manifest;
 use crate::repository::{self, RepoError};
 use crate::storage::{ReadBackend, TamperEvent};
 
+mod verifications;
+pub use verifications::{VerificationKind, VerificationRow};
+
 const SCHEMA_VERSION: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +200,7 @@ impl Catalog {
                 .execute_batch(
                     "DROP TABLE IF EXISTS snapshots; DROP TABLE IF EXISTS chunks;
                      DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS tamper_events;
+                     DROP TABLE IF EXISTS verifications;
                      DELETE FROM meta;",
                 )
                 .map_err(|e| self.err(e))?;
@@ -222,6 +226,9 @@ impl Catalog {
                     key TEXT NOT NULL, version TEXT NOT NULL, what TEXT NOT NULL,
                     UNIQUE (key, version, what));",
             )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute_batch(verifications::SCHEMA)
             .map_err(|e| self.err(e))?;
         self.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
         self.set_meta("repository_id", repository_id)?;

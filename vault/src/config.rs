@@ -123,6 +123,33 @@ pub struct SourceConfig {
     /// `sqlite`: the database file.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// `postgres`, `mariadb`, `mysql`: server host name or address (or, for
+    /// PostgreSQL, a Unix socket directory).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `postgres`, `mariadb`, `mysql`: server port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `postgres`, `mariadb`, `mysql`: the (read-only) account to dump as.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `postgres`, `mariadb`, `mysql`: the database to dump.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// `postgres`: a libpq URL instead of host/port/user/database; it must
+    /// not contain a password.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Database kinds: a file holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Database kinds: an environment variable of Lockbox's holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Database kinds: the dump program (default `pg_dump`, `mariadb-dump`
+    /// or `mysqldump`).
+    #[serde(default)]
+    pub dump_tool: Option<String>,
     /// Any kind: when `lockbox daemon` backs it up (cron, 5 fields or 6 with
     /// seconds first, in `[daemon] timezone`).
     #[serde(default)]
@@ -150,6 +177,84 @@ pub enum SourceKind {
     },
     /// An SQLite database copied with SQLite's online backup API.
     Sqlite { path: PathBuf },
+    /// A PostgreSQL or MariaDB/MySQL database dumped with its own tool.
+    Database(DatabaseSource),
+}
+
+/// Which server family a database source talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFlavor {
+    Postgres,
+    Mariadb,
+    /// MySQL: the MariaDB code path with `mysqldump`/`mysql` as tools.
+    Mysql,
+}
+
+impl DbFlavor {
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            DbFlavor::Postgres => "postgres",
+            DbFlavor::Mariadb => "mariadb",
+            DbFlavor::Mysql => "mysql",
+        }
+    }
+    /// The dump tool used when `dump_tool` is not set.
+    pub fn default_dump_tool(self) -> &'static str {
+        match self {
+            DbFlavor::Postgres => "pg_dump",
+            DbFlavor::Mariadb => "mariadb-dump",
+            DbFlavor::Mysql => "mysqldump",
+        }
+    }
+    /// The SQL client used for metadata queries.
+    pub fn default_client(self) -> &'static str {
+        match self {
+            DbFlavor::Postgres => "psql",
+            DbFlavor::Mariadb => "mariadb",
+            DbFlavor::Mysql => "mysql",
+        }
+    }
+}
+
+/// Where a database password comes from. The password itself is never in
+/// the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordFrom {
+    File(PathBuf),
+    Env(String),
+}
+
+/// A validated `postgres`/`mariadb`/`mysql` source.
+#[derive(Debug, Clone)]
+pub struct DatabaseSource {
+    pub flavor: DbFlavor,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    /// `postgres` only: a libpq URL without a password.
+    pub url: Option<String>,
+    pub password: Option<PasswordFrom>,
+    pub dump_tool: String,
+}
+
+/// True if a libpq URL carries a password, in its user info
+/// (`postgresql://user:secret@host/db`) or as a `password=` parameter.
+pub fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = before_query.split('/').next().unwrap_or("");
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && userinfo.contains(':')
+    {
+        return true;
+    }
+    query.split('&').any(|kv| {
+        kv.split('=')
+            .next()
+            .unwrap_or("")
+            .eq_ignore_ascii_case("password")
+    })
 }
 
 /// `[daemon]` as written.
@@ -246,18 +351,50 @@ impl SourceConfig {
             ("env", self.env.is_some()),
             ("workdir", self.workdir.is_some()),
             ("path", self.path.is_some()),
+            ("host", self.host.is_some()),
+            ("port", self.port.is_some()),
+            ("user", self.user.is_some()),
+            ("database", self.database.is_some()),
+            ("url", self.url.is_some()),
+            ("password_file", self.password_file.is_some()),
+            ("password_env", self.password_env.is_some()),
+            ("dump_tool", self.dump_tool.is_some()),
         ]
         .iter()
         .filter(|(_, p)| *p)
         .map(|(k, _)| *k)
         .collect();
+        const DB_KEYS: &[&str] = &[
+            "host",
+            "port",
+            "user",
+            "database",
+            "password_file",
+            "password_env",
+            "dump_tool",
+        ];
+        const PG_KEYS: &[&str] = &[
+            "host",
+            "port",
+            "user",
+            "database",
+            "url",
+            "password_file",
+            "password_env",
+            "dump_tool",
+        ];
         let allowed: &[&str] = match self.kind.as_str() {
             "command" => &["command", "env", "workdir"],
             "sqlite" => &["path"],
+            "postgres" => PG_KEYS,
+            "mariadb" | "mysql" => DB_KEYS,
             other => {
                 return Err((
                     key("kind"),
-                    format!("unknown source kind {other:?}; expected \"command\" or \"sqlite\""),
+                    format!(
+                        "unknown source kind {other:?}; expected \"command\", \"sqlite\", \
+                         \"postgres\", \"mariadb\" or \"mysql\""
+                    ),
                 ));
             }
         };
@@ -287,12 +424,121 @@ impl SourceConfig {
                     workdir: self.workdir.clone(),
                 })
             }
-            _ => match &self.path {
+            "sqlite" => match &self.path {
                 Some(path) if path.is_absolute() => Ok(SourceKind::Sqlite { path: path.clone() }),
                 Some(_) => Err((key("path"), "must be an absolute path".into())),
                 None => Err((key("path"), "is required for kind = \"sqlite\"".into())),
             },
+            kind => {
+                let flavor = match kind {
+                    "postgres" => DbFlavor::Postgres,
+                    "mariadb" => DbFlavor::Mariadb,
+                    _ => DbFlavor::Mysql,
+                };
+                self.parse_database(flavor, &key).map(SourceKind::Database)
+            }
         }
+    }
+
+    fn parse_database(
+        &self,
+        flavor: DbFlavor,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<DatabaseSource, (String, String)> {
+        for (k, v) in [
+            ("host", &self.host),
+            ("user", &self.user),
+            ("database", &self.database),
+            ("url", &self.url),
+            ("password_env", &self.password_env),
+            ("dump_tool", &self.dump_tool),
+        ] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err((key(k), "must not be empty".into()));
+            }
+        }
+        for (k, v) in [
+            ("host", &self.host),
+            ("user", &self.user),
+            ("database", &self.database),
+        ] {
+            if v.as_deref().is_some_and(|v| v.starts_with('-')) {
+                return Err((key(k), "must not start with '-'".into()));
+            }
+        }
+        if self.port == Some(0) {
+            return Err((key("port"), "must be between 1 and 65535".into()));
+        }
+        if let Some(url) = &self.url {
+            if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+                return Err((
+                    key("url"),
+                    "must be a libpq URL, e.g. postgresql://backup@db.example:5432/orders".into(),
+                ));
+            }
+            if url_has_password(url) {
+                return Err((
+                    key("url"),
+                    "must not contain a password (it would be visible in the process list); \
+                     use password_file or password_env"
+                        .into(),
+                ));
+            }
+            for (k, set) in [
+                ("host", self.host.is_some()),
+                ("port", self.port.is_some()),
+                ("user", self.user.is_some()),
+                ("database", self.database.is_some()),
+            ] {
+                if set {
+                    return Err((
+                        key(k),
+                        "cannot be combined with url (put it in the URL)".into(),
+                    ));
+                }
+            }
+        } else if self.database.is_none() {
+            return Err((
+                key("database"),
+                format!("is required for kind = {:?}", flavor.kind_name()),
+            ));
+        }
+        let password = match (&self.password_file, &self.password_env) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    key("password_env"),
+                    "give at most one of password_file and password_env".into(),
+                ));
+            }
+            (Some(f), None) if !f.is_absolute() => {
+                return Err((key("password_file"), "must be an absolute path".into()));
+            }
+            (Some(f), None) => Some(PasswordFrom::File(f.clone())),
+            (None, Some(e)) => {
+                if !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err((
+                        key("password_env"),
+                        "must be the NAME of an environment variable (A-Z, 0-9, _), not a password"
+                            .into(),
+                    ));
+                }
+                Some(PasswordFrom::Env(e.clone()))
+            }
+            (None, None) => None,
+        };
+        Ok(DatabaseSource {
+            flavor,
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            database: self.database.clone(),
+            url: self.url.clone(),
+            password,
+            dump_tool: self
+                .dump_tool
+                .clone()
+                .unwrap_or_else(|| flavor.default_dump_tool().to_string()),
+        })
     }
 }
 
@@ -301,6 +547,7 @@ impl SourceKind {
         match self {
             SourceKind::Command { .. } => "command",
             SourceKind::Sqlite { .. } => "sqlite",
+            SourceKind::Database(db) => db.flavor.kind_name(),
         }
     }
 }

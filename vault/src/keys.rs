@@ -71,6 +71,13 @@ impl Recipients {
 #[derive(Clone)]
 pub struct Identities(Arc<Vec<age::x25519::Identity>>);
 
+/// Never prints key material: only how many identities there are.
+impl std::fmt::Debug for Identities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Identities({} redacted)", self.0.len())
+    }
+}
+
 impl Identities {
     pub fn from_x25519(ids: Vec<age::x25519::Identity>) -> Self {
         Self(Arc::new(ids))

@@ -10,6 +10,12 @@ use std::thread::JoinHandle;
 
 use crate::config::{SourceConfig, SourceKind};
 
+pub mod db;
+mod mariadb;
+mod postgres;
+
+pub use db::classify_failure;
+
 /// How much of a failing tool's stderr is kept for the error message.
 const STDERR_TAIL_BYTES: usize = 4096;
 
@@ -36,6 +42,15 @@ pub enum SourceError {
     },
     #[error("source {source_name}: {reason}")]
     Io { source_name: String, reason: String },
+    /// A database dump or metadata query failed; `reason` says what to fix,
+    /// `stderr` has the password removed.
+    #[error("source {source_name}: {what}: {reason}{}", stderr_suffix(.stderr))]
+    Database {
+        source_name: String,
+        what: String,
+        reason: String,
+        stderr: String,
+    },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -109,6 +124,10 @@ pub fn open(config: &SourceConfig, tmp_dir: &Path) -> Result<DumpStream, SourceE
             spawn_command(&config.name, "command", cmd)
         }
         SourceKind::Sqlite { path } => sqlite_snapshot(&config.name, path, tmp_dir),
+        SourceKind::Database(db) => match db.flavor {
+            crate::config::DbFlavor::Postgres => postgres::open(&config.name, db, tmp_dir),
+            _ => mariadb::open(&config.name, db, tmp_dir),
+        },
     }
 }
 

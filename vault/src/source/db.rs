@@ -1,0 +1,384 @@
+//! What the database kinds share: reading the password, handing it over in a
+//! private temporary file, scrubbing it from captured output, and turning a
+//! tool's stderr into a message an operator can act on.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use crate::config::PasswordFrom;
+
+use super::{DumpStream, SourceError};
+
+/// Bytes of the dump's end kept to check a completion trailer.
+const TRAILER_TAIL_BYTES: usize = 512;
+
+/// A password, never printed by `Debug`.
+pub(super) struct Secret(pub(super) String);
+
+impl Secret {
+    pub(super) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+pub(super) fn io_err(source_name: &str, reason: String) -> SourceError {
+    SourceError::Io {
+        source_name: source_name.into(),
+        reason,
+    }
+}
+
+/// Reads the configured password: the first line of `password_file`, or the
+/// value of `password_env`.
+pub(super) fn read_password(
+    source_name: &str,
+    from: Option<&PasswordFrom>,
+) -> Result<Option<Secret>, SourceError> {
+    let pw = match from {
+        None => return Ok(None),
+        Some(PasswordFrom::File(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                io_err(
+                    source_name,
+                    format!("password_file {}: {e}", path.display()),
+                )
+            })?;
+            let line = text.lines().next().unwrap_or("").to_string();
+            if line.is_empty() {
+                return Err(io_err(
+                    source_name,
+                    format!("password_file {} is empty", path.display()),
+                ));
+            }
+            line
+        }
+        Some(PasswordFrom::Env(var)) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => v,
+            _ => {
+                return Err(io_err(
+                    source_name,
+                    format!("password_env: environment variable {var} is not set or empty"),
+                ));
+            }
+        },
+    };
+    Ok(Some(Secret(pw)))
+}
+
+/// Writes `contents` to a new 0600 file in `tmp_dir`, removed when dropped.
+pub(super) fn secret_file(
+    source_name: &str,
+    tmp_dir: &Path,
+    prefix: &str,
+    contents: &str,
+) -> Result<tempfile::NamedTempFile, SourceError> {
+    let mut f = crate::state::private_temp_file(tmp_dir, prefix).map_err(|e| {
+        io_err(
+            source_name,
+            format!("temporary credentials file in {}: {e}", tmp_dir.display()),
+        )
+    })?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.flush())
+        .map_err(|e| {
+            io_err(
+                source_name,
+                format!("writing temporary credentials file: {e}"),
+            )
+        })?;
+    Ok(f)
+}
+
+/// Replaces every occurrence of the password in `text`.
+pub(super) fn scrub(text: &str, password: Option<&Secret>) -> String {
+    match password {
+        Some(p) if !p.expose().is_empty() => text.replace(p.expose(), "[password removed]"),
+        _ => text.to_string(),
+    }
+}
+
+/// What a dump or client tool's stderr says went wrong, in words that tell
+/// the operator what to fix. `None` if no known pattern matches.
+pub fn classify_failure(stderr: &str) -> Option<&'static str> {
+    let l = stderr.to_lowercase();
+    let has = |s: &str| l.contains(s);
+    if has("password authentication failed")
+        || has("access denied for user")
+        || has("authentication failed")
+    {
+        Some("authentication failed: check `user` and the password (password_file / password_env)")
+    } else if has("no password supplied") || has("fe_sendauth") {
+        Some(
+            "authentication failed: the server asks for a password and none is configured \
+             (set password_file or password_env)",
+        )
+    } else if (has("database \"") && has("does not exist")) || has("unknown database") {
+        Some("the database does not exist: check `database` (or the URL)")
+    } else if has("role \"") && has("does not exist") {
+        Some("the user (role) does not exist: check `user`")
+    } else if has("connection refused")
+        || has("can't connect")
+        || has("could not connect")
+        || has("could not translate host name")
+        || has("unknown server host")
+        || has("unknown mysql server host")
+        || has("timeout expired")
+    {
+        Some("cannot connect to the server: check `host` and `port`, and that it is running")
+    } else if has("permission denied") || has("command denied") || has("access denied") {
+        Some(
+            "permission denied: the account lacks read access to some object \
+             (PostgreSQL: grant pg_read_all_data; MariaDB: SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES)",
+        )
+    } else if has("server version mismatch") || has("aborting because of server version") {
+        Some("the dump tool is older than the server: install a newer one or set `dump_tool`")
+    } else {
+        None
+    }
+}
+
+/// The SQL client to use for metadata: next to `dump_tool` if it is a path
+/// and the client is installed there, else `client` from PATH.
+pub(super) fn client_beside(dump_tool: &str, client: &str) -> String {
+    let p = Path::new(dump_tool);
+    if dump_tool.contains('/')
+        && let Some(dir) = p.parent()
+    {
+        let candidate = dir.join(client);
+        if candidate.is_file() {
+            return candidate.to_string_lossy().into_owned();
+        }
+    }
+    client.to_string()
+}
+
+/// Runs a client for a metadata query. `Ok(stdout)`, or `Err(Some(error))`
+/// for a failure that would also sink the dump (authentication, missing
+/// database, cannot connect), or `Err(None)` after logging a warning for
+/// any other problem (the dump decides).
+pub(super) fn run_query(
+    source_name: &str,
+    mut cmd: Command,
+    password: Option<&Secret>,
+) -> Result<String, Option<SourceError>> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(std::process::Stdio::null());
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(source = %source_name, program = %program, error = %e,
+                "cannot run the SQL client; the snapshot will have no table metadata");
+            return Err(None);
+        }
+    };
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let stderr = scrub(&String::from_utf8_lossy(&out.stderr), password);
+    let tail = tail_str(&stderr, 4096);
+    if let Some(reason) = classify_failure(&stderr) {
+        return Err(Some(SourceError::Database {
+            source_name: source_name.into(),
+            what: format!(
+                "{program} (metadata query) failed ({})",
+                super::describe_status(out.status)
+            ),
+            reason: reason.into(),
+            stderr: tail,
+        }));
+    }
+    tracing::warn!(source = %source_name, program = %program, stderr = %tail.trim_end(),
+        "metadata query failed; the snapshot will have no table metadata");
+    Err(None)
+}
+
+fn tail_str(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_string()
+}
+
+/// Keeps the last bytes read, to check a completion trailer.
+struct TailReader {
+    inner: Box<dyn Read + Send>,
+    tail: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Read for TailReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            let mut t = self.tail.lock().unwrap();
+            t.extend_from_slice(&buf[..n]);
+            let excess = t.len().saturating_sub(TRAILER_TAIL_BYTES);
+            if excess > 0 {
+                t.drain(..excess);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// What [`wrap`] adds to a spawned dump tool's stream.
+pub(super) struct Wrap {
+    pub kind: &'static str,
+    /// Facts collected before the dump; the tool's own facts are merged in.
+    pub info: serde_json::Value,
+    pub password: Option<Secret>,
+    /// Credentials files, removed once the tool has ended.
+    pub temp_files: Vec<tempfile::NamedTempFile>,
+    /// A marker the dump's last bytes must contain, if the format has one.
+    pub trailer: Option<&'static str>,
+}
+
+/// Starts `cmd` as the dump tool and wraps its stream: failures are mapped
+/// to clear, password-free messages; credentials files live until it ends.
+pub(super) fn spawn_dump(
+    source_name: &str,
+    cmd: Command,
+    w: Wrap,
+) -> Result<DumpStream, SourceError> {
+    let Wrap {
+        kind,
+        mut info,
+        password,
+        temp_files,
+        trailer,
+    } = w;
+    let mut stream = match super::spawn_command(source_name, kind, cmd) {
+        Ok(s) => s,
+        Err(SourceError::Spawn {
+            source_name,
+            program,
+            reason,
+        }) => {
+            return Err(SourceError::Database {
+                source_name,
+                what: format!("cannot start dump tool {program:?}"),
+                reason: format!("{reason} (set `dump_tool` to override)"),
+                stderr: String::new(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let reader: Box<dyn Read + Send> = Box::new(TailReader {
+        inner: stream.reader.take().expect("fresh stream"),
+        tail: Arc::clone(&tail),
+    });
+    let inner = stream.finisher.take().expect("fresh stream");
+    let name = source_name.to_string();
+    let finisher: super::Finisher = Box::new(move || {
+        let result = inner();
+        drop(temp_files); // the tool has ended: remove the credentials
+        match result {
+            Ok(tool) => {
+                if let Some(marker) = trailer {
+                    let t = tail.lock().unwrap();
+                    if !String::from_utf8_lossy(&t).contains(marker) {
+                        return Err(SourceError::Database {
+                            source_name: name,
+                            what: "the dump is incomplete".into(),
+                            reason: format!(
+                                "the tool exited 0 but its output does not end with {marker:?}"
+                            ),
+                            stderr: String::new(),
+                        });
+                    }
+                }
+                if let (Some(obj), serde_json::Value::Object(t)) = (info.as_object_mut(), tool) {
+                    obj.extend(t);
+                }
+                Ok(info)
+            }
+            Err(SourceError::Failed {
+                source_name,
+                program,
+                status,
+                stderr,
+            }) => {
+                let stderr = scrub(&stderr, password.as_ref());
+                let reason = classify_failure(&stderr)
+                    .unwrap_or("see the tool's stderr below")
+                    .to_string();
+                Err(SourceError::Database {
+                    source_name,
+                    what: format!("{program:?} failed ({status})"),
+                    reason,
+                    stderr,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    });
+    Ok(DumpStream {
+        source_name: stream.source_name.clone(),
+        kind,
+        reader: Some(reader),
+        finisher: Some(finisher),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_common_failures() {
+        for (stderr, needle) in [
+            (
+                "pg_dump: error: connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  password authentication failed for user \"bob\"",
+                "authentication failed",
+            ),
+            (
+                "mariadb-dump: Got error: 1045: \"Access denied for user 'bob'@'localhost' (using password: YES)\" when trying to connect",
+                "authentication failed",
+            ),
+            (
+                "pg_dump: error: connection to server failed: FATAL:  database \"nope\" does not exist",
+                "database does not exist",
+            ),
+            (
+                "mariadb-dump: Got error: 1049: \"Unknown database 'nope'\" when selecting the database",
+                "database does not exist",
+            ),
+            (
+                "psql: error: connection to server at \"127.0.0.1\", port 1 failed: Connection refused",
+                "cannot connect",
+            ),
+            (
+                "pg_dump: error: query failed: ERROR:  permission denied for table t",
+                "permission denied",
+            ),
+        ] {
+            assert!(
+                classify_failure(stderr).is_some_and(|m| m.contains(needle)),
+                "{stderr}"
+            );
+        }
+        assert!(classify_failure("something odd").is_none());
+    }
+
+    #[test]
+    fn scrub_removes_the_password() {
+        let s = Secret("hunter2".into());
+        assert_eq!(
+            scrub("bad hunter2 here hunter2", Some(&s)),
+            "bad [password removed] here [password removed]"
+        );
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+}

@@ -1,0 +1,183 @@
+//! `kind = "mariadb"` / `"mysql"`: `mariadb-dump` (or `mysqldump`) in one
+//! consistent transaction, with table metadata from the `mariadb` client
+//! first. The password reaches both only through a temporary defaults file
+//! (0600) given as the first argument, never argv.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::config::DatabaseSource;
+
+use super::db::{self, Secret, Wrap};
+use super::{DumpStream, SourceError};
+
+/// The options file line for the password: quoted, with the escapes MySQL
+/// option files understand.
+fn defaults_file(password: &Secret) -> String {
+    let mut v = String::new();
+    for c in password.expose().chars() {
+        match c {
+            '\\' => v.push_str("\\\\"),
+            '"' => v.push_str("\\\""),
+            '\n' => v.push_str("\\n"),
+            '\r' => v.push_str("\\r"),
+            '\t' => v.push_str("\\t"),
+            c => v.push(c),
+        }
+    }
+    format!("[client]\npassword=\"{v}\"\n")
+}
+
+fn connection_args(db: &DatabaseSource) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(h) = &db.host {
+        args.push(format!("--host={h}"));
+    }
+    if let Some(p) = db.port {
+        args.push(format!("--port={p}"));
+    }
+    if let Some(u) = &db.user {
+        args.push(format!("--user={u}"));
+    }
+    args
+}
+
+const METADATA_SQL: &str = "SELECT 'v', VERSION(), \
+  (SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables \
+   WHERE table_schema = DATABASE()); \
+  SELECT 't', table_name, COALESCE(table_rows, -1), COALESCE(engine, '') \
+  FROM information_schema.tables WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' \
+  ORDER BY table_name;";
+
+/// Parses the client's batch output of [`METADATA_SQL`].
+fn parse_metadata(out: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    let mut tables = Vec::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f.as_slice() {
+            ["v", version, size] => {
+                m.insert("server_version".into(), (*version).into());
+                if let Ok(n) = size.parse::<u64>() {
+                    m.insert("database_size".into(), n.into());
+                }
+            }
+            ["t", name, rows, engine] => {
+                let rows: Option<i64> = rows.parse().ok().filter(|n| *n >= 0);
+                tables.push(serde_json::json!({
+                    "name": name,
+                    "rows": rows,
+                    // information_schema.tables.table_rows is an estimate
+                    // for InnoDB.
+                    "exact": false,
+                    "engine": engine,
+                }));
+            }
+            _ => {}
+        }
+    }
+    m.insert("tables".into(), tables.into());
+    m
+}
+
+pub(super) fn open(
+    source_name: &str,
+    db: &DatabaseSource,
+    tmp_dir: &Path,
+) -> Result<DumpStream, SourceError> {
+    let password = db::read_password(source_name, db.password.as_ref())?;
+    let defaults = match &password {
+        Some(pw) => Some(db::secret_file(
+            source_name,
+            tmp_dir,
+            "my-",
+            &defaults_file(pw),
+        )?),
+        None => None,
+    };
+    // Must be the very first argument, or the tools ignore it.
+    let first: Vec<String> = defaults
+        .iter()
+        .map(|f| format!("--defaults-extra-file={}", f.path().display()))
+        .collect();
+    let conn = connection_args(db);
+    let database = db
+        .database
+        .clone()
+        .expect("validated: database is required");
+    let scrub_env = |cmd: &mut Command| {
+        cmd.env_remove("MYSQL_PWD");
+        if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
+            cmd.env_remove(var);
+        }
+    };
+
+    let mut info = serde_json::json!({
+        "dump_tool": db.dump_tool,
+        "database": database,
+        "format": "SQL text (restore with the mariadb/mysql client)",
+    });
+    let client = db::client_beside(&db.dump_tool, db.flavor.default_client());
+    let mut q = Command::new(&client);
+    q.args(&first)
+        .args(["--batch", "--skip-column-names", "--connect-timeout=30"])
+        .args(&conn)
+        .args(["-e", METADATA_SQL, "--", &database]);
+    scrub_env(&mut q);
+    match db::run_query(source_name, q, password.as_ref()) {
+        Ok(out) => {
+            info.as_object_mut()
+                .expect("object")
+                .extend(parse_metadata(&out));
+            info["metadata"] =
+                "collected by the client just before the dump; row counts are estimates".into();
+        }
+        Err(Some(e)) => return Err(e),
+        Err(None) => info["metadata"] = "unavailable".into(),
+    }
+
+    let mut cmd = Command::new(&db.dump_tool);
+    cmd.args(&first)
+        .args([
+            "--single-transaction",
+            "--quick",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--hex-blob",
+        ])
+        .args(&conn)
+        .args(["--", &database]);
+    scrub_env(&mut cmd);
+    db::spawn_dump(
+        source_name,
+        cmd,
+        Wrap {
+            kind: db.flavor.kind_name(),
+            info,
+            password,
+            temp_files: defaults.into_iter().collect(),
+            trailer: Some("-- Dump completed"),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_quotes_the_password() {
+        let s = Secret("p\"a\\ss w".into());
+        assert_eq!(defaults_file(&s), "[client]\npassword=\"p\\\"a\\\\ss w\"\n");
+    }
+
+    #[test]
+    fn parses_metadata() {
+        let m = parse_metadata("v\t10.11.6-MariaDB\t16384\nt\tbig\t199872\tInnoDB\nt\tv\tNULL\t\n");
+        assert_eq!(m["server_version"], "10.11.6-MariaDB");
+        assert_eq!(m["database_size"], 16384);
+        assert_eq!(m["tables"][0]["rows"], 199872);
+        assert_eq!(m["tables"][0]["exact"], false);
+    }
+}

@@ -1,0 +1,177 @@
+//! `kind = "postgres"`: `pg_dump --format=custom --compress=0`, with table
+//! metadata from `psql` first. The password reaches both only through a
+//! temporary passfile (0600) named by `PGPASSFILE`, never argv.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::config::DatabaseSource;
+
+use super::db::{self, Secret, Wrap};
+use super::{DumpStream, SourceError};
+
+/// Tables with fewer estimated rows than this are counted exactly.
+pub const EXACT_COUNT_BELOW: u64 = 100_000;
+
+/// One JSON document: server version, database size, tables with row
+/// counts (exact `count(*)` when cheap, else the planner's estimate).
+const METADATA_SQL: &str = r#"
+select json_build_object(
+  'server_version', current_setting('server_version'),
+  'server_version_num', current_setting('server_version_num')::int,
+  'database', current_database(),
+  'database_size', pg_database_size(current_database()),
+  'tables', coalesce((
+    select json_agg(json_build_object(
+             'schema', t.schema, 'name', t.name, 'rows', t.rows, 'exact', t.cheap)
+           order by t.schema, t.name)
+    from (
+      select n.nspname as schema, c.relname as name, x.cheap,
+             case when x.cheap
+                  then (xpath('/row/c/text()', query_to_xml(
+                          format('select count(*) as c from %I.%I', n.nspname, c.relname),
+                          false, true, '')))[1]::text::bigint
+                  when c.reltuples >= 0 then c.reltuples::bigint
+             end as rows
+      from pg_class c
+      join pg_namespace n on n.oid = c.relnamespace
+      cross join lateral (
+        select has_table_privilege(c.oid, 'SELECT')
+               and ((c.reltuples >= 0 and c.reltuples < __LIMIT__)
+                    or (c.reltuples < 0 and pg_relation_size(c.oid) < 16777216)) as cheap
+      ) x
+      where c.relkind = 'r'
+        and n.nspname not in ('pg_catalog', 'information_schema')
+        and n.nspname not like 'pg\_toast%'
+        and n.nspname not like 'pg\_temp%'
+    ) t), '[]'::json))
+"#;
+
+/// `host:port:database:user:password` with `:` and `\` escaped; wildcards
+/// match whatever the URL or arguments name.
+fn passfile_line(password: &Secret) -> String {
+    let escaped = password.expose().replace('\\', "\\\\").replace(':', "\\:");
+    format!("*:*:*:*:{escaped}\n")
+}
+
+fn connection_args(db: &DatabaseSource) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(url) = &db.url {
+        args.push(format!("--dbname={url}"));
+        return args;
+    }
+    if let Some(h) = &db.host {
+        args.push(format!("--host={h}"));
+    }
+    if let Some(p) = db.port {
+        args.push(format!("--port={p}"));
+    }
+    if let Some(u) = &db.user {
+        args.push(format!("--username={u}"));
+    }
+    if let Some(d) = &db.database {
+        args.push(format!("--dbname={d}"));
+    }
+    args
+}
+
+/// Environment shared by psql and pg_dump: the passfile, never a password.
+fn configure(cmd: &mut Command, db: &DatabaseSource, passfile: Option<&Path>) {
+    if let Some(pf) = passfile {
+        // PGPASSWORD would take precedence over the passfile.
+        cmd.env_remove("PGPASSWORD").env("PGPASSFILE", pf);
+    }
+    if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
+        cmd.env_remove(var);
+    }
+    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+        cmd.env("PGCONNECT_TIMEOUT", "30");
+    }
+    cmd.env("PGAPPNAME", "lockbox");
+}
+
+pub(super) fn open(
+    source_name: &str,
+    db: &DatabaseSource,
+    tmp_dir: &Path,
+) -> Result<DumpStream, SourceError> {
+    let password = db::read_password(source_name, db.password.as_ref())?;
+    let passfile = match &password {
+        Some(pw) => Some(db::secret_file(
+            source_name,
+            tmp_dir,
+            "pgpass-",
+            &passfile_line(pw),
+        )?),
+        None => None,
+    };
+    let pf_path = passfile.as_ref().map(|f| f.path().to_path_buf());
+    let conn = connection_args(db);
+
+    let mut info = serde_json::json!({
+        "dump_tool": db.dump_tool,
+        "format": "pg_dump custom, --compress=0 (restore with pg_restore)",
+    });
+    let client = db::client_beside(&db.dump_tool, "psql");
+    let mut q = Command::new(&client);
+    q.args([
+        "-X",
+        "-A",
+        "-t",
+        "-q",
+        "--no-password",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ])
+    .args(&conn)
+    .args([
+        "-c",
+        "set default_transaction_read_only = on",
+        "-c",
+        "set statement_timeout = '120s'",
+        "-c",
+        &METADATA_SQL.replace("__LIMIT__", &EXACT_COUNT_BELOW.to_string()),
+    ]);
+    configure(&mut q, db, pf_path.as_deref());
+    match db::run_query(source_name, q, password.as_ref()) {
+        Ok(out) => match serde_json::from_str::<serde_json::Value>(out.trim()) {
+            Ok(serde_json::Value::Object(m)) => {
+                info.as_object_mut().expect("object").extend(m);
+                info["metadata"] = "collected by psql just before the dump".into();
+            }
+            _ => {
+                tracing::warn!(source = %source_name, "psql metadata output is not JSON; ignored");
+                info["metadata"] = "unavailable".into();
+            }
+        },
+        Err(Some(e)) => return Err(e),
+        Err(None) => info["metadata"] = "unavailable".into(),
+    }
+
+    let mut cmd = Command::new(&db.dump_tool);
+    cmd.args(["--format=custom", "--compress=0", "--no-password"])
+        .args(&conn);
+    configure(&mut cmd, db, pf_path.as_deref());
+    db::spawn_dump(
+        source_name,
+        cmd,
+        Wrap {
+            kind: "postgres",
+            info,
+            password,
+            temp_files: passfile.into_iter().collect(),
+            trailer: None,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passfile_escapes_separators() {
+        let s = Secret("a:b\\c".into());
+        assert_eq!(passfile_line(&s), "*:*:*:*:a\\:b\\\\c\n");
+    }
+}
