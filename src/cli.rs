@@ -77,9 +77,53 @@ VERDICT: treat the output as unverified unless lockbox exits 0.\n\n".to_string()
     /// snapshot written). SIGHUP reloads the config; a bad one is rejected
     /// and the old one kept.
     Daemon,
+    /// Per-source health: last backup, last verified backup, sizes, dedup,
+    /// retention, tampering; OK/WARN/CRIT. Reads the local catalog only.
+    Status(StatusArgs),
+    /// Monitoring-plugin check (Nagios/Icinga, cron, Kubernetes probes): one
+    /// summary line, one line per source.
+    #[command(after_help = CHECK_EXIT_CODES)]
+    Check(CheckArgs),
+    /// Prometheus metrics (text format) on stdout, or into a node_exporter
+    /// textfile-collector file.
+    Metrics(MetricsArgs),
     /// Try Lockbox end to end in ./lockbox-quickstart: identity, local vault,
     /// a sample SQLite database, a backup, and a verified restore.
     Quickstart(QuickstartArgs),
+}
+
+/// `lockbox check` follows the monitoring-plugin convention instead.
+pub const CHECK_EXIT_CODES: &str = "\
+Exit codes (monitoring-plugin convention, not the usual ones):
+  0   OK: every source is healthy
+  1   WARNING: a source is WARN (never verified, verified too long ago, last run or drill failed)
+  2   CRITICAL: a source is CRIT (never backed up, backup too old, tampering, failed verify)
+  3   UNKNOWN: the check itself could not run (bad config, unreadable catalog, no such source)";
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Print JSON (see README: fields may be added, never changed).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+#[derive(Args)]
+pub struct MetricsArgs {
+    /// Write node_exporter's textfile format to this file (atomically: a
+    /// temporary file in the same directory renamed over it), e.g.
+    /// /var/lib/prometheus/node-exporter/lockbox.prom.
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -62,6 +62,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
         .sync(host.repo.backend.as_ref(), &host.repo.id_key)
         .context("refreshing the catalog from the repository")?;
     let exe = std::env::current_exe().context("locating the lockbox binary")?;
+    let status_server = super::web::StatusServer::start(&config);
     let mut slots = build_slots(&config, OffsetDateTime::now_utc())?;
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut pending: VecDeque<String> = VecDeque::new();
@@ -89,6 +90,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
                 {
                     Ok((new_slots, pinned)) => {
                         config = new;
+                        status_server.reload(&config);
                         slots = new_slots;
                         running_config = pinned;
                         pending.retain(|s| slots.contains_key(s));

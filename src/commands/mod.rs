@@ -6,9 +6,12 @@ mod daemon;
 mod doctor;
 mod init;
 mod keygen;
+mod metrics;
 mod quickstart;
 mod restore;
 mod snapshots;
+mod status;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +64,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             command: CatalogCommand::Rebuild,
         } => catalog::rebuild(&load_config(config_path)?),
         Command::Quickstart(a) => quickstart::run(a),
+        Command::Status(a) => status::run(&load_config(config_path)?, a),
+        // Every failure of `check` is UNKNOWN (3), a config error included.
+        Command::Check(a) => Ok(status::check(load_config(config_path), a)),
+        Command::Metrics(a) => metrics::run(&load_config(config_path)?, a),
         Command::Daemon => {
             let path = config_path.clone();
             let config = load_config(config_path)?;

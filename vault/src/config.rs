@@ -35,6 +35,9 @@ pub struct Config {
     /// `[daemon]`: settings of `lockbox daemon`.
     #[serde(default)]
     pub daemon: DaemonSection,
+    /// `[health]`: default thresholds of `status`, `check` and metrics.
+    #[serde(default)]
+    pub health: HealthSection,
     /// Where the config was read from (for messages); not a TOML key.
     #[serde(skip)]
     pub path: PathBuf,
@@ -162,6 +165,14 @@ pub struct SourceConfig {
     /// aborted: no snapshot, recorded as failed.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Any kind: health is CRIT when the newest snapshot is older than this
+    /// (default `[health] max_backup_age`).
+    #[serde(default)]
+    pub max_backup_age: Option<String>,
+    /// Any kind: health is WARN when the newest verified snapshot is older
+    /// than this (default `[health] max_verified_age`).
+    #[serde(default)]
+    pub max_verified_age: Option<String>,
     /// Parsed form of the kind-specific keys, filled in by validation.
     #[serde(skip)]
     parsed: Option<SourceKind>,
@@ -271,6 +282,10 @@ pub struct DaemonSection {
     /// Time zone of the schedules (default `UTC`).
     #[serde(default)]
     pub timezone: Option<String>,
+    /// Address of the status server (`/metrics`, `/healthz`, `/status`,
+    /// `/`), default `127.0.0.1:9187`; `"off"` disables it.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 /// The daemon's settings, validated.
@@ -279,6 +294,58 @@ pub struct DaemonSettings {
     pub max_concurrent: usize,
     pub shutdown_grace: std::time::Duration,
     pub timezone: chrono_tz::Tz,
+    /// Where the status server listens; `None` when it is off.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// The default address of the daemon's status server.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+
+/// `[health]` as written: defaults for every source's thresholds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Default `26h`.
+    #[serde(default)]
+    pub max_backup_age: Option<String>,
+    /// Default `8d`.
+    #[serde(default)]
+    pub max_verified_age: Option<String>,
+}
+
+/// Defaults of the health thresholds: a daily backup may be a couple of
+/// hours late; a weekly drill may be a day late.
+pub const DEFAULT_MAX_BACKUP_AGE: std::time::Duration = std::time::Duration::from_secs(26 * 3600);
+pub const DEFAULT_MAX_VERIFIED_AGE: std::time::Duration = std::time::Duration::from_secs(8 * 86400);
+
+/// A source's health thresholds, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub max_backup_age: std::time::Duration,
+    pub max_verified_age: std::time::Duration,
+}
+
+fn threshold(v: Option<&str>, key: &str) -> Result<Option<std::time::Duration>, (String, String)> {
+    let Some(v) = v else { return Ok(None) };
+    let d = crate::scheduler::parse_duration(v).map_err(|e| (key.to_string(), e))?;
+    if d.is_zero() {
+        return Err((key.to_string(), "must be longer than 0s".into()));
+    }
+    Ok(Some(d))
+}
+
+impl HealthSection {
+    fn defaults(&self) -> Result<Thresholds, (String, String)> {
+        Ok(Thresholds {
+            max_backup_age: threshold(self.max_backup_age.as_deref(), "health.max_backup_age")?
+                .unwrap_or(DEFAULT_MAX_BACKUP_AGE),
+            max_verified_age: threshold(
+                self.max_verified_age.as_deref(),
+                "health.max_verified_age",
+            )?
+            .unwrap_or(DEFAULT_MAX_VERIFIED_AGE),
+        })
+    }
 }
 
 impl DaemonSection {
@@ -294,10 +361,22 @@ impl DaemonSection {
         };
         let timezone = crate::scheduler::parse_tz(self.timezone.as_deref().unwrap_or("UTC"))
             .map_err(|e| ("daemon.timezone".to_string(), e))?;
+        let listen = match self.listen.as_deref().unwrap_or(DEFAULT_LISTEN) {
+            "off" => None,
+            a => Some(a.parse().map_err(|_| {
+                (
+                    "daemon.listen".to_string(),
+                    format!(
+                        "{a:?} is not an IP address and port (e.g. {DEFAULT_LISTEN}) or \"off\""
+                    ),
+                )
+            })?),
+        };
         Ok(DaemonSettings {
             max_concurrent,
             shutdown_grace,
             timezone,
+            listen,
         })
     }
 }
@@ -322,8 +401,22 @@ impl SourceConfig {
             .map(|s| crate::scheduler::parse_duration(s).expect("validated at load"))
     }
 
+    /// The source's health thresholds: its own keys, else `[health]`'s.
+    pub fn thresholds(&self, defaults: Thresholds) -> Thresholds {
+        let get = |v: &Option<String>| {
+            v.as_deref()
+                .map(|s| crate::scheduler::parse_duration(s).expect("validated at load"))
+        };
+        Thresholds {
+            max_backup_age: get(&self.max_backup_age).unwrap_or(defaults.max_backup_age),
+            max_verified_age: get(&self.max_verified_age).unwrap_or(defaults.max_verified_age),
+        }
+    }
+
     fn check_scheduling(&self, i: usize, tz: chrono_tz::Tz) -> Result<(), (String, String)> {
         let key = |k: &str| format!("source[{i}].{k}");
+        threshold(self.max_backup_age.as_deref(), &key("max_backup_age"))?;
+        threshold(self.max_verified_age.as_deref(), &key("max_verified_age"))?;
         if let Some(s) = &self.schedule {
             crate::scheduler::Schedule::parse(s, tz).map_err(|e| (key("schedule"), e))?;
         }
@@ -675,6 +768,9 @@ impl Config {
             .daemon
             .settings()
             .map_err(|(key, message)| invalid(&key, message))?;
+        self.health
+            .defaults()
+            .map_err(|(key, message)| invalid(&key, message))?;
         for (i, s) in self.sources.iter_mut().enumerate() {
             let kind = s
                 .parse_kind(i)
@@ -688,6 +784,11 @@ impl Config {
 
     pub fn daemon_settings(&self) -> DaemonSettings {
         self.daemon.settings().expect("validated at load")
+    }
+
+    /// The `[health]` default thresholds (validated at load).
+    pub fn default_thresholds(&self) -> Thresholds {
+        self.health.defaults().expect("validated at load")
     }
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
@@ -884,8 +985,23 @@ mod tests {
                 "daemon.shutdown_grace",
             ),
             (
-                format!("{}\n[daemon]\nlisten = \"0.0.0.0:1\"\n", base()),
-                "listen",
+                format!("{}\n[daemon]\nlisten = \"localhost\"\n", base()),
+                "daemon.listen",
+            ),
+            (
+                format!("{}\n[health]\nmax_backup_age = \"0s\"\n", base()),
+                "health.max_backup_age",
+            ),
+            (
+                format!("{}\n[health]\nmax_verified_agee = \"1d\"\n", base()),
+                "max_verified_agee",
+            ),
+            (
+                format!(
+                    "{}\n[[source]]\nname = \"a\"\nkind = \"sqlite\"\npath = \"/x.db\"\nmax_verified_age = \"weekly\"\n",
+                    base()
+                ),
+                "source[0].max_verified_age",
             ),
             (
                 base().replace("lock_days = 30", "lock_days = 100000000"),

@@ -11,6 +11,7 @@
 //! * [`manifest`] — snapshot manifests (public part + sealed part).
 //! * [`catalog`] — the local SQLite cache of the repository.
 //! * [`config`] — the TOML configuration.
+//! * [`health`] — per-source status and the OK/WARN/CRIT verdict (`status`, `check`, metrics).
 //! * [`doctor`] — the storage and host checklist (its canary delete probe must fail).
 //! * [`source`] — dump sources (command, SQLite, stdin).
 //! * [`backup`] — the streaming backup pipeline.
@@ -46,6 +47,7 @@ pub mod config;
 pub mod doctor;
 pub mod envelope;
 pub mod format;
+pub mod health;
 pub mod ids;
 pub mod keys;
 pub mod lock;

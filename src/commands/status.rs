@@ -1,0 +1,217 @@
+//! `lockbox status` (a table, or JSON) and `lockbox check` (monitoring-plugin
+//! output and exit codes). Both read the local catalog only; the verdicts
+//! come from `lockbox_vault::health`.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use lockbox_vault::config::Config;
+use lockbox_vault::health::{self, Health, SourceStatus, StatusReport, human_duration};
+use time::OffsetDateTime;
+
+use super::human_bytes;
+use crate::cli::{CheckArgs, StatusArgs};
+
+/// The status of every source (or only `only`), now.
+pub fn load_report(config: &Config, only: Option<&str>) -> Result<StatusReport> {
+    let path = config.catalog_path();
+    let catalog = health::open_catalog(&path)
+        .with_context(|| format!("reading the catalog {}", path.display()))?;
+    let mut report = health::report(config, catalog.as_ref(), OffsetDateTime::now_utc())?;
+    if let Some(name) = only {
+        report.sources.retain(|s| s.source == name);
+        if report.sources.is_empty() {
+            bail!(
+                "no source {name:?}: it is not in {} and the catalog has no run or snapshot of it",
+                config.path.display()
+            );
+        }
+        report.health = report.sources[0].health;
+    }
+    Ok(report)
+}
+
+pub fn run(config: &Config, args: StatusArgs) -> Result<ExitCode> {
+    let report = load_report(config, args.source.as_deref())?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
+    } else {
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        table(&report, colour)
+    };
+    // A closed pipe (`| head`) is an error main() handles quietly.
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn paint(text: &str, health: Health, colour: bool) -> String {
+    if !colour {
+        return text.to_string();
+    }
+    let code = match health {
+        Health::Ok => "32",
+        Health::Warn => "33",
+        Health::Crit => "1;31",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+pub fn ago(seconds: i64) -> String {
+    format!("{} ago", human_duration(seconds.max(0) as u64))
+}
+
+/// The aligned table of `lockbox status`, then the reasons of every source
+/// that is not OK.
+fn table(report: &StatusReport, colour: bool) -> String {
+    if report.sources.is_empty() {
+        return "no sources: add a [[source]] to the config\n".into();
+    }
+    let header = [
+        "SOURCE",
+        "HEALTH",
+        "LAST BACKUP",
+        "LAST RUN",
+        "LAST VERIFIED",
+        "SNAPSHOTS",
+        "SIZE",
+        "STORED",
+        "DEDUP",
+        "LOCKED UNTIL (EARLIEST)",
+        "TAMPER",
+    ];
+    let rows: Vec<[String; 11]> = report.sources.iter().map(row).collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    // Numbers align right, text left.
+    let right = [
+        false, false, false, false, false, true, true, true, true, false, true,
+    ];
+    let line = |cells: &[String], health: Option<Health>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i] - cell.chars().count();
+            let shown = match (i, health) {
+                (1, Some(h)) => paint(cell, h, colour),
+                _ => cell.clone(),
+            };
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if right[i] {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(&shown);
+            } else {
+                out.push_str(&shown);
+                if i + 1 < cells.len() {
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(&header.map(String::from), None);
+    for (r, s) in rows.iter().zip(&report.sources) {
+        out.push_str(&line(r, Some(s.health)));
+    }
+    let troubled: Vec<&SourceStatus> = report
+        .sources
+        .iter()
+        .filter(|s| s.health != Health::Ok)
+        .collect();
+    if !troubled.is_empty() {
+        out.push('\n');
+        for s in troubled {
+            for reason in &s.reasons {
+                out.push_str(&format!(
+                    "{} {}: {reason}\n",
+                    paint(s.health.as_str(), s.health, colour),
+                    s.source
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn row(s: &SourceStatus) -> [String; 11] {
+    let dash = || "-".to_string();
+    [
+        if s.configured {
+            s.source.clone()
+        } else {
+            format!("{} (not in config)", s.source)
+        },
+        s.health.as_str().to_string(),
+        s.last_backup
+            .as_ref()
+            .map_or_else(|| "never".into(), |b| ago(b.age_seconds)),
+        s.last_run.as_ref().map_or_else(dash, |r| r.outcome.clone()),
+        s.last_verified.as_ref().map_or_else(
+            || "never".into(),
+            |v| format!("{} ({})", ago(v.age_seconds), v.kind.as_str()),
+        ),
+        s.snapshots.to_string(),
+        s.logical_bytes.map_or_else(dash, human_bytes),
+        s.stored_bytes.map_or_else(dash, human_bytes),
+        s.dedup_ratio.map_or_else(dash, |r| format!("{r:.1}x")),
+        s.retain_until_min.clone().unwrap_or_else(dash),
+        s.tamper_events.to_string(),
+    ]
+}
+
+const PLUGIN_OK: u8 = 0;
+const PLUGIN_UNKNOWN: u8 = 3;
+
+/// `lockbox check`: never fails with Lockbox's own exit codes; a failure of
+/// the check itself is UNKNOWN.
+pub fn check(config: Result<Config>, args: CheckArgs) -> ExitCode {
+    let report = config.and_then(|c| load_report(&c, args.source.as_deref()));
+    let report = match report {
+        Ok(r) if r.sources.is_empty() => {
+            println!("LOCKBOX UNKNOWN - no sources configured or backed up");
+            return ExitCode::from(PLUGIN_UNKNOWN);
+        }
+        Ok(r) => r,
+        Err(e) => {
+            println!("LOCKBOX UNKNOWN - {}", one_line(&format!("{e:#}")));
+            return ExitCode::from(PLUGIN_UNKNOWN);
+        }
+    };
+    let count = |h: Health| report.sources.iter().filter(|s| s.health == h).count();
+    let word = match report.health {
+        Health::Ok => "OK",
+        Health::Warn => "WARNING",
+        Health::Crit => "CRITICAL",
+    };
+    println!(
+        "LOCKBOX {word} - {} critical, {} warning, {} ok",
+        count(Health::Crit),
+        count(Health::Warn),
+        count(Health::Ok)
+    );
+    for s in &report.sources {
+        let detail = if s.reasons.is_empty() {
+            let backup = s.last_backup.as_ref().map(|b| ago(b.age_seconds));
+            let verified = s.last_verified.as_ref().map(|v| ago(v.age_seconds));
+            format!(
+                "last backup {}, last verified backup {}",
+                backup.unwrap_or_else(|| "never".into()),
+                verified.unwrap_or_else(|| "never".into())
+            )
+        } else {
+            s.reasons.join("; ")
+        };
+        println!("{} {}: {}", s.health.as_str(), s.source, one_line(&detail));
+    }
+    ExitCode::from(PLUGIN_OK + report.health.code())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

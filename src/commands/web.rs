@@ -1,0 +1,337 @@
+//! The daemon's status server: `/metrics` (Prometheus), `/healthz`,
+//! `/status` (the JSON of `lockbox status`) and `/`, a small server-rendered
+//! HTML page for people (no script, refreshes itself every minute).
+//!
+//! Every request reads the catalog afresh (backups run as child processes
+//! and write it), so what it shows is never older than the request. It has
+//! no authentication: it listens on loopback unless `[daemon] listen` says
+//! otherwise, and it shows no secret (source names, ages, sizes, errors).
+
+use std::fmt::Write as _;
+use std::sync::{Arc, RwLock};
+
+use lockbox_vault::config::Config;
+use lockbox_vault::health::{Health, SourceStatus, StatusReport};
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use super::status::{ago, load_report};
+use super::{human_bytes, metrics};
+
+/// Handle of the running server: the daemon hands it each reloaded config.
+pub struct StatusServer {
+    config: Arc<RwLock<Config>>,
+}
+
+impl StatusServer {
+    /// Starts serving on `[daemon] listen` in a thread. A server that cannot
+    /// listen is logged, not fatal: backups matter more than their metrics
+    /// (and Prometheus reports the target down).
+    pub fn start(config: &Config) -> Self {
+        let shared = Arc::new(RwLock::new(config.clone()));
+        if let Some(addr) = config.daemon_settings().listen {
+            match Server::http(addr) {
+                Ok(server) => {
+                    let shown = server
+                        .server_addr()
+                        .to_ip()
+                        .map_or_else(|| addr.to_string(), |a| a.to_string());
+                    tracing::info!(listen = %shown, "status server listening (/, /status, /metrics, /healthz)");
+                    let config = Arc::clone(&shared);
+                    std::thread::spawn(move || {
+                        for request in server.incoming_requests() {
+                            let config = config.read().map(|c| c.clone());
+                            if let Ok(config) = config {
+                                respond(request, &config);
+                            }
+                        }
+                    });
+                }
+                Err(e) => tracing::error!(
+                    listen = %addr,
+                    error = %e,
+                    "status server cannot listen (change [daemon] listen, or \"off\"); backups go on without it"
+                ),
+            }
+        }
+        Self { config: shared }
+    }
+
+    /// Serves from `config` from now on (the listen address itself changes
+    /// only with a restart).
+    pub fn reload(&self, config: &Config) {
+        if let Ok(mut c) = self.config.write() {
+            *c = config.clone();
+        }
+    }
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+}
+
+fn respond(request: Request, config: &Config) {
+    let path = request.url().split('?').next().unwrap_or("/").to_string();
+    let (status, content_type, body) = if *request.method() != Method::Get {
+        (405, "text/plain; charset=utf-8", "only GET\n".to_string())
+    } else {
+        route(&path, config)
+    };
+    let response = Response::from_string(body)
+        .with_status_code(status)
+        .with_header(header("Content-Type", content_type))
+        .with_header(header("Cache-Control", "no-store"))
+        .with_header(header("X-Content-Type-Options", "nosniff"))
+        .with_header(header(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'",
+        ));
+    if let Err(e) = request.respond(response) {
+        tracing::debug!(error = %e, "status server: client went away");
+    }
+}
+
+fn route(path: &str, config: &Config) -> (u16, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if !matches!(path, "/" | "/status" | "/metrics" | "/healthz") {
+        return (
+            404,
+            TEXT,
+            "not found: try /, /status, /metrics or /healthz\n".into(),
+        );
+    }
+    let report = match load_report(config, None) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "status server: cannot read the status");
+            return (503, TEXT, format!("cannot read the status: {e:#}\n"));
+        }
+    };
+    match path {
+        // The daemon is up and can read its catalog; backup health is /status's.
+        "/healthz" => (200, TEXT, "ok\n".into()),
+        "/status" => match serde_json::to_string_pretty(&report) {
+            Ok(json) => (200, "application/json", json + "\n"),
+            Err(e) => (500, TEXT, format!("{e}\n")),
+        },
+        "/metrics" => match metrics::encode(&report) {
+            Ok(text) => (200, metrics::CONTENT_TYPE, text),
+            Err(e) => (500, TEXT, format!("{e:#}\n")),
+        },
+        _ => (200, "text/html; charset=utf-8", page(&report)),
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// "2026-11-21 22:43 UTC": a person does not need nanoseconds.
+fn when(rfc3339: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    match time::OffsetDateTime::parse(rfc3339, &Rfc3339) {
+        Ok(t) => {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        }
+        Err(_) => escape(rfc3339),
+    }
+}
+
+fn colour(h: Health) -> &'static str {
+    match h {
+        Health::Ok => "#1a7f37",
+        Health::Warn => "#b26a00",
+        Health::Crit => "#c62828",
+    }
+}
+
+/// The status page: one card per source, worst first.
+pub fn page(report: &StatusReport) -> String {
+    let mut sources: Vec<&SourceStatus> = report.sources.iter().collect();
+    sources.sort_by_key(|s| std::cmp::Reverse(s.health));
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="60">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Lockbox: {overall}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #f6f7f9; color: #1b1f24; }}
+h1 {{ font-size: 1.4rem; margin: 0 0 .2rem; }}
+.meta {{ color: #57606a; margin-bottom: 1rem; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 1rem; }}
+.card {{ background: #fff; border-radius: 6px; border-left: 8px solid; padding: .8rem 1rem; box-shadow: 0 1px 2px #0002; }}
+.card h2 {{ font-size: 1.15rem; margin: 0 0 .5rem; display: flex; justify-content: space-between; }}
+.badge {{ color: #fff; border-radius: 4px; padding: 0 .5rem; font-size: 1rem; }}
+dl {{ display: grid; grid-template-columns: max-content 1fr; gap: .15rem .8rem; margin: 0; }}
+dt {{ color: #57606a; }} dd {{ margin: 0; }}
+.verified {{ font-size: 1.1rem; font-weight: 600; }}
+ul {{ margin: .5rem 0 0; padding-left: 1.2rem; }}
+.err {{ color: #c62828; font-family: ui-monospace, monospace; font-size: .85rem; white-space: pre-wrap; }}
+</style></head><body>
+<h1>Lockbox <span class="badge" style="background:{overall_colour}">{overall}</span></h1>
+<div class="meta">{n} source(s) · generated {generated} · refreshes every minute · <a href="/status">JSON</a> · <a href="/metrics">metrics</a></div>
+<div class="grid">
+"#,
+        overall = report.health.as_str(),
+        overall_colour = colour(report.health),
+        n = report.sources.len(),
+        generated = when(&report.generated_at),
+    );
+    if sources.is_empty() {
+        html.push_str("<p>No sources: add a [[source]] to the config.</p>\n");
+    }
+    for s in sources {
+        card(&mut html, s);
+    }
+    html.push_str("</div>\n</body></html>\n");
+    html
+}
+
+fn card(html: &mut String, s: &SourceStatus) {
+    let c = colour(s.health);
+    let _ = write!(
+        html,
+        r#"<section class="card" id="source-{name}" style="border-color:{c}">
+<h2><span class="name">{name}{note}</span><span class="badge health" style="background:{c}">{health}</span></h2>
+<dl>
+"#,
+        name = escape(&s.source),
+        note = if s.configured {
+            ""
+        } else {
+            " <small>(not in config)</small>"
+        },
+        health = s.health.as_str(),
+    );
+    let mut item = |label: &str, class: &str, value: String| {
+        let _ = writeln!(
+            html,
+            "<dt>{label}</dt><dd class=\"{class}\">{value}</dd>",
+            label = escape(label),
+        );
+    };
+    item(
+        "Last verified backup",
+        "verified",
+        match &s.last_verified {
+            Some(v) => format!(
+                "{} <small>({} of {}, {})</small>",
+                escape(&ago(v.age_seconds)),
+                v.kind.as_str(),
+                escape(&v.snapshot[..8.min(v.snapshot.len())]),
+                when(&v.snapshot_started_at)
+            ),
+            None => "never".into(),
+        },
+    );
+    item(
+        "Last backup",
+        "backup",
+        match &s.last_backup {
+            Some(b) => format!(
+                "{} <small>({}, took {:.0}s)</small>",
+                escape(&ago(b.age_seconds)),
+                when(&b.started_at),
+                b.duration_seconds
+            ),
+            None => "never".into(),
+        },
+    );
+    item(
+        "Last run",
+        "run",
+        match &s.last_run {
+            Some(r) => format!(
+                "{} <small>({})</small>",
+                escape(&r.outcome),
+                when(r.finished_at.as_deref().unwrap_or(&r.started_at))
+            ),
+            None => "none".into(),
+        },
+    );
+    if let Some(e) = &s.last_error {
+        item(
+            "Last error",
+            "err",
+            format!(
+                "{} ({}): {}",
+                when(&e.at),
+                escape(&e.outcome),
+                escape(e.error.as_deref().unwrap_or("no message"))
+            ),
+        );
+    }
+    item(
+        "Last drill",
+        "drill",
+        match &s.last_drill {
+            Some(d) => format!(
+                "{} <small>({}{})</small>{}",
+                if d.passed { "passed" } else { "FAILED" },
+                when(&d.finished_at),
+                d.restore_seconds
+                    .map(|r| format!(", restore {r:.1}s"))
+                    .unwrap_or_default(),
+                d.detail
+                    .as_deref()
+                    .filter(|_| !d.passed)
+                    .map(|x| format!(": {}", escape(x)))
+                    .unwrap_or_default()
+            ),
+            None => "never".into(),
+        },
+    );
+    item(
+        "Snapshots",
+        "size",
+        format!(
+            "{}{}",
+            s.snapshots,
+            match (s.logical_bytes, s.stored_bytes) {
+                (Some(l), Some(st)) => format!(
+                    " · newest {} (stored {}){}",
+                    human_bytes(l),
+                    human_bytes(st),
+                    s.dedup_ratio
+                        .map(|r| format!(" · dedup {r:.1}x"))
+                        .unwrap_or_default()
+                ),
+                _ => String::new(),
+            }
+        ),
+    );
+    if let Some(r) = &s.retain_until_min {
+        item("Locked until (earliest)", "retain", when(r));
+    }
+    item("Tamper events", "tamper", s.tamper_events.to_string());
+    html.push_str("</dl>\n");
+    if !s.reasons.is_empty() {
+        html.push_str("<ul class=\"reasons\">\n");
+        for r in &s.reasons {
+            let _ = writeln!(html, "<li>{}</li>", escape(r));
+        }
+        html.push_str("</ul>\n");
+    }
+    html.push_str("</section>\n");
+}

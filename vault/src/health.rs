@@ -1,0 +1,586 @@
+//! Health of each source: the facts `lockbox status`, `lockbox check`, the
+//! metrics and the daemon's status page report, and the OK/WARN/CRIT verdict
+//! drawn from them.
+//!
+//! Everything comes from the local catalog (no storage round trip, so a
+//! monitoring probe works while storage is down), and the verdict is a pure
+//! function of those facts, the thresholds and an injected `now`.
+//!
+//! The rules, worst first:
+//! * CRIT: never backed up; newest snapshot older than `max_backup_age`;
+//!   the newest full `verify --read-data` failed (data in the repository is
+//!   damaged); tampering first seen within [`TAMPER_WINDOW`].
+//! * WARN: never verified; newest verified snapshot older than
+//!   `max_verified_age`; the last finished run failed or was interrupted;
+//!   the newest drill failed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::catalog::{
+    Catalog, CatalogError, RunRow, SnapshotRow, VerificationKind, VerificationRow,
+};
+use crate::config::{Config, Thresholds};
+use crate::format::SNAPSHOTS_PREFIX;
+
+/// Tampering first seen this recently makes a source CRIT; older events are
+/// still counted and shown. (The catalog keeps them for good, and a vault
+/// that stays red forever teaches people to ignore red.)
+pub const TAMPER_WINDOW: Duration = Duration::from_secs(7 * 86400);
+
+/// A verdict. Ordered: `Ok < Warn < Crit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Health {
+    #[serde(rename = "OK")]
+    Ok,
+    #[serde(rename = "WARN")]
+    Warn,
+    #[serde(rename = "CRIT")]
+    Crit,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "OK",
+            Health::Warn => "WARN",
+            Health::Crit => "CRIT",
+        }
+    }
+    /// 0, 1, 2: the metric value, and the monitoring-plugin exit code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Everything the catalog knows about one source, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct SourceFacts {
+    pub source: String,
+    /// Listed in the config (others appear because the catalog has them,
+    /// e.g. `backup --stdin` names).
+    pub configured: bool,
+    pub snapshots: Vec<SnapshotRow>,
+    pub runs: Vec<RunRow>,
+    pub verifications: Vec<VerificationRow>,
+    pub last_verified: Option<VerificationRow>,
+    /// First-seen times of tamper events that concern this source: on its
+    /// manifests, or on shared objects (chunks, config) that may hold its data.
+    pub tamper_seen: Vec<OffsetDateTime>,
+}
+
+/// The newest snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastBackup {
+    pub snapshot: String,
+    pub short_id: String,
+    /// When its backup started: the point in time of the data.
+    pub started_at: String,
+    pub finished_at: String,
+    pub age_seconds: i64,
+    pub duration_seconds: f64,
+    #[serde(skip)]
+    pub started_unix: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRun {
+    /// `running`, `success`, `failed`, `interrupted` or `aborted`.
+    pub outcome: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The newest run that failed or was interrupted, whatever came after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    pub at: String,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// The newest snapshot that passed a drill or a full verify.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastVerified {
+    pub snapshot: String,
+    pub snapshot_started_at: String,
+    /// Age of the verified data (from the snapshot's start).
+    pub age_seconds: i64,
+    pub kind: VerificationKind,
+    pub verified_at: String,
+    #[serde(skip)]
+    pub snapshot_started_unix: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastDrill {
+    pub snapshot: String,
+    pub passed: bool,
+    pub finished_at: String,
+    pub restore_seconds: Option<f64>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct DrillCounts {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ThresholdSeconds {
+    pub max_backup_age_seconds: u64,
+    pub max_verified_age_seconds: u64,
+}
+
+/// One source's row of `lockbox status --json`. Fields may be added;
+/// existing ones keep their names and meanings.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    pub source: String,
+    pub configured: bool,
+    pub health: Health,
+    /// Why the health is not OK, worst first; empty when OK.
+    pub reasons: Vec<String>,
+    pub last_backup: Option<LastBackup>,
+    pub last_run: Option<LastRun>,
+    /// The last finished run (a run in progress aside) failed or was
+    /// interrupted.
+    pub last_run_failed: bool,
+    pub last_error: Option<LastError>,
+    pub last_verified: Option<LastVerified>,
+    pub last_drill: Option<LastDrill>,
+    pub snapshots: u64,
+    /// Newest snapshot: bytes of the dump, and of the distinct stored
+    /// objects it references.
+    pub logical_bytes: Option<u64>,
+    pub stored_bytes: Option<u64>,
+    /// All snapshots: bytes of the dumps, and bytes their backups wrote.
+    pub total_logical_bytes: u64,
+    pub total_added_bytes: u64,
+    /// `total_logical_bytes / total_added_bytes` (dedup and compression).
+    pub dedup_ratio: Option<f64>,
+    /// Earliest and latest lock expiry among the source's snapshots.
+    pub retain_until_min: Option<String>,
+    pub retain_until_latest: Option<String>,
+    pub tamper_events: u64,
+    /// Finished runs by outcome.
+    pub backup_runs: BTreeMap<String, u64>,
+    pub drill_runs: DrillCounts,
+    pub thresholds: ThresholdSeconds,
+    #[serde(skip)]
+    pub retain_until_min_unix: Option<i64>,
+    #[serde(skip)]
+    pub retain_until_latest_unix: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositoryStatus {
+    /// Earliest lock expiry of any snapshot in the catalog.
+    pub retain_until_min: Option<String>,
+    pub tamper_events: u64,
+    #[serde(skip)]
+    pub retain_until_min_unix: Option<i64>,
+}
+
+/// `lockbox status --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub generated_at: String,
+    /// The worst source's health (OK with no sources).
+    pub health: Health,
+    pub repository: RepositoryStatus,
+    pub sources: Vec<SourceStatus>,
+}
+
+fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+fn unix(s: &str) -> Option<i64> {
+    parse_time(s).map(|t| t.unix_timestamp())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).expect("UTC times format")
+}
+
+/// Seconds from `then` to `now`, never negative (another host's clock may
+/// be a little ahead).
+fn age(now: OffsetDateTime, then: OffsetDateTime) -> i64 {
+    (now - then).whole_seconds().max(0)
+}
+
+/// "3d 4h", "5h 12m", "12m 5s", "40s": two units are enough for a person.
+pub fn human_duration(seconds: u64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86400,
+        seconds % 86400 / 3600,
+        seconds % 3600 / 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// Judges one source at `now`.
+pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) -> SourceStatus {
+    let mut reasons: Vec<(Health, String)> = Vec::new();
+
+    let newest = facts.snapshots.iter().max_by(|a, b| a.key.cmp(&b.key));
+    let last_backup = newest.and_then(|s| {
+        let started = parse_time(&s.started_at)?;
+        let finished = parse_time(&s.finished_at).unwrap_or(started);
+        Some(LastBackup {
+            snapshot: s.id.clone(),
+            short_id: s.short_id.clone(),
+            started_at: s.started_at.clone(),
+            finished_at: s.finished_at.clone(),
+            age_seconds: age(now, started),
+            duration_seconds: (finished - started).as_seconds_f64().max(0.0),
+            started_unix: started.unix_timestamp(),
+        })
+    });
+    match &last_backup {
+        None => reasons.push((Health::Crit, "never backed up".into())),
+        Some(b) if b.age_seconds as u64 > thresholds.max_backup_age.as_secs() => reasons.push((
+            Health::Crit,
+            format!(
+                "last backup {} ago, older than max_backup_age {}",
+                human_duration(b.age_seconds as u64),
+                human_duration(thresholds.max_backup_age.as_secs())
+            ),
+        )),
+        Some(_) => {}
+    }
+
+    let recent_tamper = facts
+        .tamper_seen
+        .iter()
+        .filter(|t| now - **t <= TAMPER_WINDOW)
+        .count();
+    if recent_tamper > 0 {
+        reasons.push((
+            Health::Crit,
+            format!(
+                "{recent_tamper} tamper event(s) in the last {}: delete markers or overwritten \
+                 versions in the repository; find out who has write access",
+                human_duration(TAMPER_WINDOW.as_secs())
+            ),
+        ));
+    }
+
+    let last_of = |kind: VerificationKind| facts.verifications.iter().rfind(|v| v.kind == kind);
+    if let Some(v) = last_of(VerificationKind::Verify).filter(|v| !v.passed) {
+        reasons.push((
+            Health::Crit,
+            format!(
+                "verify --read-data of snapshot {} failed at {}: {}",
+                &v.snapshot[..8.min(v.snapshot.len())],
+                v.finished_at,
+                v.detail.as_deref().unwrap_or("no detail")
+            ),
+        ));
+    }
+
+    let last_verified = facts.last_verified.as_ref().and_then(|v| {
+        let started = parse_time(&v.snapshot_started_at)?;
+        Some(LastVerified {
+            snapshot: v.snapshot.clone(),
+            snapshot_started_at: v.snapshot_started_at.clone(),
+            age_seconds: age(now, started),
+            kind: v.kind,
+            verified_at: v.finished_at.clone(),
+            snapshot_started_unix: started.unix_timestamp(),
+        })
+    });
+    match &last_verified {
+        None if last_backup.is_some() => reasons.push((
+            Health::Warn,
+            "never verified: run `lockbox drill` or `lockbox verify --read-data`".into(),
+        )),
+        None => {}
+        Some(v) if v.age_seconds as u64 > thresholds.max_verified_age.as_secs() => reasons.push((
+            Health::Warn,
+            format!(
+                "last verified backup {} old, older than max_verified_age {}",
+                human_duration(v.age_seconds as u64),
+                human_duration(thresholds.max_verified_age.as_secs())
+            ),
+        )),
+        Some(_) => {}
+    }
+
+    let finished_runs = facts.runs.iter().filter(|r| r.outcome != "running");
+    let last_finished = finished_runs.clone().next_back();
+    let last_run_failed =
+        last_finished.is_some_and(|r| r.outcome == "failed" || r.outcome == "interrupted");
+    if let Some(r) = last_finished.filter(|_| last_run_failed) {
+        reasons.push((
+            Health::Warn,
+            format!(
+                "last run {} at {}{}",
+                r.outcome,
+                r.finished_at.as_deref().unwrap_or(&r.started_at),
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {}", one_line(e)))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    let last_drill = last_of(VerificationKind::Drill).map(|v| LastDrill {
+        snapshot: v.snapshot.clone(),
+        passed: v.passed,
+        finished_at: v.finished_at.clone(),
+        restore_seconds: v.restore_seconds,
+        detail: v.detail.clone(),
+    });
+    if let Some(d) = last_drill.as_ref().filter(|d| !d.passed) {
+        reasons.push((
+            Health::Warn,
+            format!(
+                "last drill failed at {}: {}",
+                d.finished_at,
+                d.detail
+                    .as_deref()
+                    .map_or_else(|| "no detail".into(), one_line)
+            ),
+        ));
+    }
+
+    let mut backup_runs = BTreeMap::new();
+    for r in finished_runs {
+        *backup_runs.entry(r.outcome.clone()).or_insert(0) += 1;
+    }
+    let mut drill_runs = DrillCounts::default();
+    for v in facts
+        .verifications
+        .iter()
+        .filter(|v| v.kind == VerificationKind::Drill)
+    {
+        if v.passed {
+            drill_runs.passed += 1;
+        } else {
+            drill_runs.failed += 1;
+        }
+    }
+    let last_error = facts
+        .runs
+        .iter()
+        .rfind(|r| r.outcome == "failed" || r.outcome == "interrupted")
+        .map(|r| LastError {
+            at: r
+                .finished_at
+                .clone()
+                .unwrap_or_else(|| r.started_at.clone()),
+            outcome: r.outcome.clone(),
+            error: r.error.clone(),
+        });
+
+    let total_logical_bytes = facts.snapshots.iter().map(|s| s.input_bytes).sum();
+    let total_added_bytes: u64 = facts.snapshots.iter().map(|s| s.added_bytes).sum();
+    let retain: Vec<(i64, &str)> = facts
+        .snapshots
+        .iter()
+        .filter_map(|s| Some((unix(&s.retain_until)?, s.retain_until.as_str())))
+        .collect();
+    let retain_min = retain.iter().min().copied();
+    let retain_latest =
+        newest.and_then(|s| Some((unix(&s.retain_until)?, s.retain_until.as_str())));
+
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
+    SourceStatus {
+        source: facts.source.clone(),
+        configured: facts.configured,
+        health: reasons.first().map_or(Health::Ok, |r| r.0),
+        reasons: reasons.into_iter().map(|r| r.1).collect(),
+        last_run: facts.runs.last().map(|r| LastRun {
+            outcome: r.outcome.clone(),
+            started_at: r.started_at.clone(),
+            finished_at: r.finished_at.clone(),
+            error: r.error.clone(),
+        }),
+        last_run_failed,
+        last_error,
+        last_drill,
+        snapshots: facts.snapshots.len() as u64,
+        logical_bytes: newest.map(|s| s.input_bytes),
+        stored_bytes: newest.map(|s| s.stored_bytes),
+        total_logical_bytes,
+        total_added_bytes,
+        dedup_ratio: (total_added_bytes > 0)
+            .then(|| total_logical_bytes as f64 / total_added_bytes as f64),
+        retain_until_min: retain_min.map(|r| r.1.to_string()),
+        retain_until_latest: retain_latest.map(|r| r.1.to_string()),
+        retain_until_min_unix: retain_min.map(|r| r.0),
+        retain_until_latest_unix: retain_latest.map(|r| r.0),
+        tamper_events: facts.tamper_seen.len() as u64,
+        backup_runs,
+        drill_runs,
+        thresholds: ThresholdSeconds {
+            max_backup_age_seconds: thresholds.max_backup_age.as_secs(),
+            max_verified_age_seconds: thresholds.max_verified_age.as_secs(),
+        },
+        last_backup,
+        last_verified,
+    }
+}
+
+/// An error message on one line, cut to a length a reason can carry.
+fn one_line(s: &str) -> String {
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(240) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
+    }
+}
+
+/// Opens the catalog at `path` for reading status, taking the repository id
+/// from the catalog itself (so no storage round trip). `None` when there is
+/// no catalog yet: nothing was ever backed up from this host.
+pub fn open_catalog(path: &Path) -> Result<Option<Catalog>, CatalogError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let err = |source| CatalogError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    let id: Option<String> = {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        let has_meta: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if has_meta {
+            use rusqlite::OptionalExtension;
+            conn.query_row(
+                "SELECT value FROM meta WHERE key = 'repository_id'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?
+        } else {
+            None
+        }
+    };
+    id.map(|id| Catalog::open(path, &id)).transpose()
+}
+
+/// Gathers the facts of every configured source, and of every other source
+/// the catalog knows, and judges them at `now`.
+pub fn report(
+    config: &Config,
+    catalog: Option<&Catalog>,
+    now: OffsetDateTime,
+) -> Result<StatusReport, CatalogError> {
+    let mut facts: BTreeMap<String, SourceFacts> = BTreeMap::new();
+    let mut tamper_all = 0u64;
+    let mut shared_tamper = Vec::new();
+    if let Some(cat) = catalog {
+        let entry = |facts: &mut BTreeMap<String, SourceFacts>, s: &str| {
+            facts.entry(s.to_string()).or_insert_with(|| SourceFacts {
+                source: s.to_string(),
+                ..Default::default()
+            });
+        };
+        for s in cat.snapshots(None)? {
+            entry(&mut facts, &s.source);
+            facts
+                .get_mut(&s.source)
+                .expect("inserted")
+                .snapshots
+                .push(s);
+        }
+        for r in cat.runs(None)? {
+            entry(&mut facts, &r.source);
+            facts.get_mut(&r.source).expect("inserted").runs.push(r);
+        }
+        for v in cat.verifications(None)? {
+            entry(&mut facts, &v.source);
+            facts
+                .get_mut(&v.source)
+                .expect("inserted")
+                .verifications
+                .push(v);
+        }
+        for (seen, e) in cat.tampering()? {
+            tamper_all += 1;
+            let seen = parse_time(&seen).unwrap_or(now);
+            let owner = e
+                .key
+                .strip_prefix(SNAPSHOTS_PREFIX)
+                .and_then(|r| r.split_once('/'))
+                .map(|(s, _)| s.to_string());
+            match owner {
+                Some(s) => {
+                    entry(&mut facts, &s);
+                    facts.get_mut(&s).expect("inserted").tamper_seen.push(seen);
+                }
+                None => shared_tamper.push(seen),
+            }
+        }
+    }
+    let configured: BTreeSet<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    let mut order: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+    order.extend(
+        facts
+            .keys()
+            .filter(|k| !configured.contains(k.as_str()))
+            .cloned(),
+    );
+    let defaults = config.default_thresholds();
+    let mut sources = Vec::new();
+    for name in order {
+        let mut f = facts.remove(&name).unwrap_or_else(|| SourceFacts {
+            source: name.clone(),
+            ..Default::default()
+        });
+        f.configured = configured.contains(name.as_str());
+        f.tamper_seen.extend(shared_tamper.iter().copied());
+        if let Some(cat) = catalog {
+            f.last_verified = cat.last_verified(&name)?;
+        }
+        let thresholds = config
+            .source(&name)
+            .map_or(defaults, |s| s.thresholds(defaults));
+        sources.push(assess(&f, thresholds, now));
+    }
+    let retain_min = sources
+        .iter()
+        .filter_map(|s| Some((s.retain_until_min_unix?, s.retain_until_min.clone()?)))
+        .min();
+    Ok(StatusReport {
+        generated_at: rfc3339(now),
+        health: sources.iter().map(|s| s.health).max().unwrap_or(Health::Ok),
+        repository: RepositoryStatus {
+            retain_until_min: retain_min.as_ref().map(|r| r.1.clone()),
+            retain_until_min_unix: retain_min.map(|r| r.0),
+            tamper_events: tamper_all,
+        },
+        sources,
+    })
+}
+
+#[cfg(test)]
+mod tests;
