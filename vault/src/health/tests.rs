@@ -415,3 +415,40 @@ fn report_from_a_catalog() {
             .is_none()
     );
 }
+
+/// The shipped example documents the health keys and the listen address
+/// at their defaults.
+#[test]
+fn shipped_example_sets_health_keys_at_their_defaults() {
+    let c = Config::parse(
+        include_str!("../../../examples/lockbox.toml"),
+        "examples/lockbox.toml",
+    )
+    .unwrap();
+    assert_eq!(c.default_thresholds(), DEFAULTS);
+    let orders = c.source("orders").unwrap();
+    assert_eq!(orders.thresholds(c.default_thresholds()), DEFAULTS);
+    assert_eq!(
+        c.daemon_settings().listen,
+        Some(crate::config::DEFAULT_LISTEN.parse().unwrap())
+    );
+    let weekly = Thresholds {
+        max_backup_age: Duration::from_secs(8 * 86400),
+        ..DEFAULTS
+    };
+    let text = include_str!("../../../examples/lockbox.toml").replace(
+        "timeout = \"2h\"\nmax_backup_age = \"26h\"",
+        "timeout = \"2h\"\nmax_backup_age = \"8d\"",
+    );
+    let c = Config::parse(&text, "t.toml").unwrap();
+    assert_eq!(
+        c.source("orders")
+            .unwrap()
+            .thresholds(c.default_thresholds()),
+        weekly
+    );
+    assert_eq!(
+        c.source("app").unwrap().thresholds(c.default_thresholds()),
+        DEFAULTS
+    );
+}
