@@ -21,8 +21,8 @@ use crate::cli::MetricsArgs;
 /// Content type of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Every metric name this module can emit (the README and the examples'
-/// tests check against it).
+/// Every metric name this module can emit (a test checks that the README
+/// documents each).
 pub const METRIC_NAMES: &[&str] = &[
     "lockbox_health",
     "lockbox_last_backup_success_timestamp_seconds",
@@ -254,4 +254,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path)
         .with_context(|| format!("replacing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_documented_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        for name in METRIC_NAMES {
+            assert!(readme.contains(&format!("`{name}")), "README lacks {name}");
+        }
+    }
 }

@@ -215,3 +215,37 @@ pub fn check(config: Result<Config>, args: CheckArgs) -> ExitCode {
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> StatusReport {
+        let config = Config::parse(
+            "state_dir = \"/nonexistent\"\n[repository]\nurl = \"file:///nonexistent\"\n\
+             recipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n\
+             lock_days = 3\n[[source]]\nname = \"a-long-source-name\"\nkind = \"sqlite\"\npath = \"/x.db\"\n\
+             [[source]]\nname = \"b\"\nkind = \"sqlite\"\npath = \"/y.db\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        health::report(&config, None, OffsetDateTime::now_utc()).unwrap()
+    }
+
+    #[test]
+    fn table_is_aligned_and_coloured_only_when_asked() {
+        let plain = table(&report(), false);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        let lines: Vec<&str> = plain.lines().collect();
+        let col = lines[0].find("HEALTH").unwrap();
+        assert_eq!(&lines[1][col..col + 4], "CRIT", "{plain}");
+        assert_eq!(&lines[2][col..col + 4], "CRIT", "{plain}");
+        assert!(plain.contains("CRIT b: never backed up"), "{plain}");
+
+        let coloured = table(&report(), true);
+        assert!(coloured.contains("\x1b[1;31mCRIT\x1b[0m"), "{coloured:?}");
+        // Colour codes do not shift the columns.
+        let strip = coloured.replace("\x1b[1;31m", "").replace("\x1b[0m", "");
+        assert_eq!(strip, plain);
+    }
+}
