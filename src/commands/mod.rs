@@ -4,11 +4,13 @@ mod backup;
 mod catalog;
 mod daemon;
 mod doctor;
+mod drill;
 mod init;
 mod keygen;
 mod quickstart;
 mod restore;
 mod snapshots;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,6 +58,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup(a) => backup::run(&load_config(config_path)?, a),
         Command::Snapshots(a) => snapshots::run(&load_config(config_path)?, a),
         Command::Restore(a) => restore::run(&load_config(config_path)?, a),
+        Command::Verify(a) => verify::run(&load_config(config_path)?, a),
+        Command::Drill(a) => drill::run(&load_config(config_path)?, a),
         Command::Doctor(a) => doctor::run(&load_config(config_path)?, a),
         Command::Catalog {
             command: CatalogCommand::Rebuild,

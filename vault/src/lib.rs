@@ -9,6 +9,7 @@
 //! * [`storage`] — backend traits and the local write-once backend.
 //! * [`repository`] — the config object; listing and reading snapshots.
 //! * [`manifest`] — snapshot manifests (public part + sealed part).
+//! * [`attestation`] — drill and verification records stored in the repository.
 //! * [`catalog`] — the local SQLite cache of the repository.
 //! * [`config`] — the TOML configuration.
 //! * [`doctor`] — the storage and host checklist (its canary delete probe must fail).
@@ -39,6 +40,7 @@
 //! will need care: it must never delete a chunk a concurrent backup may
 //! reference.
 
+pub mod attestation;
 pub mod backup;
 pub mod catalog;
 pub mod chunker;
