@@ -150,9 +150,30 @@ pub struct RestoreArgs {
     #[arg(long, short = 'i', env = "LOCKBOX_IDENTITY", value_name = "FILE")]
     pub identity: PathBuf,
     /// Output file, or - for stdout. A file appears only after verification.
-    #[arg(long, short = 'o', value_name = "FILE|-")]
-    pub output: PathBuf,
-    /// Replace an existing output file (only after verification succeeded).
+    #[arg(
+        long,
+        short = 'o',
+        value_name = "FILE|-",
+        required_unless_present = "into",
+        conflicts_with = "into"
+    )]
+    pub output: Option<PathBuf>,
+    /// Load into a database instead: postgresql://USER@HOST:PORT/DB,
+    /// mysql:// or mariadb:// (same form), or sqlite:///ABS/PATH.db. The
+    /// snapshot is verified completely before anything is loaded; a missing
+    /// database is created. Never put a password in the URL.
+    #[arg(long, value_name = "URL")]
+    pub into: Option<String>,
+    /// With --into: a file whose first line is the database password
+    /// (default: the LOCKBOX_RESTORE_PASSWORD environment variable, if set).
+    #[arg(long, value_name = "FILE", requires = "into")]
+    pub password_file: Option<PathBuf>,
+    /// With --into: allow loading into the database of a configured source,
+    /// which must be named here exactly (it is overwritten).
+    #[arg(long, value_name = "DBNAME", requires = "into")]
+    pub overwrite_source: Option<String>,
+    /// Replace an existing output file (only after verification succeeded);
+    /// with --into, load into a non-empty database.
     #[arg(long)]
     pub force: bool,
     /// Print the report as JSON.

@@ -83,6 +83,19 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return EXIT_USAGE;
         }
+        if let Some(e) = cause.downcast_ref::<lockbox_restore::load::LoadError>() {
+            if e.is_usage() {
+                return EXIT_USAGE;
+            }
+            if let Some(r) = e.restore_error() {
+                if r.is_wrong_identity() {
+                    return EXIT_IDENTITY;
+                }
+                if r.is_integrity_failure() {
+                    return EXIT_INTEGRITY;
+                }
+            }
+        }
         if let Some(e) = cause.downcast_ref::<lockbox_restore::RestoreError>() {
             if e.is_wrong_identity() {
                 return EXIT_IDENTITY;
