@@ -175,6 +175,9 @@ pub fn sampled(id: &ObjectId, pct: f64, seed: u64) -> bool {
     (x as f64) < (pct / 100.0) * (u64::MAX as f64)
 }
 
+/// Damage found in one object: (kind, detail).
+type Found = Vec<(ProblemKind, String)>;
+
 struct ObjectUse {
     id: ObjectId,
     /// The longest retention any snapshot needs of this object.
@@ -367,7 +370,7 @@ pub fn verify(
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     let failure: Mutex<Option<StorageError>> = Mutex::new(None);
-    let found: Mutex<Vec<(usize, Vec<(ProblemKind, String)>, u64)>> = Mutex::new(Vec::new());
+    let found: Mutex<Vec<(usize, Found, u64)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..opts.workers.clamp(1, objects.len().max(1)) {
             scope.spawn(|| {
@@ -466,7 +469,7 @@ fn check_object(
     opts: &VerifyOptions,
     u: &ObjectUse,
     opener: &mut Opener,
-) -> Result<(Vec<(ProblemKind, String)>, u64), StorageError> {
+) -> Result<(Found, u64), StorageError> {
     let key = format::chunk_key(&u.id);
     let mut found = Vec::new();
     let accept =
