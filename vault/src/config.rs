@@ -10,6 +10,11 @@ use crate::format::valid_source_name;
 use crate::keys::Recipients;
 use crate::storage::{BackendOptions, LockMode, S3Settings};
 
+mod drill;
+pub use drill::{
+    DEFAULT_ROW_TOLERANCE_PCT, DrillCheck, DrillConfig, ROW_TOLERANCE_FLOOR, expect_text,
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
@@ -162,6 +167,9 @@ pub struct SourceConfig {
     /// aborted: no snapshot, recorded as failed.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// `[source.drill]`: restore drills of this source.
+    #[serde(default)]
+    pub drill: Option<DrillConfig>,
     /// Parsed form of the kind-specific keys, filled in by validation.
     #[serde(skip)]
     parsed: Option<SourceKind>,
@@ -682,6 +690,10 @@ impl Config {
             s.parsed = Some(kind);
             s.check_scheduling(i, daemon.timezone)
                 .map_err(|(key, message)| invalid(&key, message))?;
+            if let Some(d) = &s.drill {
+                d.validate(i, &s.kind, daemon.timezone)
+                    .map_err(|(key, message)| invalid(&key, message))?;
+            }
         }
         Ok(())
     }
