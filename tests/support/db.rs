@@ -52,6 +52,7 @@ impl Engine {
                     "--host=127.0.0.1",
                     "--port=3306",
                     "--user=root",
+                    "--default-character-set=utf8mb4",
                 ])
                 .env_remove("MYSQL_PWD");
                 if let Some(db) = db {
