@@ -42,6 +42,11 @@ pub enum SourceError {
     },
     #[error("source {source_name}: {reason}")]
     Io { source_name: String, reason: String },
+    #[error(
+        "source {source_name}: the dump did not finish within the source's timeout ({after}); \
+         it was stopped"
+    )]
+    TimedOut { source_name: String, after: String },
     /// A database dump or metadata query failed; `reason` says what to fix,
     /// `stderr` has the password removed.
     #[error("source {source_name}: {what}: {reason}{}", stderr_suffix(.stderr))]
@@ -63,6 +68,10 @@ fn stderr_suffix(stderr: &str) -> String {
 
 type Finisher = Box<dyn FnOnce() -> Result<serde_json::Value, SourceError> + Send>;
 
+/// The dump tool's process, shared between the finisher (which reaps it)
+/// and a timeout watchdog (which may kill it first).
+type SharedChild = Arc<Mutex<Option<Child>>>;
+
 /// A dump in progress: read it to the end, then call [`DumpStream::finish`]
 /// to learn whether it is complete. Dropping it unfinished aborts the source
 /// (a child process is killed).
@@ -71,6 +80,9 @@ pub struct DumpStream {
     pub kind: &'static str,
     reader: Option<Box<dyn Read + Send>>,
     finisher: Option<Finisher>,
+    child: Option<SharedChild>,
+    /// Dropped to stop the timeout watchdog.
+    watchdog: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl DumpStream {
@@ -84,7 +96,55 @@ impl DumpStream {
             kind,
             reader: Some(reader),
             finisher: Some(Box::new(|| Ok(serde_json::Value::Null))),
+            child: None,
+            watchdog: None,
         }
+    }
+
+    /// Stops the source if it has not finished within `timeout`: the dump
+    /// tool is killed, reading fails, and [`DumpStream::finish`] reports
+    /// [`SourceError::TimedOut`], so no snapshot is written.
+    pub fn with_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        let Some(timeout) = timeout else {
+            return self;
+        };
+        let expired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let after = humantime::format_duration(timeout).to_string();
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let child = self.child.clone();
+        let flag = Arc::clone(&expired);
+        let name = self.source_name.clone();
+        let shown = after.clone();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(timeout) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                return; // finished or dropped in time
+            }
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::error!(source = %name, timeout = %shown, "source timed out; stopping the dump");
+            if let Some(child) = child
+                && let Some(c) = child.lock().unwrap().as_mut()
+                && matches!(c.try_wait(), Ok(None))
+            {
+                kill_group(c);
+            }
+        });
+        self.watchdog = Some(tx);
+        let inner = self.reader.take().expect("reader not taken yet");
+        self.reader = Some(Box::new(DeadlineReader {
+            inner,
+            expired: Arc::clone(&expired),
+            after: after.clone(),
+        }));
+        let finisher = self.finisher.take().expect("not finished");
+        let source_name = self.source_name.clone();
+        self.finisher = Some(Box::new(move || {
+            let result = finisher();
+            if expired.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(SourceError::TimedOut { source_name, after });
+            }
+            result
+        }));
+        self
     }
 
     /// Takes the reader (once) so it can move to the chunking thread.
@@ -96,7 +156,33 @@ impl DumpStream {
     /// with kind-specific facts for the manifest.
     pub fn finish(mut self) -> Result<serde_json::Value, SourceError> {
         drop(self.reader.take());
-        (self.finisher.take().expect("finished once"))()
+        let result = (self.finisher.take().expect("finished once"))();
+        drop(self.watchdog.take());
+        result
+    }
+}
+
+/// Fails reads once the source's timeout has expired (the dump tool's
+/// stdout then ends early, which must not look like a complete dump).
+struct DeadlineReader {
+    inner: Box<dyn Read + Send>,
+    expired: Arc<std::sync::atomic::AtomicBool>,
+    after: String,
+}
+
+impl Read for DeadlineReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf);
+        if self.expired.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the source's timeout ({}) expired; the dump was stopped",
+                    self.after
+                ),
+            ));
+        }
+        n
     }
 }
 
@@ -131,16 +217,46 @@ pub fn open(config: &SourceConfig, tmp_dir: &Path) -> Result<DumpStream, SourceE
     }
 }
 
+/// Kills and reaps the child if the stream is dropped unfinished.
 struct ChildGuard {
-    child: Option<Child>,
+    child: SharedChild,
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            kill_group(&mut c);
             let _ = c.wait();
         }
+    }
+}
+
+/// Kills the child and everything it started (its own process group), so
+/// that no grandchild keeps the dump pipe open. Only called on an unreaped
+/// child, whose pid (= group id) cannot have been reused.
+fn kill_group(c: &mut Child) {
+    if let Ok(pid) = i32::try_from(c.id()) {
+        // SAFETY: kill(2) has no memory effects; a negative pid names the group.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = c.kill();
+}
+
+/// Waits for the child to exit. Polls, so that a timeout watchdog can take
+/// the lock and kill it meanwhile (and never kills a reaped pid).
+fn wait_shared(child: &SharedChild) -> io::Result<std::process::ExitStatus> {
+    loop {
+        {
+            let mut slot = child.lock().unwrap();
+            let c = slot.as_mut().expect("child present until reaped");
+            if let Some(status) = c.try_wait()? {
+                slot.take();
+                return Ok(status);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -154,6 +270,9 @@ pub fn spawn_command(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // Its own process group, so a timeout or an abort can stop the tool's
+    // children too (a shell wrapper's `sleep` would hold the pipe open).
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|e| SourceError::Spawn {
         source_name: source_name.into(),
         program: program.clone(),
@@ -180,12 +299,14 @@ pub fn spawn_command(
             t.drain(..excess);
         }
     });
-    let mut guard = ChildGuard { child: Some(child) };
+    let shared: SharedChild = Arc::new(Mutex::new(Some(child)));
+    let guard = ChildGuard {
+        child: Arc::clone(&shared),
+    };
     let name = source_name.to_string();
     let prog = program.clone();
     let finisher: Finisher = Box::new(move || {
-        let mut child = guard.child.take().expect("child present");
-        let status = child.wait().map_err(|e| SourceError::Io {
+        let status = wait_shared(&guard.child).map_err(|e| SourceError::Io {
             source_name: name.clone(),
             reason: format!("waiting for {prog:?}: {e}"),
         })?;
@@ -206,6 +327,8 @@ pub fn spawn_command(
         kind,
         reader: Some(Box::new(stdout)),
         finisher: Some(finisher),
+        child: Some(shared),
+        watchdog: None,
     })
 }
 
@@ -262,6 +385,8 @@ fn sqlite_snapshot(
         source_name: source_name.into(),
         kind: "sqlite",
         reader: Some(Box::new(file)),
+        child: None,
+        watchdog: None,
         finisher: Some(Box::new(move || {
             drop(tmp); // removes the temporary copy
             tracing::debug!(path = %tmp_path.display(), "removed temporary SQLite copy");

@@ -56,7 +56,8 @@ fn command(
     };
     cmd.arg(format!("--host={}", s.host))
         .arg(format!("--port={}", s.port))
-        .arg("--connect-timeout=30");
+        .arg("--connect-timeout=30")
+        .arg("--default-character-set=utf8mb4");
     if let Some(u) = &s.user {
         cmd.arg(format!("--user={u}"));
     }

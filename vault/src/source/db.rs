@@ -329,6 +329,8 @@ pub(super) fn spawn_dump(
         kind,
         reader: Some(reader),
         finisher: Some(finisher),
+        child: stream.child.take(),
+        watchdog: None,
     })
 }
 
