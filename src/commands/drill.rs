@@ -194,9 +194,7 @@ pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::from(if report.identity_failure {
         EXIT_IDENTITY
-    } else if report.operational_failure {
-        EXIT_FAILURE
-    } else if failure == "interrupted" {
+    } else if report.operational_failure || failure == "interrupted" {
         EXIT_FAILURE
     } else {
         EXIT_INTEGRITY
