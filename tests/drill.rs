@@ -276,3 +276,66 @@ fn sqlite_drill_corruption_and_attestations_survive_rebuild() {
     let rows = catalog_rows(&v.state());
     assert!(!rows.last().unwrap().1, "the failed drill is recorded");
 }
+
+/// The daemon runs drills on their own schedule (here every 2 seconds, with
+/// no backup schedule at all) and stops cleanly on SIGTERM.
+#[test]
+fn daemon_runs_scheduled_drills() {
+    let dir = tempfile::tempdir().unwrap();
+    let dbfile = dir.path().join("d.db");
+    rusqlite::Connection::open(&dbfile)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);")
+        .unwrap();
+    let v = Vault::new(&format!(
+        "\n[[source]]\nname = \"sched\"\nkind = \"sqlite\"\npath = \"{}\"\n",
+        dbfile.display()
+    ));
+    v.ok(&["backup", "sched"]);
+    let text = std::fs::read_to_string(&v.config).unwrap();
+    std::fs::write(
+        &v.config,
+        format!(
+            "{text}[source.drill]\nschedule = \"*/2 * * * * *\"\nidentity = \"{}\"\n",
+            v.identity.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = v
+        .cmd()
+        .arg("daemon")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let mut passed = 0;
+    while passed < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if v.state().join("catalog.sqlite").exists() {
+            passed = catalog_rows(&v.state())
+                .iter()
+                .filter(|(k, p, a)| k == "drill" && *p && a.is_some())
+                .count();
+        }
+    }
+    // SAFETY: signalling the daemon child this test started.
+    unsafe {
+        libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = daemon.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut daemon.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        passed >= 2,
+        "fewer than 2 scheduled drills passed in 40s:\n{log}"
+    );
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("drill finished"), "{log}");
+    let leftovers: Vec<_> = std::fs::read_dir(v.state().join("tmp"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("lockbox_drill"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

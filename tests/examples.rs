@@ -77,7 +77,10 @@ fn writer_and_restorer_cannot_delete_or_reconfigure() {
         let acts = actions(&serde_json::json!({ "Statement": [st] }));
         let puts = acts.iter().any(|(_, a)| a.starts_with("s3:Put"));
         if st["Effect"] == "Allow" && puts {
-            assert_eq!(st["Resource"], attestations, "restorer may put elsewhere: {st}");
+            assert_eq!(
+                st["Resource"], attestations,
+                "restorer may put elsewhere: {st}"
+            );
             may_attest |= acts.iter().any(|(_, a)| a == "s3:PutObject");
         }
         if st["Effect"] == "Deny" && puts && st["NotResource"] == attestations {
@@ -86,7 +89,10 @@ fn writer_and_restorer_cannot_delete_or_reconfigure() {
         }
     }
     assert!(may_attest, "the restore host cannot write attestations");
-    assert!(denies_other_puts, "puts outside attestations/ are not explicitly denied");
+    assert!(
+        denies_other_puts,
+        "puts outside attestations/ are not explicitly denied"
+    );
 }
 
 #[test]
