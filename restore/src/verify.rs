@@ -509,25 +509,36 @@ fn check_object(
             }
         }
         Some(info) => {
-            match info.retain_until {
-                Some(t) if t >= u.need => {}
-                Some(t) => found.push((
-                    ProblemKind::RetentionTooShort,
-                    format!(
-                        "locked until {}, but a snapshot needs it until {}",
-                        rfc3339(t),
-                        rfc3339(u.need)
-                    ),
+            let short = match info.retain_until {
+                Some(t) if t >= u.need => None,
+                Some(t) => Some(format!(
+                    "locked until {}, but a snapshot needs it until {}",
+                    rfc3339(t),
+                    rfc3339(u.need)
                 )),
-                None => found.push((
-                    ProblemKind::RetentionTooShort,
-                    format!(
-                        "not locked, but a snapshot needs it until {}",
-                        rfc3339(u.need)
-                    ),
+                None => Some(format!(
+                    "not locked, but a snapshot needs it until {}",
+                    rfc3339(u.need)
                 )),
+            };
+            if let Some(short) = short {
+                // The current version may be a planted one over the locked
+                // original (S3): that is tampering, not a short lock.
+                let v = backend.get_verified(&key, MAX_OBJECT_BYTES, &accept)?;
+                if !v.tampering.is_empty() && accept(&v.data) {
+                    found.push((
+                        ProblemKind::Tampering,
+                        format!(
+                            "the current version ({short}) hides the verified original: {}",
+                            tampered(&v.tampering)
+                        ),
+                    ));
+                    fetched = Some(v.data);
+                } else {
+                    found.push((ProblemKind::RetentionTooShort, short));
+                }
             }
-            if info.size != u.stored_len {
+            if info.size != u.stored_len && fetched.is_none() {
                 // Another version over a good one (S3), or real damage.
                 let v = backend.get_verified(&key, MAX_OBJECT_BYTES, &accept)?;
                 if accept(&v.data) {
