@@ -339,3 +339,59 @@ fn daemon_runs_scheduled_drills() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Ctrl-C (SIGINT to the drill's process group, as a terminal sends it)
+/// while a check runs: the drill stops, fails, and drops its scratch database.
+#[test]
+fn interrupted_drill_drops_its_scratch_database() {
+    use std::os::unix::process::CommandExt;
+    let engine = Engine::Postgres;
+    if !db::reachable(engine) {
+        return;
+    }
+    let src = TempDb::create(engine, "drillint");
+    src.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
+    let name = format!("i{}", &src.name[src.name.len() - 8..]);
+    let v = Vault::new(&format!(
+        "\n[[source]]\nname = \"{name}\"\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nuser = \"postgres\"\n\
+         database = \"{}\"\n[source.drill]\ntarget = \"{}\"\nallow_source_server = true\n\
+         [[source.drill.check]]\nname = \"slow\"\nsql = \"SELECT pg_sleep(60) IS NULL\"\nexpect = false\n",
+        src.name,
+        engine.url("postgres")
+    ));
+    v.ok(&["backup", &name]);
+    let mut child = v
+        .cmd()
+        .args(["drill", &name, "--identity"])
+        .arg(&v.identity)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // Wait until the slow check is running in the scratch database.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let like = format!("lockbox\\_drill\\_{name}\\_%");
+    loop {
+        let q = format!(
+            "select count(*) from pg_stat_activity where datname like '{like}' \
+             and query like '%pg_sleep%';"
+        );
+        if db::sql(engine, None, &q).trim() != "0" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slow check never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let started = std::time::Instant::now();
+    // SAFETY: signalling the process group of the child this test started.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(started.elapsed().as_secs() < 30, "the drill did not stop promptly");
+    assert_eq!(leftovers(engine, &name), "", "scratch database left after Ctrl-C:\n{err}");
+}
