@@ -32,8 +32,12 @@
 //! | backup, this host               | no¹ (exit 75) | yes | yes | yes | yes |
 //! | backup, another host            | yes² | yes | yes | yes | yes |
 //! | restore                         | yes | yes | yes | yes | yes |
+//! | verify, drill                   | yes³ | yes | yes | yes | yes |
 //!
 //! ¹ The per-source run lock ([`lock`]) in the state directory.
+//! ³ Read-only but for a drill's attestation put (a new key). A verify that
+//! lists while a backup runs sees the snapshot complete or not at all (the
+//! manifest is written last); a drill's scratch database is its own.
 //! ² Safe for the repository (content addressing, no shared mutable object,
 //! retention only extended); both snapshots name the same `previous`, a fork
 //! in the per-source chain. Prune (not built yet) is the one operation that
