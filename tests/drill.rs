@@ -380,7 +380,10 @@ fn interrupted_drill_drops_its_scratch_database() {
         if db::sql(engine, None, &q).trim() != "0" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the slow check never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow check never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let started = std::time::Instant::now();
@@ -392,6 +395,13 @@ fn interrupted_drill_drops_its_scratch_database() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "{err}");
-    assert!(started.elapsed().as_secs() < 30, "the drill did not stop promptly");
-    assert_eq!(leftovers(engine, &name), "", "scratch database left after Ctrl-C:\n{err}");
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "the drill did not stop promptly"
+    );
+    assert_eq!(
+        leftovers(engine, &name),
+        "",
+        "scratch database left after Ctrl-C:\n{err}"
+    );
 }
