@@ -161,3 +161,69 @@ pub fn expect_text(v: &toml::Value) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    const BASE: &str = "state_dir = \"/var/lib/lockbox\"\n[repository]\nurl = \"file:///srv/l\"\n\
+        recipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\nlock_days = 30\n\
+        [[source]]\nname = \"db\"\nkind = \"postgres\"\ndatabase = \"orders\"\n[source.drill]\n";
+
+    fn key_of(extra: &str) -> String {
+        match Config::parse(&format!("{BASE}{extra}"), "t.toml") {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            Err(e) => e.to_string(),
+            Ok(_) => "ok".into(),
+        }
+    }
+
+    #[test]
+    fn drill_sections_are_checked_key_by_key() {
+        let ok = "target = \"postgresql://drill@h:5432/postgres\"\n\
+                  [[source.drill.check]]\nname = \"n\"\nsql = \"select 1\"\nexpect = 1\n";
+        assert_eq!(key_of(ok), "ok");
+        let c = Config::parse(&format!("{BASE}{ok}"), "t").unwrap();
+        let d = c.source("db").unwrap().drill.as_ref().unwrap();
+        assert_eq!(d.row_tolerance_pct(), super::DEFAULT_ROW_TOLERANCE_PCT);
+        assert_eq!(d.checks[0].expect, Some(toml::Value::Integer(1)));
+        for (extra, key) in [
+            ("target = \"ftp://x/y\"\n", "source[0].drill.target"),
+            (
+                "target = \"postgresql://u:pw@h/db\"\n",
+                "source[0].drill.target",
+            ),
+            ("schedule = \"0 6 * * 0\"\n", "source[0].drill.identity"),
+            (
+                "schedule = \"bad\"\nidentity = \"/i\"\n",
+                "source[0].drill.schedule",
+            ),
+            ("identity = \"rel.txt\"\n", "source[0].drill.identity"),
+            (
+                "row_tolerance_pct = 150\n",
+                "source[0].drill.row_tolerance_pct",
+            ),
+            ("tagret = \"x\"\n", "unknown field"),
+            (
+                "[[source.drill.check]]\nname = \"n\"\nsql = \"select 1\"\n",
+                "source[0].drill.check[0].expect",
+            ),
+            (
+                "[[source.drill.check]]\nname = \"n\"\nsql = \"select 1\"\nexpect = 1\nmin = 0\n",
+                "source[0].drill.check[0].expect",
+            ),
+            (
+                "[[source.drill.check]]\nname = \"n\"\nsql = \"s\"\nmin = 2\nmax = 1\n",
+                "source[0].drill.check[0].min",
+            ),
+            (
+                "[[source.drill.check]]\nname = \"n\"\nsql = \"s\"\nmin = 1\n\
+                 [[source.drill.check]]\nname = \"n\"\nsql = \"s\"\nmin = 1\n",
+                "source[0].drill.check[1].name",
+            ),
+        ] {
+            let got = key_of(extra);
+            assert!(got.contains(key), "{extra:?}: got {got:?}, want {key:?}");
+        }
+    }
+}
