@@ -256,6 +256,30 @@ pub fn verify(
         }
     }
 
+    // Manifests and the config must stay locked as long as the snapshots.
+    for (snap, m) in &manifests {
+        if let Some(p) = lock_problem(backend, &snap.key, m.retain_until)? {
+            problems.push((
+                vec![snap.id],
+                problem(ProblemKind::RetentionTooShort, snap, &snap.key, p),
+            ));
+        }
+    }
+    if let Some((snap, m)) = manifests.iter().max_by_key(|(_, m)| m.retain_until)
+        && let Some(p) = lock_problem(backend, format::CONFIG_KEY, m.retain_until)?
+    {
+        problems.push((
+            Vec::new(),
+            Problem {
+                kind: ProblemKind::RetentionTooShort,
+                source: Some(snap.source.clone()),
+                snapshot: Some(snap.id.short()),
+                object: format::CONFIG_KEY.into(),
+                detail: format!("{p}; every snapshot needs the config to restore"),
+            },
+        ));
+    }
+
     if opts.snapshot.is_none() {
         let present: HashSet<ObjectId> = snaps.iter().map(|s| s.id).collect();
         let present_keys: HashSet<&str> = snaps.iter().map(|s| s.key.as_str()).collect();
@@ -459,6 +483,25 @@ pub fn verify(
         seconds: clock.elapsed().as_secs_f64(),
         results,
         problems: problems.into_iter().map(|(_, p)| p).collect(),
+    })
+}
+
+/// Why `key` is not locked until `need`, if it is not (a missing object is
+/// left to the reads that follow).
+fn lock_problem(
+    backend: &dyn ReadBackend,
+    key: &str,
+    need: OffsetDateTime,
+) -> Result<Option<String>, StorageError> {
+    Ok(match backend.head(key)?.map(|i| i.retain_until) {
+        None => None,
+        Some(Some(t)) if t >= need => None,
+        Some(Some(t)) => Some(format!(
+            "locked until {}, but needed until {}",
+            rfc3339(t),
+            rfc3339(need)
+        )),
+        Some(None) => Some(format!("not locked, but needed until {}", rfc3339(need))),
     })
 }
 
