@@ -156,13 +156,32 @@ fn missing_oversized_and_unlocked_objects_are_named() {
     let retain = format!("{}.retain", chunks[2].display());
     make_writable(Path::new(&retain));
     std::fs::write(&retain, "1000000000\n").unwrap();
+    // The manifest's own lock, shortened too.
+    let manifest = v.manifest_files().pop().unwrap();
+    let mretain = format!("{}.retain", manifest.display());
+    make_writable(Path::new(&mretain));
+    std::fs::write(&mretain, "1000000000\n").unwrap();
     let (code, r) = verify(&v, &[]);
     assert_eq!(code, 3, "{r}");
     let mut k = kinds(&r);
     k.sort();
     assert_eq!(
         k,
-        ["missing_object", "retention_too_short", "size_mismatch"]
+        [
+            "missing_object",
+            "retention_too_short",
+            "retention_too_short",
+            "size_mismatch"
+        ]
+    );
+    let name = manifest.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        r["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["object"].as_str().unwrap().ends_with(&name)),
+        "{r}"
     );
 }
 
