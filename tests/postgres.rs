@@ -340,3 +340,90 @@ fn restore_into_refuses_the_source_database_and_passwords_in_urls() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("postgres dump"));
 }
+
+#[test]
+fn doctor_checks_the_backup_role_is_read_only() {
+    if !db::reachable(PG) {
+        return;
+    }
+    // Roles first: guards drop in reverse order, and a role cannot be
+    // dropped while the database still holds grants to it.
+    let reader = db::TempRole::create(PG, SECRET, "GRANT pg_read_all_data TO {role};");
+    let writer = db::TempRole::create(PG, SECRET, "GRANT pg_read_all_data TO {role};");
+    let src = TempDb::create(PG, "pgdoc");
+    src.sql("create table t (id int); create table u (id int);");
+    src.sql(&format!(
+        "GRANT INSERT ON t TO {w}; GRANT CREATE ON DATABASE {} TO {w};",
+        src.name,
+        w = writer.name
+    ));
+    let v = Vault::new(&format!(
+        "{}{}{}",
+        source("reader", &src.name, "password_env = \"LBT_PG_PASSWORD\"").replace(
+            "user = \"postgres\"",
+            &format!("user = \"{}\"", reader.name)
+        ),
+        source("writer", &src.name, "password_env = \"LBT_PG_PASSWORD\"").replace(
+            "user = \"postgres\"",
+            &format!("user = \"{}\"", writer.name)
+        ),
+        source("super", &src.name, ""),
+    ));
+    let out = v
+        .cmd()
+        .args(["doctor", "--json"])
+        .env("LBT_PG_PASSWORD", SECRET)
+        .output()
+        .unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == format!("source {name}: least privilege"))
+            .unwrap_or_else(|| panic!("no check for {name}: {checks}"))
+            .clone()
+    };
+    let r = find("reader");
+    assert_eq!(r["status"], "PASS", "{r}");
+    let w = find("writer");
+    assert_eq!(w["status"], "WARN", "{w}");
+    let detail = w["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA \"public\" FROM \"{}\";",
+            writer.name
+        )),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!(
+            "REVOKE CREATE ON DATABASE \"{}\" FROM \"{}\";",
+            src.name, writer.name
+        )),
+        "{detail}"
+    );
+    let s = find("super");
+    assert_eq!(s["status"], "WARN");
+    assert!(s["detail"].as_str().unwrap().contains("superuser"), "{s}");
+    assert!(
+        s["detail"]
+            .as_str()
+            .unwrap()
+            .contains("GRANT pg_read_all_data"),
+        "{s}"
+    );
+    // A role that can only read backs up fine.
+    let out = v
+        .cmd()
+        .args(["backup", "reader"])
+        .env("LBT_PG_PASSWORD", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -186,6 +186,20 @@ impl Read for DeadlineReader {
     }
 }
 
+/// Runs one query as a database source's account (for `lockbox doctor`),
+/// with the same connection settings and password handling as the dump.
+pub fn query_as_source(
+    source_name: &str,
+    db: &crate::config::DatabaseSource,
+    tmp_dir: &Path,
+    sql: &str,
+) -> Result<String, SourceError> {
+    match db.flavor {
+        crate::config::DbFlavor::Postgres => postgres::query(source_name, db, tmp_dir, sql),
+        _ => mariadb::query(source_name, db, tmp_dir, sql),
+    }
+}
+
 /// Starts the configured source.
 pub fn open(config: &SourceConfig, tmp_dir: &Path) -> Result<DumpStream, SourceError> {
     match config.kind() {

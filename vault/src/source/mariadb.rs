@@ -162,6 +162,38 @@ pub(super) fn open(
     )
 }
 
+/// Runs `sql` with the client as the source's account; batch output
+/// without column names.
+pub(crate) fn query(
+    source_name: &str,
+    db: &DatabaseSource,
+    tmp_dir: &Path,
+    sql: &str,
+) -> Result<String, SourceError> {
+    let password = db::read_password(source_name, db.password.as_ref())?;
+    let defaults = match &password {
+        Some(pw) => Some(db::secret_file(
+            source_name,
+            tmp_dir,
+            "my-",
+            &defaults_file(pw),
+        )?),
+        None => None,
+    };
+    let mut q = Command::new(db::client_beside(&db.dump_tool, db.flavor.default_client()));
+    if let Some(f) = &defaults {
+        q.arg(format!("--defaults-extra-file={}", f.path().display()));
+    }
+    q.args(["--batch", "--skip-column-names", "--connect-timeout=30"])
+        .args(connection_args(db))
+        .args(["-e", sql]);
+    q.env_remove("MYSQL_PWD");
+    if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
+        q.env_remove(var);
+    }
+    db::run_checked(source_name, q, password.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
