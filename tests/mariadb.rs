@@ -141,10 +141,12 @@ fn backup_as_read_only_user_restore_identical_incremental_and_leaks_nothing() {
     ] {
         assert!(argv.contains(flag), "{flag} missing: {argv}");
     }
+    let runs = argv.matches("/bin/sh ").count();
+    assert!(runs >= 2, "{argv}");
     assert_eq!(
-        argv.matches("--defaults-extra-file=").count(),
-        2,
-        "the client and the dump tool got the password from an options file: {argv}"
+        argv.matches(" --defaults-extra-file=").count(),
+        runs,
+        "every client and dump tool run got the password from an options file: {argv}"
     );
     assert!(!argv.contains(SECRET));
 
@@ -185,6 +187,12 @@ fn backup_as_read_only_user_restore_identical_incremental_and_leaks_nothing() {
             .iter()
             .any(|t| t["name"] == "big" && t["rows"].as_u64().is_some()),
         "{info}"
+    );
+    assert!(
+        tables
+            .iter()
+            .any(|t| t["name"] == "blobs" && t["rows"] == 4 && t["exact"] == true),
+        "small tables are counted exactly: {info}"
     );
 
     // Non-empty target: refused without --force, loaded over with it.
@@ -290,4 +298,57 @@ fn failing_dumps_give_clear_errors_and_no_snapshot() {
         assert!(!err.contains(SECRET));
         no_snapshots(&v, name);
     }
+}
+
+#[test]
+fn doctor_checks_the_backup_account_is_read_only() {
+    if !db::reachable(MY) {
+        return;
+    }
+    let src = TempDb::create(MY, "mydoc");
+    src.sql("CREATE TABLE t (id INT PRIMARY KEY);");
+    let reader = TempRole::create(MY, SECRET, &read_only_grants(&src.name));
+    let writer = TempRole::create(
+        MY,
+        SECRET,
+        &format!(
+            "{} GRANT INSERT, DELETE ON `{db}`.* TO '{{role}}'@'%'; \
+             GRANT INSERT, DELETE ON `{db}`.* TO '{{role}}'@'localhost';",
+            read_only_grants(&src.name),
+            db = src.name
+        ),
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let pw_file = secrets.path().join("password");
+    std::fs::write(&pw_file, SECRET).unwrap();
+    let pw = format!("password_file = \"{}\"", pw_file.display());
+    let v = Vault::new(&format!(
+        "{}{}",
+        source("reader", &reader.name, &src.name, &pw),
+        source("writer", &writer.name, &src.name, &pw),
+    ));
+    let out = v.cmd().args(["doctor", "--json"]).output().unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == format!("source {name}: least privilege"))
+            .unwrap_or_else(|| panic!("no check for {name}: {checks}"))
+            .clone()
+    };
+    let r = find("reader");
+    assert_eq!(r["status"], "PASS", "{r}");
+    let w = find("writer");
+    assert_eq!(w["status"], "WARN", "{w}");
+    let detail = w["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "REVOKE INSERT, DELETE ON `{}`.* FROM '{}'@",
+            src.name, writer.name
+        )),
+        "{detail}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
 }

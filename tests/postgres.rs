@@ -228,7 +228,7 @@ fn failing_dumps_give_clear_errors_and_no_snapshot() {
     let hang = tools.path().join("hanging_pg_dump");
     std::fs::write(
         &hang,
-        "#!/bin/sh\n/usr/bin/pg_dump \"$@\" | head -c 100\nexec sleep 60\n",
+        "#!/bin/sh\n/usr/bin/pg_dump \"$@\" | head -c 100\nsleep 61.25\necho never\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -254,7 +254,7 @@ fn failing_dumps_give_clear_errors_and_no_snapshot() {
         ("nodb", "database does not exist"),
         ("notool", "not found"),
         ("norole", "does not exist"),
-        ("slow", "timeout (2s)"),
+        ("slow", "timed out after 2s"),
     ] {
         let started = std::time::Instant::now();
         let (code, err) = v.fails(&["backup", name]);
@@ -267,15 +267,17 @@ fn failing_dumps_give_clear_errors_and_no_snapshot() {
         assert!(started.elapsed().as_secs() < 30, "{name} took too long");
         no_snapshots(&v, name);
     }
-    // The killed dump's whole process group is gone (no orphaned sleep).
-    let leftovers = std::process::Command::new("pgrep")
-        .args(["-f", &hang.display().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        leftovers.stdout.is_empty(),
-        "the hanging dump tool survived"
-    );
+    // The killed dump tool and what it started are gone (no orphaned sleep).
+    for pattern in [hang.display().to_string(), "sleep 61.25".to_string()] {
+        let leftovers = std::process::Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        assert!(
+            leftovers.stdout.is_empty(),
+            "{pattern} survived the timeout"
+        );
+    }
 }
 
 #[test]
@@ -339,4 +341,91 @@ fn restore_into_refuses_the_source_database_and_passwords_in_urls() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("postgres dump"));
+}
+
+#[test]
+fn doctor_checks_the_backup_role_is_read_only() {
+    if !db::reachable(PG) {
+        return;
+    }
+    // Roles first: guards drop in reverse order, and a role cannot be
+    // dropped while the database still holds grants to it.
+    let reader = db::TempRole::create(PG, SECRET, "GRANT pg_read_all_data TO {role};");
+    let writer = db::TempRole::create(PG, SECRET, "GRANT pg_read_all_data TO {role};");
+    let src = TempDb::create(PG, "pgdoc");
+    src.sql("create table t (id int); create table u (id int);");
+    src.sql(&format!(
+        "GRANT INSERT ON t TO {w}; GRANT CREATE ON DATABASE {} TO {w};",
+        src.name,
+        w = writer.name
+    ));
+    let v = Vault::new(&format!(
+        "{}{}{}",
+        source("reader", &src.name, "password_env = \"LBT_PG_PASSWORD\"").replace(
+            "user = \"postgres\"",
+            &format!("user = \"{}\"", reader.name)
+        ),
+        source("writer", &src.name, "password_env = \"LBT_PG_PASSWORD\"").replace(
+            "user = \"postgres\"",
+            &format!("user = \"{}\"", writer.name)
+        ),
+        source("super", &src.name, ""),
+    ));
+    let out = v
+        .cmd()
+        .args(["doctor", "--json"])
+        .env("LBT_PG_PASSWORD", SECRET)
+        .output()
+        .unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == format!("source {name}: least privilege"))
+            .unwrap_or_else(|| panic!("no check for {name}: {checks}"))
+            .clone()
+    };
+    let r = find("reader");
+    assert_eq!(r["status"], "PASS", "{r}");
+    let w = find("writer");
+    assert_eq!(w["status"], "WARN", "{w}");
+    let detail = w["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA \"public\" FROM \"{}\";",
+            writer.name
+        )),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!(
+            "REVOKE CREATE ON DATABASE \"{}\" FROM \"{}\";",
+            src.name, writer.name
+        )),
+        "{detail}"
+    );
+    let s = find("super");
+    assert_eq!(s["status"], "WARN");
+    assert!(s["detail"].as_str().unwrap().contains("superuser"), "{s}");
+    assert!(
+        s["detail"]
+            .as_str()
+            .unwrap()
+            .contains("GRANT pg_read_all_data"),
+        "{s}"
+    );
+    // A role that can only read backs up fine.
+    let out = v
+        .cmd()
+        .args(["backup", "reader"])
+        .env("LBT_PG_PASSWORD", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -785,6 +785,14 @@ mod tests {
                 .iter()
                 .any(|s| matches!(s.kind(), SourceKind::Sqlite { .. }))
         );
+        for flavor in [DbFlavor::Postgres, DbFlavor::Mariadb] {
+            assert!(
+                c.sources
+                    .iter()
+                    .any(|s| matches!(s.kind(), SourceKind::Database(d) if d.flavor == flavor)),
+                "{flavor:?}"
+            );
+        }
     }
 
     /// Each malformed config names the key at fault.

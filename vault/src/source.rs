@@ -43,8 +43,8 @@ pub enum SourceError {
     #[error("source {source_name}: {reason}")]
     Io { source_name: String, reason: String },
     #[error(
-        "source {source_name}: the dump did not finish within the source's timeout ({after}); \
-         it was stopped"
+        "source {source_name}: timed out after {after} (the source's `timeout`); the dump \
+         tool was stopped"
     )]
     TimedOut { source_name: String, after: String },
     /// A database dump or metadata query failed; `reason` says what to fix,
@@ -125,7 +125,7 @@ impl DumpStream {
                 && let Some(c) = child.lock().unwrap().as_mut()
                 && matches!(c.try_wait(), Ok(None))
             {
-                kill_group(c);
+                kill_tree(c);
             }
         });
         self.watchdog = Some(tx);
@@ -177,12 +177,26 @@ impl Read for DeadlineReader {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "the source's timeout ({}) expired; the dump was stopped",
+                    "timed out after {} (the source's `timeout`); the dump tool was stopped",
                     self.after
                 ),
             ));
         }
         n
+    }
+}
+
+/// Runs one query as a database source's account (for `lockbox doctor`),
+/// with the same connection settings and password handling as the dump.
+pub fn query_as_source(
+    source_name: &str,
+    db: &crate::config::DatabaseSource,
+    tmp_dir: &Path,
+    sql: &str,
+) -> Result<String, SourceError> {
+    match db.flavor {
+        crate::config::DbFlavor::Postgres => postgres::query(source_name, db, tmp_dir, sql),
+        _ => mariadb::query(source_name, db, tmp_dir, sql),
     }
 }
 
@@ -225,23 +239,55 @@ struct ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.lock().unwrap().take() {
-            kill_group(&mut c);
+            kill_tree(&mut c);
             let _ = c.wait();
         }
     }
 }
 
-/// Kills the child and everything it started (its own process group), so
-/// that no grandchild keeps the dump pipe open. Only called on an unreaped
-/// child, whose pid (= group id) cannot have been reused.
-fn kill_group(c: &mut Child) {
-    if let Ok(pid) = i32::try_from(c.id()) {
-        // SAFETY: kill(2) has no memory effects; a negative pid names the group.
+/// Kills the child and everything it started (a shell wrapper's `sleep`
+/// would otherwise hold the dump pipe open). The tool stays in Lockbox's own
+/// process group, so the daemon's group kill still reaches it; its
+/// descendants are found through /proc. Only called on an unreaped child,
+/// whose pid cannot have been reused.
+fn kill_tree(c: &mut Child) {
+    for pid in descendants(c.id()) {
+        // SAFETY: kill(2) has no memory effects.
         unsafe {
-            libc::kill(-pid, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
         }
     }
     let _ = c.kill();
+}
+
+/// Pids of all descendants of `root` (Linux /proc), deepest last.
+fn descendants(root: u32) -> Vec<i32> {
+    let mut parent_of: Vec<(i32, i32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may contain spaces and ')'.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root as i32];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// Waits for the child to exit. Polls, so that a timeout watchdog can take
@@ -270,9 +316,6 @@ pub fn spawn_command(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Its own process group, so a timeout or an abort can stop the tool's
-    // children too (a shell wrapper's `sleep` would hold the pipe open).
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|e| SourceError::Spawn {
         source_name: source_name.into(),
         program: program.clone(),

@@ -333,7 +333,8 @@ impl DbTarget {
             SourceKind::Sqlite { path } => Some(DbTarget::Sqlite(path.clone())),
             SourceKind::Database(db) => {
                 if let Some(url) = &db.url {
-                    return DbTarget::parse(url).ok();
+                    // Parameters (sslmode=…) do not change which database it is.
+                    return DbTarget::parse(url.split('?').next().unwrap_or(url)).ok();
                 }
                 let server = Server {
                     scheme: db.flavor.kind_name().into(),
