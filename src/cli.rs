@@ -68,7 +68,7 @@ VERDICT: treat the output as unverified unless lockbox exits 0.\n\n".to_string()
     /// hash chain, every object's presence, size and lock; with --read-data
     /// also the stored bytes (and, with --identity, the decrypted chunks).
     #[command(after_help = "Exit 3 if any problem was found (one line each: kind, snapshot, \
-object); the run is recorded in the catalog.\n\n".to_string() + EXIT_CODES)]
+object); a full --read-data run (no --sample) records a verdict per snapshot in the catalog.\n\n".to_string() + EXIT_CODES)]
     Verify(VerifyArgs),
     /// Restore a snapshot into a scratch database (or file) and prove it
     /// works: load, tables, row counts, user checks; writes an attestation.
