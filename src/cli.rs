@@ -64,6 +64,17 @@ pub enum Command {
 chunk by chunk; the whole-stream check completes only at the end, so the EXIT STATUS IS THE \
 VERDICT: treat the output as unverified unless lockbox exits 0.\n\n".to_string() + EXIT_CODES)]
     Restore(RestoreArgs),
+    /// Check the repository for damage without restoring: manifests, the
+    /// hash chain, every object's presence, size and lock; with --read-data
+    /// also the stored bytes (and, with --identity, the decrypted chunks).
+    #[command(after_help = "Exit 3 if any problem was found (one line each: kind, snapshot, \
+object); a full --read-data run (no --sample) records a verdict per snapshot in the catalog.\n\n".to_string() + EXIT_CODES)]
+    Verify(VerifyArgs),
+    /// Restore a snapshot into a scratch database (or file) and prove it
+    /// works: load, tables, row counts, user checks; writes an attestation.
+    #[command(after_help = "Exit 3 if a check failed or the snapshot failed verification (the \
+message names the check or object).\n\n".to_string() + EXIT_CODES)]
+    Drill(DrillArgs),
     /// Check this host and the storage: permissions, versioning and Object
     /// Lock, and that a locked canary cannot be deleted. Exit 1 on any FAIL.
     Doctor(DoctorArgs),
@@ -183,11 +194,80 @@ pub struct RestoreArgs {
     #[arg(long, short = 'i', env = "LOCKBOX_IDENTITY", value_name = "FILE")]
     pub identity: PathBuf,
     /// Output file, or - for stdout. A file appears only after verification.
-    #[arg(long, short = 'o', value_name = "FILE|-")]
-    pub output: PathBuf,
-    /// Replace an existing output file (only after verification succeeded).
+    #[arg(
+        long,
+        short = 'o',
+        value_name = "FILE|-",
+        required_unless_present = "into",
+        conflicts_with = "into"
+    )]
+    pub output: Option<PathBuf>,
+    /// Load into a database instead: postgresql://USER@HOST:PORT/DB,
+    /// mysql:// or mariadb:// (same form), or sqlite:///ABS/PATH.db. The
+    /// snapshot is verified completely before anything is loaded; a missing
+    /// database is created. Never put a password in the URL.
+    #[arg(long, value_name = "URL")]
+    pub into: Option<String>,
+    /// With --into: a file whose first line is the database password
+    /// (default: the LOCKBOX_RESTORE_PASSWORD environment variable, if set).
+    #[arg(long, value_name = "FILE", requires = "into")]
+    pub password_file: Option<PathBuf>,
+    /// With --into: allow loading into the database of a configured source,
+    /// which must be named here exactly (it is overwritten).
+    #[arg(long, value_name = "DBNAME", requires = "into")]
+    pub overwrite_source: Option<String>,
+    /// Replace an existing output file (only after verification succeeded);
+    /// with --into, load into a non-empty database.
     #[arg(long)]
     pub force: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only this snapshot (id or unique prefix); skips the chain check.
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Also download every object and check the BLAKE3 of its bytes.
+    #[arg(long)]
+    pub read_data: bool,
+    /// With --read-data: read only this percentage of the objects, chosen
+    /// reproducibly by --seed (printed), e.g. a slice a day.
+    #[arg(long, value_name = "PCT", requires = "read_data")]
+    pub sample: Option<f64>,
+    /// Seed of the --sample choice (default: random, printed).
+    #[arg(long, requires = "sample")]
+    pub seed: Option<u64>,
+    /// age identity: decrypt each chunk and check its keyed id (with
+    /// --read-data); on a host without an ID key, also unseals the ID key.
+    #[arg(long, short = 'i', env = "LOCKBOX_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DrillArgs {
+    /// Source name from the config.
+    pub source: String,
+    /// Snapshot id or unique prefix (default: the newest).
+    #[arg(long, value_name = "ID", default_value = "latest")]
+    pub snapshot: String,
+    /// Drill server URL, overriding `[source.drill] target`.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Keep the scratch database (or file) afterwards, for inspection.
+    #[arg(long)]
+    pub keep: bool,
+    /// age identity (default: `[source.drill] identity`).
+    #[arg(long, short = 'i', env = "LOCKBOX_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

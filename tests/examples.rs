@@ -68,11 +68,30 @@ fn writer_and_restorer_cannot_delete_or_reconfigure() {
             "writer lacks {needed}"
         );
     }
-    let restorer = actions(&policy("restorer-policy.json"));
+    // The restore host may write drill attestations, and nothing else.
+    let restorer = policy("restorer-policy.json");
+    let attestations = "arn:aws:s3:::BUCKET/PREFIX/attestations/*";
+    let mut may_attest = false;
+    let mut denies_other_puts = false;
+    for st in restorer["Statement"].as_array().unwrap() {
+        let acts = actions(&serde_json::json!({ "Statement": [st] }));
+        let puts = acts.iter().any(|(_, a)| a.starts_with("s3:Put"));
+        if st["Effect"] == "Allow" && puts {
+            assert_eq!(
+                st["Resource"], attestations,
+                "restorer may put elsewhere: {st}"
+            );
+            may_attest |= acts.iter().any(|(_, a)| a == "s3:PutObject");
+        }
+        if st["Effect"] == "Deny" && puts && st["NotResource"] == attestations {
+            denies_other_puts = acts.iter().any(|(_, a)| a == "s3:PutObject")
+                && acts.iter().any(|(_, a)| a == "s3:PutObjectRetention");
+        }
+    }
+    assert!(may_attest, "the restore host cannot write attestations");
     assert!(
-        !restorer
-            .iter()
-            .any(|(e, a)| e == "Allow" && a.starts_with("s3:Put"))
+        denies_other_puts,
+        "puts outside attestations/ are not explicitly denied"
     );
 }
 

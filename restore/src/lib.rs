@@ -11,6 +11,8 @@
 //! Architecture invariant: restore only ever holds a `ReadBackend`; it
 //! cannot write to or delete from the repository.
 
+pub mod drill;
+pub mod load;
 mod output;
 mod pipeline;
 pub mod verify;
@@ -141,6 +143,32 @@ pub fn restore_to_writer(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreReport, RestoreError> {
+    let o = open_snapshot(backend, identities, snap)?;
+    pipeline::run(
+        backend,
+        identities,
+        &o.id_key,
+        snap,
+        &o.manifest,
+        &o.sealed,
+        out,
+        opts,
+        progress,
+    )
+}
+
+/// A snapshot's manifest, checked and unsealed, ready to restore.
+pub(crate) struct OpenedSnapshot {
+    pub id_key: lockbox_vault::ids::IdKey,
+    pub manifest: lockbox_vault::manifest::Manifest,
+    pub sealed: lockbox_vault::manifest::SealedPart,
+}
+
+pub(crate) fn open_snapshot(
+    backend: &dyn ReadBackend,
+    identities: &Identities,
+    snap: &SnapshotRef,
+) -> Result<OpenedSnapshot, RestoreError> {
     let config = repository::load_config(backend)?;
     let id_key = config.unseal_id_key(identities)?;
     let manifest = repository::read_manifest(backend, &id_key, snap)?;
@@ -155,9 +183,11 @@ pub fn restore_to_writer(
         .into());
     }
     let sealed = manifest.unseal(identities, &snap.key)?;
-    pipeline::run(
-        backend, identities, &id_key, snap, &manifest, &sealed, out, opts, progress,
-    )
+    Ok(OpenedSnapshot {
+        id_key,
+        manifest,
+        sealed,
+    })
 }
 
 /// Restores `snap` into a file: written beside the target, verified, then

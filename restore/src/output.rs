@@ -43,7 +43,16 @@ impl FileTarget {
     }
 
     /// Publishes the verified file at the target path.
-    pub fn commit(mut self) -> Result<(), RestoreError> {
+    pub fn commit(self) -> Result<(), RestoreError> {
+        self.commit_checked(|_| Ok::<(), RestoreError>(()))
+    }
+
+    /// Like [`Self::commit`], but first runs `check` on the complete,
+    /// synced temporary file; if it fails, nothing is published.
+    pub fn commit_checked<E: From<RestoreError>>(
+        mut self,
+        check: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<(), E> {
         let err = |reason: String| RestoreError::Output {
             path: self.target.display().to_string(),
             reason,
@@ -55,6 +64,7 @@ impl FileTarget {
             .into_inner()
             .map_err(|e| err(e.error().to_string()))?;
         temp.as_file().sync_all().map_err(|e| err(e.to_string()))?;
+        check(temp.path())?;
         let persisted = if self.force {
             temp.persist(&self.target).map_err(|e| e.error)
         } else {

@@ -70,7 +70,9 @@ fn backup_one(
     let _lock = SourceLock::acquire(&config.state_dir, name)?;
     let stream = match stream {
         None => DumpStream::from_reader(name, "stdin", Box::new(std::io::stdin())),
-        Some(src) => source::open(src, &config.tmp_dir())?,
+        Some(src) => source::open(src, &config.tmp_dir())
+            .with_context(|| format!("backup of source {name} failed; no snapshot was written"))?
+            .with_timeout(src.timeout()),
     };
     tracing::info!(source = %name, "backup started");
     let bar = Bar::backup();

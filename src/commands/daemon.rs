@@ -27,6 +27,8 @@ use time::format_description::well_known::Rfc3339;
 use super::{BackupHost, EXIT_TEMPFAIL};
 use crate::cli::LogFormat;
 
+mod drills;
+
 /// How often the loop wakes to reap runs, start due ones and read signals.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -64,6 +66,8 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     let exe = std::env::current_exe().context("locating the lockbox binary")?;
     let status_server = super::web::StatusServer::start(&config);
     let mut slots = build_slots(&config, OffsetDateTime::now_utc())?;
+    let mut drills = drills::Drills::default();
+    drills.configure(&config, OffsetDateTime::now_utc());
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut pending: VecDeque<String> = VecDeque::new();
 
@@ -94,6 +98,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
                         slots = new_slots;
                         running_config = pinned;
                         pending.retain(|s| slots.contains_key(s));
+                        drills.configure(&config, OffsetDateTime::now_utc());
                         tracing::info!(sources = slots.len(), "configuration reloaded");
                     }
                     Err(e) => {
@@ -106,6 +111,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
             }
         }
         reap(&mut running, &host, false);
+        drills.tick(&exe, &running_config, log_format);
         let now = OffsetDateTime::now_utc();
         for (name, slot) in slots.iter_mut() {
             if now < slot.next {
@@ -147,11 +153,13 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
         "shutting down: no new runs"
     );
     let deadline = Instant::now() + grace;
+    drills.interrupt();
     while !running.is_empty() && Instant::now() < deadline {
         reap(&mut running, &host, false);
         std::thread::sleep(Duration::from_millis(20));
     }
     reap(&mut running, &host, true);
+    drills.finish(deadline);
     tracing::info!("daemon stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -195,7 +203,7 @@ fn build_slots(config: &Config, now: OffsetDateTime) -> Result<HashMap<String, S
             },
         );
     }
-    if slots.is_empty() {
+    if slots.is_empty() && !drills::any_scheduled(config) {
         anyhow::bail!(
             "no source in {} has a `schedule`; add e.g. schedule = \"30 2 * * *\"",
             config.path.display()

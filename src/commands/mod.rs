@@ -4,6 +4,7 @@ mod backup;
 mod catalog;
 mod daemon;
 mod doctor;
+mod drill;
 mod init;
 mod keygen;
 mod metrics;
@@ -12,6 +13,7 @@ mod restore;
 mod snapshots;
 mod status;
 mod web;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,6 +61,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup(a) => backup::run(&load_config(config_path)?, a),
         Command::Snapshots(a) => snapshots::run(&load_config(config_path)?, a),
         Command::Restore(a) => restore::run(&load_config(config_path)?, a),
+        Command::Verify(a) => verify::run(&load_config(config_path)?, a),
+        Command::Drill(a) => drill::run(&load_config(config_path)?, a),
         Command::Doctor(a) => doctor::run(&load_config(config_path)?, a),
         Command::Catalog {
             command: CatalogCommand::Rebuild,
@@ -85,6 +89,19 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return EXIT_USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<lockbox_restore::load::LoadError>() {
+            if e.is_usage() {
+                return EXIT_USAGE;
+            }
+            if let Some(r) = e.restore_error() {
+                if r.is_wrong_identity() {
+                    return EXIT_IDENTITY;
+                }
+                if r.is_integrity_failure() {
+                    return EXIT_INTEGRITY;
+                }
+            }
         }
         if let Some(e) = cause.downcast_ref::<lockbox_restore::RestoreError>() {
             if e.is_wrong_identity() {

@@ -1,7 +1,9 @@
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use lockbox_restore::load::{self, DbTarget, LoadOptions, LoadReport, Password};
 use lockbox_restore::{RestoreOptions, RestoreReport};
 use lockbox_vault::config::Config;
 use lockbox_vault::keys::Identities;
@@ -11,12 +13,23 @@ use super::{human_bytes, open_read, print_json};
 use crate::cli::RestoreArgs;
 use crate::progress::Bar;
 
+/// Where `restore --into` reads the database password if no
+/// `--password-file` is given.
+const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
+
 pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
+    if let Some(url) = &args.into {
+        return run_into(config, &args, url);
+    }
+    let output = args
+        .output
+        .as_deref()
+        .expect("clap requires --output or --into");
     let backend = open_read(config)?;
     let identities = Identities::from_file(&args.identity)?;
     let snap = repository::find_snapshot(backend.as_ref(), &args.source, &args.snapshot)?;
     let opts = RestoreOptions::default();
-    let to_stdout = args.output.as_os_str() == "-";
+    let to_stdout = output.as_os_str() == "-";
     let context = || format!("restore of snapshot {} ({})", snap.id.short(), args.source);
     let bar = Bar::restore();
     let result = if to_stdout {
@@ -37,7 +50,7 @@ pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
             backend.as_ref(),
             &identities,
             &snap,
-            &args.output,
+            output,
             args.force,
             &opts,
             &bar,
@@ -50,12 +63,58 @@ pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
     if args.json {
         print_json(&report)?;
     } else {
-        report_human(&report, &args);
+        report_human(&report, output);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn report_human(r: &RestoreReport, args: &RestoreArgs) {
+/// `restore --into URL`: verified restore, then load into a database.
+fn run_into(config: &Config, args: &RestoreArgs, url: &str) -> Result<ExitCode> {
+    let target = DbTarget::parse(url)?;
+    load::guard_sources(&config.sources, &target, args.overwrite_source.as_deref())?;
+    let password = match &args.password_file {
+        Some(f) => Some(Password::from_file(f)?),
+        None => std::env::var(PASSWORD_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(Password::new),
+    };
+    let backend = open_read(config)?;
+    let identities = Identities::from_file(&args.identity)?;
+    let snap = repository::find_snapshot(backend.as_ref(), &args.source, &args.snapshot)?;
+    let opts = LoadOptions {
+        force: args.force,
+        restore: RestoreOptions::default(),
+    };
+    let bar = Bar::restore();
+    let result = load::restore_into(
+        backend.as_ref(),
+        &identities,
+        &snap,
+        &target,
+        password.as_ref(),
+        &config.tmp_dir(),
+        &opts,
+        &bar,
+    );
+    bar.finish();
+    let report = result.with_context(|| {
+        format!(
+            "restore of snapshot {} ({}) into {target}",
+            snap.id.short(),
+            args.source
+        )
+    })?;
+    super::record_tampering(config, backend.as_ref(), &report.tampering);
+    if args.json {
+        print_json(&report)?;
+    } else {
+        report_loaded(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_human(r: &RestoreReport, output: &Path) {
     let rate = r.bytes as f64 / r.seconds.max(1e-9) / (1024.0 * 1024.0);
     super::note!(
         "restored and verified snapshot {} of {}: {} in {} chunks, {:.1}s ({rate:.0} MiB/s){}",
@@ -64,10 +123,24 @@ fn report_human(r: &RestoreReport, args: &RestoreArgs) {
         human_bytes(r.bytes),
         r.chunks,
         r.seconds,
-        if args.output.as_os_str() == "-" {
+        if output.as_os_str() == "-" {
             String::new()
         } else {
-            format!(" -> {}", args.output.display())
+            format!(" -> {}", output.display())
         }
+    );
+}
+
+fn report_loaded(r: &LoadReport) {
+    super::note!(
+        "restored and verified snapshot {} of {} ({} in {} chunks, {:.1}s), then loaded into {}{} in {:.1}s",
+        &r.snapshot[..8],
+        r.source,
+        human_bytes(r.bytes),
+        r.chunks,
+        r.restore_seconds,
+        r.target,
+        if r.created { " (created)" } else { "" },
+        r.load_seconds
     );
 }

@@ -139,6 +139,8 @@ impl RunOutcome {
 pub struct SyncReport {
     pub added: usize,
     pub removed: usize,
+    /// Attestations read into `verifications` that it did not hold yet.
+    pub attestations: usize,
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -533,7 +535,8 @@ impl Catalog {
 
     /// Brings the snapshot rows in line with the repository: fetches (and
     /// name-checks) manifests it does not know, drops rows whose manifest is
-    /// gone. One LIST plus one GET per new snapshot.
+    /// gone. One LIST plus one GET per new snapshot; the same for
+    /// attestations, which become `verifications` rows.
     pub fn sync(
         &mut self,
         backend: &dyn ReadBackend,
@@ -557,6 +560,7 @@ impl Catalog {
             self.record_snapshot(&snap.id, &snap.key, &m)?;
             report.added += 1;
         }
+        report.attestations = self.sync_attestations(backend, id_key)?;
         Ok(report)
     }
 

@@ -10,6 +10,11 @@ use crate::format::valid_source_name;
 use crate::keys::Recipients;
 use crate::storage::{BackendOptions, LockMode, S3Settings};
 
+mod drill;
+pub use drill::{
+    DEFAULT_ROW_TOLERANCE_PCT, DrillCheck, DrillConfig, ROW_TOLERANCE_FLOOR, expect_text,
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
@@ -173,6 +178,9 @@ pub struct SourceConfig {
     /// than this (default `[health] max_verified_age`).
     #[serde(default)]
     pub max_verified_age: Option<String>,
+    /// `[source.drill]`: restore drills of this source.
+    #[serde(default)]
+    pub drill: Option<DrillConfig>,
     /// Parsed form of the kind-specific keys, filled in by validation.
     #[serde(skip)]
     parsed: Option<SourceKind>,
@@ -778,6 +786,10 @@ impl Config {
             s.parsed = Some(kind);
             s.check_scheduling(i, daemon.timezone)
                 .map_err(|(key, message)| invalid(&key, message))?;
+            if let Some(d) = &s.drill {
+                d.validate(i, &s.kind, daemon.timezone)
+                    .map_err(|(key, message)| invalid(&key, message))?;
+            }
         }
         Ok(())
     }
@@ -874,6 +886,14 @@ mod tests {
                 .iter()
                 .any(|s| matches!(s.kind(), SourceKind::Sqlite { .. }))
         );
+        for flavor in [DbFlavor::Postgres, DbFlavor::Mariadb] {
+            assert!(
+                c.sources
+                    .iter()
+                    .any(|s| matches!(s.kind(), SourceKind::Database(d) if d.flavor == flavor)),
+                "{flavor:?}"
+            );
+        }
     }
 
     /// Each malformed config names the key at fault.

@@ -15,6 +15,8 @@ use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
 use crate::config::Config;
+
+mod sources;
 use crate::repository::{self, RepoError};
 use crate::storage::s3::{self, LockMode, S3Backend};
 use crate::storage::{self, StorageError};
@@ -82,6 +84,7 @@ pub fn run(config: &Config, as_profile: Option<&str>) -> Vec<Check> {
             ));
         }
     }
+    sources::checks(config, &mut out);
     identity_checks(config, &mut out);
     out
 }

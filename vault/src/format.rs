@@ -14,6 +14,8 @@ pub const REPOSITORY_VERSION: u32 = 1;
 /// do not know: a newer manifest may reference objects (e.g. delta chunks)
 /// that an older reader would decode wrongly.
 pub const MANIFEST_VERSION: u32 = 1;
+/// Version of the attestation document (a drill's or verification's record).
+pub const ATTESTATION_VERSION: u32 = 1;
 
 /// FastCDC (2020 variant, normalization level 1) parameters.
 ///
@@ -42,11 +44,13 @@ pub const ID_KEY_FILE_TAG: &str = "lockbox-id-key-v1";
 /// Document type tags written into JSON objects so a reader can tell them apart.
 pub const CONFIG_TAG: &str = "lockbox-repository";
 pub const MANIFEST_TAG: &str = "lockbox-snapshot";
+pub const ATTESTATION_TAG: &str = "lockbox-attestation";
 
 /// Upper bounds a reader enforces on objects fetched from storage, so hostile
 /// bytes cannot make it allocate without limit.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
+pub const MAX_ATTESTATION_BYTES: u64 = 1024 * 1024;
 /// A stored chunk can only be larger than its plaintext by zstd's worst-case
 /// expansion plus age's header and per-64 KiB tags.
 pub const MAX_OBJECT_BYTES: u64 = (CHUNK_MAX_SIZE as u64) * 2 + 64 * 1024;
@@ -54,6 +58,7 @@ pub const MAX_OBJECT_BYTES: u64 = (CHUNK_MAX_SIZE as u64) * 2 + 64 * 1024;
 pub const CONFIG_KEY: &str = "config";
 pub const CHUNKS_PREFIX: &str = "chunks/";
 pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
+pub const ATTESTATIONS_PREFIX: &str = "attestations/";
 
 /// `chunks/<first two hex digits>/<64 hex digits>`: the fan-out keeps local
 /// directories small and spreads S3 request load over key prefixes.
@@ -97,6 +102,23 @@ pub fn parse_snapshot_key(key: &str) -> Option<(String, ObjectId)> {
         return None;
     }
     Some((source.to_string(), ObjectId::from_hex(hex).ok()?))
+}
+
+/// `attestations/<source>/<UTC start time of the drill or verification>-<attestation id>`,
+/// the same shape as a snapshot key, so listing order is time order per source.
+pub fn attestation_key(source: &str, started_at: OffsetDateTime, id: &ObjectId) -> String {
+    format!(
+        "{ATTESTATIONS_PREFIX}{source}/{}-{}",
+        compact_time(started_at),
+        id.to_hex()
+    )
+}
+
+/// Splits an attestation key into (source, attestation id); `None` for
+/// anything else under the prefix.
+pub fn parse_attestation_key(key: &str) -> Option<(String, ObjectId)> {
+    let rest = key.strip_prefix(ATTESTATIONS_PREFIX)?;
+    parse_snapshot_key(&format!("{SNAPSHOTS_PREFIX}{rest}"))
 }
 
 pub fn compact_time(t: OffsetDateTime) -> String {

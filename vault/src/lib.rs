@@ -9,6 +9,7 @@
 //! * [`storage`] — backend traits and the local write-once backend.
 //! * [`repository`] — the config object; listing and reading snapshots.
 //! * [`manifest`] — snapshot manifests (public part + sealed part).
+//! * [`attestation`] — drill and verification records stored in the repository.
 //! * [`catalog`] — the local SQLite cache of the repository.
 //! * [`config`] — the TOML configuration.
 //! * [`health`] — per-source status and the OK/WARN/CRIT verdict (`status`, `check`, metrics).
@@ -32,14 +33,19 @@
 //! | backup, this host               | no¹ (exit 75) | yes | yes | yes | yes |
 //! | backup, another host            | yes² | yes | yes | yes | yes |
 //! | restore                         | yes | yes | yes | yes | yes |
+//! | verify, drill                   | yes³ | yes | yes | yes | yes |
 //!
 //! ¹ The per-source run lock ([`lock`]) in the state directory.
+//! ³ Read-only but for a drill's attestation put (a new key). A verify that
+//! lists while a backup runs sees the snapshot complete or not at all (the
+//! manifest is written last); a drill's scratch database is its own.
 //! ² Safe for the repository (content addressing, no shared mutable object,
 //! retention only extended); both snapshots name the same `previous`, a fork
 //! in the per-source chain. Prune (not built yet) is the one operation that
 //! will need care: it must never delete a chunk a concurrent backup may
 //! reference.
 
+pub mod attestation;
 pub mod backup;
 pub mod catalog;
 pub mod chunker;

@@ -42,6 +42,11 @@ pub enum SourceError {
     },
     #[error("source {source_name}: {reason}")]
     Io { source_name: String, reason: String },
+    #[error(
+        "source {source_name}: timed out after {after} (the source's `timeout`); the dump \
+         tool was stopped"
+    )]
+    TimedOut { source_name: String, after: String },
     /// A database dump or metadata query failed; `reason` says what to fix,
     /// `stderr` has the password removed.
     #[error("source {source_name}: {what}: {reason}{}", stderr_suffix(.stderr))]
@@ -63,6 +68,10 @@ fn stderr_suffix(stderr: &str) -> String {
 
 type Finisher = Box<dyn FnOnce() -> Result<serde_json::Value, SourceError> + Send>;
 
+/// The dump tool's process, shared between the finisher (which reaps it)
+/// and a timeout watchdog (which may kill it first).
+type SharedChild = Arc<Mutex<Option<Child>>>;
+
 /// A dump in progress: read it to the end, then call [`DumpStream::finish`]
 /// to learn whether it is complete. Dropping it unfinished aborts the source
 /// (a child process is killed).
@@ -71,6 +80,9 @@ pub struct DumpStream {
     pub kind: &'static str,
     reader: Option<Box<dyn Read + Send>>,
     finisher: Option<Finisher>,
+    child: Option<SharedChild>,
+    /// Dropped to stop the timeout watchdog.
+    watchdog: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl DumpStream {
@@ -84,7 +96,55 @@ impl DumpStream {
             kind,
             reader: Some(reader),
             finisher: Some(Box::new(|| Ok(serde_json::Value::Null))),
+            child: None,
+            watchdog: None,
         }
+    }
+
+    /// Stops the source if it has not finished within `timeout`: the dump
+    /// tool is killed, reading fails, and [`DumpStream::finish`] reports
+    /// [`SourceError::TimedOut`], so no snapshot is written.
+    pub fn with_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        let Some(timeout) = timeout else {
+            return self;
+        };
+        let expired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let after = humantime::format_duration(timeout).to_string();
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let child = self.child.clone();
+        let flag = Arc::clone(&expired);
+        let name = self.source_name.clone();
+        let shown = after.clone();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(timeout) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                return; // finished or dropped in time
+            }
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::error!(source = %name, timeout = %shown, "source timed out; stopping the dump");
+            if let Some(child) = child
+                && let Some(c) = child.lock().unwrap().as_mut()
+                && matches!(c.try_wait(), Ok(None))
+            {
+                kill_tree(c);
+            }
+        });
+        self.watchdog = Some(tx);
+        let inner = self.reader.take().expect("reader not taken yet");
+        self.reader = Some(Box::new(DeadlineReader {
+            inner,
+            expired: Arc::clone(&expired),
+            after: after.clone(),
+        }));
+        let finisher = self.finisher.take().expect("not finished");
+        let source_name = self.source_name.clone();
+        self.finisher = Some(Box::new(move || {
+            let result = finisher();
+            if expired.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(SourceError::TimedOut { source_name, after });
+            }
+            result
+        }));
+        self
     }
 
     /// Takes the reader (once) so it can move to the chunking thread.
@@ -96,7 +156,47 @@ impl DumpStream {
     /// with kind-specific facts for the manifest.
     pub fn finish(mut self) -> Result<serde_json::Value, SourceError> {
         drop(self.reader.take());
-        (self.finisher.take().expect("finished once"))()
+        let result = (self.finisher.take().expect("finished once"))();
+        drop(self.watchdog.take());
+        result
+    }
+}
+
+/// Fails reads once the source's timeout has expired (the dump tool's
+/// stdout then ends early, which must not look like a complete dump).
+struct DeadlineReader {
+    inner: Box<dyn Read + Send>,
+    expired: Arc<std::sync::atomic::AtomicBool>,
+    after: String,
+}
+
+impl Read for DeadlineReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf);
+        if self.expired.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "timed out after {} (the source's `timeout`); the dump tool was stopped",
+                    self.after
+                ),
+            ));
+        }
+        n
+    }
+}
+
+/// Runs one query as a database source's account (for `lockbox doctor`),
+/// with the same connection settings and password handling as the dump.
+pub fn query_as_source(
+    source_name: &str,
+    db: &crate::config::DatabaseSource,
+    tmp_dir: &Path,
+    sql: &str,
+) -> Result<String, SourceError> {
+    match db.flavor {
+        crate::config::DbFlavor::Postgres => postgres::query(source_name, db, tmp_dir, sql),
+        _ => mariadb::query(source_name, db, tmp_dir, sql),
     }
 }
 
@@ -131,16 +231,78 @@ pub fn open(config: &SourceConfig, tmp_dir: &Path) -> Result<DumpStream, SourceE
     }
 }
 
+/// Kills and reaps the child if the stream is dropped unfinished.
 struct ChildGuard {
-    child: Option<Child>,
+    child: SharedChild,
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            kill_tree(&mut c);
             let _ = c.wait();
         }
+    }
+}
+
+/// Kills the child and everything it started (a shell wrapper's `sleep`
+/// would otherwise hold the dump pipe open). The tool stays in Lockbox's own
+/// process group, so the daemon's group kill still reaches it; its
+/// descendants are found through /proc. Only called on an unreaped child,
+/// whose pid cannot have been reused.
+fn kill_tree(c: &mut Child) {
+    for pid in descendants(c.id()) {
+        // SAFETY: kill(2) has no memory effects.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let _ = c.kill();
+}
+
+/// Pids of all descendants of `root` (Linux /proc), deepest last.
+fn descendants(root: u32) -> Vec<i32> {
+    let mut parent_of: Vec<(i32, i32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may contain spaces and ')'.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root as i32];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Waits for the child to exit. Polls, so that a timeout watchdog can take
+/// the lock and kill it meanwhile (and never kills a reaped pid).
+fn wait_shared(child: &SharedChild) -> io::Result<std::process::ExitStatus> {
+    loop {
+        {
+            let mut slot = child.lock().unwrap();
+            let c = slot.as_mut().expect("child present until reaped");
+            if let Some(status) = c.try_wait()? {
+                slot.take();
+                return Ok(status);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -180,12 +342,14 @@ pub fn spawn_command(
             t.drain(..excess);
         }
     });
-    let mut guard = ChildGuard { child: Some(child) };
+    let shared: SharedChild = Arc::new(Mutex::new(Some(child)));
+    let guard = ChildGuard {
+        child: Arc::clone(&shared),
+    };
     let name = source_name.to_string();
     let prog = program.clone();
     let finisher: Finisher = Box::new(move || {
-        let mut child = guard.child.take().expect("child present");
-        let status = child.wait().map_err(|e| SourceError::Io {
+        let status = wait_shared(&guard.child).map_err(|e| SourceError::Io {
             source_name: name.clone(),
             reason: format!("waiting for {prog:?}: {e}"),
         })?;
@@ -206,6 +370,8 @@ pub fn spawn_command(
         kind,
         reader: Some(Box::new(stdout)),
         finisher: Some(finisher),
+        child: Some(shared),
+        watchdog: None,
     })
 }
 
@@ -262,6 +428,8 @@ fn sqlite_snapshot(
         source_name: source_name.into(),
         kind: "sqlite",
         reader: Some(Box::new(file)),
+        child: None,
+        watchdog: None,
         finisher: Some(Box::new(move || {
             drop(tmp); // removes the temporary copy
             tracing::debug!(path = %tmp_path.display(), "removed temporary SQLite copy");

@@ -9,7 +9,11 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Catalog, CatalogError};
+use super::{Catalog, CatalogError, rfc3339};
+use crate::attestation::{self, Attestation, AttestationError};
+use crate::ids::IdKey;
+use crate::repository::RepoError;
+use crate::storage::ReadBackend;
 
 /// How a snapshot was verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -146,6 +150,64 @@ impl Catalog {
             )
             .optional()
             .map_err(|e| self.err(e))
+    }
+}
+
+impl VerificationRow {
+    /// The row an attestation stands for.
+    pub fn from_attestation(a: &Attestation, key: &str) -> Self {
+        Self {
+            source: a.source.clone(),
+            snapshot: a.snapshot.to_hex(),
+            snapshot_started_at: rfc3339(a.snapshot_started_at),
+            kind: VerificationKind::parse(&a.kind),
+            passed: a.passed,
+            started_at: rfc3339(a.started_at),
+            finished_at: rfc3339(a.finished_at),
+            restore_seconds: a.restore_seconds,
+            detail: Some(a.summary.clone()),
+            attestation_key: Some(key.to_string()),
+        }
+    }
+}
+
+impl Catalog {
+    /// Reads attestations the catalog does not hold yet into
+    /// `verifications` (one LIST, one GET per new attestation). One whose
+    /// name does not match its contents, or of a newer version, is logged
+    /// and skipped. Returns how many rows were added.
+    pub(super) fn sync_attestations(
+        &mut self,
+        backend: &dyn ReadBackend,
+        id_key: &IdKey,
+    ) -> Result<usize, CatalogError> {
+        let storage = |e: AttestationError| match e {
+            AttestationError::Storage(s) => CatalogError::Repo(RepoError::Storage(s)),
+            other => CatalogError::Repo(RepoError::BadConfig(other.to_string())),
+        };
+        let known: std::collections::HashSet<String> = self
+            .verifications(None)?
+            .into_iter()
+            .filter_map(|v| v.attestation_key)
+            .collect();
+        let mut added = 0;
+        for r in attestation::list(backend, None)
+            .map_err(storage)?
+            .into_iter()
+            .filter(|r| !known.contains(&r.key))
+        {
+            match attestation::read(backend, id_key, &r) {
+                Ok(a) => {
+                    self.record_verification(&VerificationRow::from_attestation(&a, &r.key))?;
+                    added += 1;
+                }
+                Err(AttestationError::Storage(e)) => {
+                    return Err(CatalogError::Repo(RepoError::Storage(e)));
+                }
+                Err(e) => tracing::warn!(key = %r.key, "skipping attestation: {e}"),
+            }
+        }
+        Ok(added)
     }
 }
 

@@ -160,6 +160,38 @@ pub(super) fn client_beside(dump_tool: &str, client: &str) -> String {
     client.to_string()
 }
 
+/// Runs a client query whose failure is an error (doctor checks): stdout,
+/// or a classified, password-free error.
+pub(super) fn run_checked(
+    source_name: &str,
+    mut cmd: Command,
+    password: Option<&Secret>,
+) -> Result<String, SourceError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(std::process::Stdio::null());
+    let out = cmd.output().map_err(|e| SourceError::Database {
+        source_name: source_name.into(),
+        what: format!("cannot start {program:?}"),
+        reason: e.to_string(),
+        stderr: String::new(),
+    })?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let stderr = tail_str(
+        &scrub(&String::from_utf8_lossy(&out.stderr), password),
+        4096,
+    );
+    Err(SourceError::Database {
+        source_name: source_name.into(),
+        what: format!("{program} failed ({})", super::describe_status(out.status)),
+        reason: classify_failure(&stderr)
+            .unwrap_or("see the client's stderr below")
+            .into(),
+        stderr,
+    })
+}
+
 /// Runs a client for a metadata query. `Ok(stdout)`, or `Err(Some(error))`
 /// for a failure that would also sink the dump (authentication, missing
 /// database, cannot connect), or `Err(None)` after logging a warning for
@@ -329,6 +361,8 @@ pub(super) fn spawn_dump(
         kind,
         reader: Some(reader),
         finisher: Some(finisher),
+        child: stream.child.take(),
+        watchdog: None,
     })
 }
 

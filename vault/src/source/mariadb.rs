@@ -80,6 +80,42 @@ fn parse_metadata(out: &str) -> serde_json::Map<String, serde_json::Value> {
     m
 }
 
+/// Tables estimated below this many rows (at most [`EXACT_COUNT_TABLES`]
+/// of them) are counted exactly.
+pub const EXACT_COUNT_BELOW: i64 = 100_000;
+const EXACT_COUNT_TABLES: usize = 500;
+
+fn exact_counts_sql(meta: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let tables = meta.get("tables")?.as_array()?;
+    let parts: Vec<String> = tables
+        .iter()
+        .filter(|t| t["rows"].as_i64().is_some_and(|n| n < EXACT_COUNT_BELOW))
+        .filter_map(|t| t["name"].as_str())
+        .take(EXACT_COUNT_TABLES)
+        .map(|name| {
+            let lit = name.replace('\\', "\\\\").replace('\'', "''");
+            let ident = name.replace('`', "``");
+            format!("SELECT 'c', '{lit}', COUNT(*) FROM `{ident}`")
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; ") + ";")
+}
+
+fn apply_exact_counts(meta: &mut serde_json::Map<String, serde_json::Value>, out: &str) {
+    let Some(tables) = meta.get_mut("tables").and_then(|t| t.as_array_mut()) else {
+        return;
+    };
+    for line in out.lines() {
+        if let ["c", name, count] = line.split('\t').collect::<Vec<_>>().as_slice()
+            && let Ok(n) = count.parse::<u64>()
+            && let Some(t) = tables.iter_mut().find(|t| t["name"] == *name)
+        {
+            t["rows"] = n.into();
+            t["exact"] = true.into();
+        }
+    }
+}
+
 pub(super) fn open(
     source_name: &str,
     db: &DatabaseSource,
@@ -126,11 +162,25 @@ pub(super) fn open(
     scrub_env(&mut q);
     match db::run_query(source_name, q, password.as_ref()) {
         Ok(out) => {
-            info.as_object_mut()
-                .expect("object")
-                .extend(parse_metadata(&out));
-            info["metadata"] =
-                "collected by the client just before the dump; row counts are estimates".into();
+            let mut meta = parse_metadata(&out);
+            // Exact counts where cheap: one batch of COUNT(*) for the small tables.
+            if let Some(sql) = exact_counts_sql(&meta) {
+                let mut c = Command::new(&client);
+                c.args(&first)
+                    .args(["--batch", "--skip-column-names", "--connect-timeout=30"])
+                    .args(&conn)
+                    .args(["-e", &sql, "--", &database]);
+                scrub_env(&mut c);
+                match db::run_query(source_name, c, password.as_ref()) {
+                    Ok(out) => apply_exact_counts(&mut meta, &out),
+                    Err(Some(e)) => return Err(e),
+                    Err(None) => {}
+                }
+            }
+            info.as_object_mut().expect("object").extend(meta);
+            info["metadata"] = "collected by the client just before the dump; row counts \
+                 exact where marked, else InnoDB's estimates"
+                .into();
         }
         Err(Some(e)) => return Err(e),
         Err(None) => info["metadata"] = "unavailable".into(),
@@ -162,6 +212,38 @@ pub(super) fn open(
     )
 }
 
+/// Runs `sql` with the client as the source's account; batch output
+/// without column names.
+pub(crate) fn query(
+    source_name: &str,
+    db: &DatabaseSource,
+    tmp_dir: &Path,
+    sql: &str,
+) -> Result<String, SourceError> {
+    let password = db::read_password(source_name, db.password.as_ref())?;
+    let defaults = match &password {
+        Some(pw) => Some(db::secret_file(
+            source_name,
+            tmp_dir,
+            "my-",
+            &defaults_file(pw),
+        )?),
+        None => None,
+    };
+    let mut q = Command::new(db::client_beside(&db.dump_tool, db.flavor.default_client()));
+    if let Some(f) = &defaults {
+        q.arg(format!("--defaults-extra-file={}", f.path().display()));
+    }
+    q.args(["--batch", "--skip-column-names", "--connect-timeout=30"])
+        .args(connection_args(db))
+        .args(["-e", sql]);
+    q.env_remove("MYSQL_PWD");
+    if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
+        q.env_remove(var);
+    }
+    db::run_checked(source_name, q, password.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +260,13 @@ mod tests {
         assert_eq!(m["server_version"], "10.11.6-MariaDB");
         assert_eq!(m["database_size"], 16384);
         assert_eq!(m["tables"][0]["rows"], 199872);
+        assert_eq!(m["tables"][0]["exact"], false);
+        let mut m = parse_metadata("v\tx\t1\nt\tbig\t199872\tInnoDB\nt\tsm'all\t3\tInnoDB\n");
+        let sql = exact_counts_sql(&m).unwrap();
+        assert_eq!(sql, "SELECT 'c', 'sm''all', COUNT(*) FROM `sm'all`;");
+        apply_exact_counts(&mut m, "c\tsm'all\t4\n");
+        assert_eq!(m["tables"][1]["rows"], 4);
+        assert_eq!(m["tables"][1]["exact"], true);
         assert_eq!(m["tables"][0]["exact"], false);
     }
 }

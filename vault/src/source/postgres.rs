@@ -165,6 +165,40 @@ pub(super) fn open(
     )
 }
 
+/// Runs `sql` with psql as the source's role (read-only transaction);
+/// unaligned, tuples only.
+pub(crate) fn query(
+    source_name: &str,
+    db: &DatabaseSource,
+    tmp_dir: &Path,
+    sql: &str,
+) -> Result<String, SourceError> {
+    let password = db::read_password(source_name, db.password.as_ref())?;
+    let passfile = match &password {
+        Some(pw) => Some(db::secret_file(
+            source_name,
+            tmp_dir,
+            "pgpass-",
+            &passfile_line(pw),
+        )?),
+        None => None,
+    };
+    let mut q = Command::new(db::client_beside(&db.dump_tool, "psql"));
+    q.args([
+        "-X",
+        "-A",
+        "-t",
+        "-q",
+        "--no-password",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ])
+    .args(connection_args(db))
+    .args(["-c", "set default_transaction_read_only = on", "-c", sql]);
+    configure(&mut q, db, passfile.as_ref().map(|f| f.path()));
+    db::run_checked(source_name, q, password.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,344 @@
+//! `lockbox drill SOURCE`: restore into a scratch database, check, report,
+//! attest (repository) and record (catalog).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+use lockbox_restore::drill::{self, DrillPlan, DrillReport};
+use lockbox_restore::load::{self, DbTarget, Password};
+use lockbox_vault::attestation::{self, Attestation, PublicCheck};
+use lockbox_vault::catalog::{Catalog, VerificationKind, VerificationRow};
+use lockbox_vault::config::{Config, ConfigError, SourceKind};
+use lockbox_vault::format::{ATTESTATION_TAG, ATTESTATION_VERSION};
+use lockbox_vault::ids::IdKey;
+use lockbox_vault::keys::Identities;
+use lockbox_vault::manifest::Manifest;
+use lockbox_vault::repository::{self, RepoConfig, SnapshotRef};
+use lockbox_vault::{state, storage};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{
+    EXIT_FAILURE, EXIT_IDENTITY, EXIT_INTEGRITY, human_bytes, note, open_read, print_json,
+};
+use crate::cli::DrillArgs;
+use crate::progress::Bar;
+
+const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
+
+fn usage(key: &str, message: String) -> anyhow::Error {
+    ConfigError::Invalid {
+        path: "drill".into(),
+        key: key.into(),
+        message,
+    }
+    .into()
+}
+
+/// Same host (local spellings equal) and port: the source's own server.
+fn same_server(a: &DbTarget, b: &DbTarget) -> bool {
+    let norm = |h: &str| match h.to_ascii_lowercase().as_str() {
+        "localhost" | "127.0.0.1" | "::1" | "[::1]" | "" => "localhost".to_string(),
+        other => other.to_string(),
+    };
+    match (a, b) {
+        (DbTarget::Postgres(x), DbTarget::Postgres(y))
+        | (DbTarget::Mariadb(x), DbTarget::Mariadb(y)) => {
+            norm(&x.host) == norm(&y.host) && x.port == y.port
+        }
+        _ => false,
+    }
+}
+
+pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
+    let source = config.source(&args.source).ok_or_else(|| {
+        usage(
+            "SOURCE",
+            format!("no source named {:?} in the config", args.source),
+        )
+    })?;
+    let drill_cfg = source.drill.clone();
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| drill_cfg.as_ref().and_then(|d| d.identity.clone()))
+        .ok_or_else(|| {
+            usage(
+                "--identity",
+                "a drill needs an age identity: pass --identity FILE or set \
+                 [source.drill] identity"
+                    .into(),
+            )
+        })?;
+    let now = OffsetDateTime::now_utc();
+    let name = drill::scratch_name(&source.name, now);
+    let tmp_dir = config.tmp_dir();
+    state::ensure_private_dir(&config.state_dir)
+        .and_then(|_| state::ensure_private_dir(&tmp_dir))
+        .with_context(|| format!("state directory {}", config.state_dir.display()))?;
+    let scratch = match source.kind() {
+        SourceKind::Sqlite { .. } => DbTarget::Sqlite(tmp_dir.join(format!("{name}.db"))),
+        _ => {
+            let url = args
+                .target
+                .clone()
+                .or_else(|| drill_cfg.as_ref().and_then(|d| d.target.clone()))
+                .ok_or_else(|| {
+                    usage(
+                        "--target",
+                        format!(
+                            "source {:?} has no drill server: set [source.drill] target = URL \
+                             or pass --target URL",
+                            source.name
+                        ),
+                    )
+                })?;
+            let server = DbTarget::parse(&url)?;
+            if let Some(src) = DbTarget::of_source(source)
+                && same_server(&src, &server)
+                && !drill_cfg.as_ref().is_some_and(|d| d.allow_source_server)
+            {
+                return Err(usage(
+                    "[source.drill] target",
+                    format!(
+                        "{server} is the server of source {:?} itself; drills belong on a \
+                         separate server (set allow_source_server = true to accept the load \
+                         on production)",
+                        source.name
+                    ),
+                ));
+            }
+            server.with_database(&name)
+        }
+    };
+    // Never the source's own database, whatever the settings say.
+    load::guard_sources(&config.sources, &scratch, None)?;
+    let password = match drill_cfg.as_ref().and_then(|d| d.password_file.as_deref()) {
+        Some(f) => Some(Password::from_file(f)?),
+        None => std::env::var(PASSWORD_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(Password::new),
+    };
+
+    let backend = open_read(config)?;
+    let identities = Identities::from_file(&identity)?;
+    let repo_config = repository::load_config(backend.as_ref())?;
+    let id_key = repo_config.unseal_id_key(&identities)?;
+    let snap = repository::find_snapshot(backend.as_ref(), &source.name, &args.snapshot)?;
+    let manifest = repository::read_manifest(backend.as_ref(), &id_key, &snap)?;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&cancel))?;
+    }
+    let plan = DrillPlan {
+        scratch,
+        password,
+        tmp_dir,
+        keep: args.keep,
+        row_tolerance_pct: drill_cfg
+            .as_ref()
+            .map_or(lockbox_vault::config::DEFAULT_ROW_TOLERANCE_PCT, |d| {
+                d.row_tolerance_pct()
+            }),
+        checks: drill_cfg.map(|d| d.checks).unwrap_or_default(),
+        snapshot_started_at: manifest.started_at,
+    };
+    note!(
+        "drill of {} snapshot {} into {}",
+        source.name,
+        snap.id.short(),
+        plan.scratch
+    );
+    let bar = Bar::restore();
+    let report = drill::run(backend.as_ref(), &identities, &snap, &plan, &cancel, &bar);
+    bar.finish();
+    super::record_tampering(config, backend.as_ref(), &report.tampering);
+
+    let attestation_key = attest(config, &repo_config, &id_key, &snap, &manifest, &report)
+        .map_err(|e| {
+            tracing::warn!(
+                "could not write the attestation to the repository (the drill's result is \
+                 recorded in the local catalog only): {e:#}"
+            )
+        })
+        .ok();
+    record(
+        config,
+        &repo_config,
+        &snap,
+        &manifest,
+        &report,
+        attestation_key.clone(),
+    )?;
+
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["attestation"] = attestation_key.clone().into();
+        print_json(&v)?;
+    } else {
+        print_human(&report, attestation_key.as_deref());
+    }
+    if report.passed {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let failure = report.failure.as_deref().unwrap_or("failed");
+    if !args.json {
+        eprintln!(
+            "error: drill of snapshot {} FAILED: {failure}",
+            report.short_id
+        );
+    }
+    Ok(ExitCode::from(if report.identity_failure {
+        EXIT_IDENTITY
+    } else if report.operational_failure || failure == "interrupted" {
+        EXIT_FAILURE
+    } else {
+        EXIT_INTEGRITY
+    }))
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn parse_time(s: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(s, &Rfc3339).unwrap_or_else(|_| OffsetDateTime::now_utc())
+}
+
+/// Writes the attestation (public outcome, sealed details) under Object
+/// Lock, at least as long as the snapshot's own lock.
+fn attest(
+    config: &Config,
+    repo_config: &RepoConfig,
+    id_key: &IdKey,
+    snap: &SnapshotRef,
+    manifest: &Manifest,
+    report: &DrillReport,
+) -> Result<String> {
+    let backend =
+        storage::open_write_with(&config.repository.url, &config.repository.backend_options())?;
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.public_name.as_str())
+        .collect();
+    let mut a = Attestation {
+        format: ATTESTATION_TAG.into(),
+        version: ATTESTATION_VERSION,
+        repository: repo_config.id.clone(),
+        source: snap.source.clone(),
+        kind: "drill".into(),
+        snapshot: snap.id,
+        snapshot_started_at: manifest.started_at,
+        snapshot_retain_until: manifest.retain_until,
+        passed: report.passed,
+        started_at: parse_time(&report.started_at),
+        finished_at: parse_time(&report.finished_at),
+        restore_seconds: report.restore_seconds,
+        data_age_seconds: report.data_age_seconds,
+        bytes: report.bytes,
+        checks: report
+            .checks
+            .iter()
+            .map(|c| PublicCheck {
+                name: c.public_name.clone(),
+                passed: c.passed,
+            })
+            .collect(),
+        summary: summary(report, &failed),
+        lockbox_version: env!("CARGO_PKG_VERSION").into(),
+        host: host_name(),
+        sealed: String::new(),
+    };
+    let secret = serde_json::json!({
+        "engine": report.engine,
+        "scratch": report.scratch,
+        "failure": report.failure,
+        "checks": report.checks,
+    });
+    a.seal(&repo_config.recipients()?, &secret)?;
+    let until = manifest
+        .retain_until
+        .max(OffsetDateTime::now_utc() + time::Duration::days(1));
+    Ok(attestation::write(backend.as_ref(), id_key, &a, until)?)
+}
+
+/// Public one-liner: which built-in or numbered check failed, no details.
+fn summary(report: &DrillReport, failed: &[&str]) -> String {
+    if report.passed {
+        format!("drill passed: {} checks", report.checks.len())
+    } else if failed.is_empty() {
+        "drill failed before its checks (see the sealed part)".into()
+    } else {
+        format!("drill failed: {}", failed.join(", "))
+    }
+}
+
+fn record(
+    config: &Config,
+    repo_config: &RepoConfig,
+    snap: &SnapshotRef,
+    manifest: &Manifest,
+    report: &DrillReport,
+    attestation_key: Option<String>,
+) -> Result<()> {
+    let catalog = Catalog::open(&config.catalog_path(), &repo_config.id)?;
+    catalog.record_verification(&VerificationRow {
+        source: snap.source.clone(),
+        snapshot: snap.id.to_hex(),
+        snapshot_started_at: manifest.started_at.format(&Rfc3339)?,
+        kind: VerificationKind::Drill,
+        passed: report.passed,
+        started_at: report.started_at.clone(),
+        finished_at: report.finished_at.clone(),
+        restore_seconds: report.restore_seconds,
+        detail: Some(match &report.failure {
+            None => format!("drill passed: {} checks", report.checks.len()),
+            Some(f) => f.clone(),
+        }),
+        attestation_key,
+    })?;
+    Ok(())
+}
+
+fn print_human(r: &DrillReport, attestation: Option<&str>) {
+    for c in &r.checks {
+        println!(
+            "{} {:<16} {}",
+            if c.passed { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    println!(
+        "drill of {} snapshot {} {}: {} restored and loaded in {} (RTO), data age {:.0}s at the \
+         drill (RPO){}{}",
+        r.source,
+        r.short_id,
+        if r.passed { "PASSED" } else { "FAILED" },
+        human_bytes(r.bytes),
+        r.restore_seconds
+            .map_or("-".to_string(), |s| format!("{s:.1}s")),
+        r.data_age_seconds,
+        if r.kept {
+            format!("; kept {}", r.scratch)
+        } else {
+            String::new()
+        },
+        attestation
+            .map(|k| format!("; attestation {k}"))
+            .unwrap_or_default()
+    );
+}

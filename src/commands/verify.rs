@@ -1,0 +1,207 @@
+//! `lockbox verify`: the repository checked for damage, one line per problem.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use lockbox_restore::verify::{self, KnownSnapshot, VerifyOptions, VerifyReport};
+use lockbox_vault::catalog::{Catalog, VerificationKind, VerificationRow};
+use lockbox_vault::config::Config;
+use lockbox_vault::ids::IdKey;
+use lockbox_vault::keys::{self, Identities};
+use lockbox_vault::repository::{self, RepoConfig};
+use lockbox_vault::storage::ReadBackend;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{EXIT_INTEGRITY, human_bytes, note, open_read, print_json};
+use crate::cli::VerifyArgs;
+use crate::progress::Bar;
+
+/// The repository's config and ID key: from `state_dir/id.key` on a backup
+/// host, else unsealed with the identity (a restore host).
+pub(super) fn repo_key(
+    config: &Config,
+    backend: &dyn ReadBackend,
+    identities: Option<&Identities>,
+) -> Result<(RepoConfig, IdKey)> {
+    let repo_config = repository::load_config(backend)?;
+    let path = config.id_key_path();
+    let key = if path.exists() {
+        let key = keys::read_id_key(&path, &repo_config.id)?;
+        repo_config.check_id_key(&key)?;
+        if let Some(ids) = identities {
+            // Fails early (exit 4) when the identity is not the repository's.
+            repo_config.unseal_id_key(ids)?;
+        }
+        key
+    } else if let Some(ids) = identities {
+        repo_config.unseal_id_key(ids)?
+    } else {
+        bail!(
+            "this host has no ID key for repository {} ({} is missing): pass --identity FILE \
+             (a restore host), or run on a backup host",
+            repo_config.id,
+            path.display()
+        );
+    };
+    Ok((repo_config, key))
+}
+
+pub fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
+    if let Some(pct) = args.sample
+        && !(pct > 0.0 && pct <= 100.0)
+    {
+        bail!(lockbox_vault::config::ConfigError::Invalid {
+            path: "command line".into(),
+            key: "--sample".into(),
+            message: "must be a percentage above 0 and at most 100".into(),
+        });
+    }
+    let backend = open_read(config)?;
+    let identities = args
+        .identity
+        .as_deref()
+        .map(Identities::from_file)
+        .transpose()?;
+    let (repo_config, id_key) = repo_key(config, backend.as_ref(), identities.as_ref())?;
+    // A backup host's catalog: what it knows lets verify notice a vanished
+    // newest snapshot, and the verdicts are recorded there.
+    let catalog = if config.id_key_path().exists() {
+        Some(Catalog::open(&config.catalog_path(), &repo_config.id)?)
+    } else {
+        None
+    };
+    let known = match &catalog {
+        Some(c) => c
+            .snapshots(args.source.as_deref())?
+            .into_iter()
+            .filter_map(|s| {
+                Some(KnownSnapshot {
+                    retain_until: OffsetDateTime::parse(&s.retain_until, &Rfc3339).ok()?,
+                    key: s.key,
+                    source: s.source,
+                })
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let seed = args.seed.unwrap_or_else(rand_seed);
+    if let Some(pct) = args.sample {
+        note!("reading a {pct}% sample of the objects, seed {seed} (repeat with --seed {seed})");
+    }
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let opts = VerifyOptions {
+        source: args.source.clone(),
+        snapshot: args.snapshot.clone(),
+        read_data: args.read_data,
+        sample_pct: args.sample,
+        seed,
+        identities: identities.filter(|_| args.read_data),
+        known,
+        workers: if config.repository.is_s3() {
+            config.repository.effective_max_in_flight()
+        } else {
+            cpus.max(2)
+        },
+    };
+    let started = OffsetDateTime::now_utc();
+    let bar = Bar::restore();
+    let result = verify::verify(backend.as_ref(), &id_key, &opts, &bar);
+    bar.finish();
+    let report = result.with_context(|| format!("verify of {}", backend.location()))?;
+
+    // A full read is a verification of each snapshot; a sample is not.
+    if args.read_data
+        && args.sample.is_none()
+        && let Some(catalog) = &catalog
+    {
+        record(catalog, &report, started)?;
+    }
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_human(&report);
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INTEGRITY)
+    })
+}
+
+fn record(catalog: &Catalog, report: &VerifyReport, started: OffsetDateTime) -> Result<()> {
+    let finished = OffsetDateTime::now_utc().format(&Rfc3339)?;
+    for r in &report.results {
+        catalog.record_verification(&VerificationRow {
+            source: r.source.clone(),
+            snapshot: r.id.clone(),
+            snapshot_started_at: r.started_at.clone(),
+            kind: VerificationKind::Verify,
+            passed: r.passed,
+            started_at: started.format(&Rfc3339)?,
+            finished_at: finished.clone(),
+            restore_seconds: None,
+            detail: Some(if r.passed {
+                format!(
+                    "verify --read-data{}: all objects intact",
+                    if report.decrypted { " (decrypted)" } else { "" }
+                )
+            } else {
+                format!("verify --read-data: {} problem(s)", r.problems)
+            }),
+            attestation_key: None,
+        })?;
+    }
+    Ok(())
+}
+
+fn print_human(r: &VerifyReport) {
+    let mode = match (r.read_data, r.decrypted, r.sample_pct) {
+        (false, _, _) => "metadata only (no --read-data)".to_string(),
+        (true, d, s) => format!(
+            "read {} objects, {}{}{}",
+            r.objects_read,
+            human_bytes(r.bytes_read),
+            if d { ", decrypted" } else { "" },
+            s.map(|p| format!(", {p}% sample, seed {}", r.seed.unwrap_or(0)))
+                .unwrap_or_default()
+        ),
+    };
+    for p in &r.problems {
+        println!(
+            "PROBLEM {:<19} snapshot {} ({})  {}: {}",
+            p.kind.as_str(),
+            p.snapshot.as_deref().unwrap_or("-"),
+            p.source.as_deref().unwrap_or("-"),
+            p.object,
+            p.detail
+        );
+    }
+    let rate = r.bytes_read as f64 / r.seconds.max(1e-9) / (1024.0 * 1024.0);
+    println!(
+        "verified {} snapshot(s), {} object(s): {mode}; {:.1}s{}: {}",
+        r.snapshots,
+        r.objects,
+        r.seconds,
+        if r.read_data {
+            format!(" ({rate:.0} MiB/s)")
+        } else {
+            String::new()
+        },
+        if r.ok() {
+            "no problems".to_string()
+        } else {
+            format!(
+                "{} PROBLEM(S) in {} snapshot(s)",
+                r.problems.len(),
+                r.results.iter().filter(|s| !s.passed).count()
+            )
+        }
+    );
+}
+
+fn rand_seed() -> u64 {
+    // Not security relevant: only which objects a sample reads.
+    let t = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+    (t ^ (u64::from(std::process::id()) << 32)) % 1_000_000_000
+}
