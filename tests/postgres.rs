@@ -331,8 +331,23 @@ fn restore_into_refuses_the_source_database_and_passwords_in_urls() {
     assert!(!err.contains(SECRET), "{err}");
     assert!(!dst.exists());
 
-    // A load that fails leaves no database behind: an SQLite snapshot
-    // cannot go into PostgreSQL, refused before anything is created.
+    // A loader error is shown, exits 1, and the database created for the
+    // load is dropped again (plain SQL from a stdin snapshot goes to psql).
+    v.backup_bytes("junk", b"CREATE TABLE ok (id int);\nTHIS IS NOT SQL;\n");
+    let failed = TempDb::named(PG, "pgjunk");
+    let out = restore_into(&v, "junk", &PG.url(&failed.name), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loading the SQL dump") && err.contains("syntax error"),
+        "{err}"
+    );
+    assert!(
+        !failed.exists(),
+        "the database created for the failed load remains"
+    );
+
+    // A snapshot of another engine is refused before anything is created.
     let out = restore_into(
         &v,
         "own",

@@ -136,6 +136,25 @@ fn sqlite_restore_into_guards_and_loads() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
+    // A wrong identity is exit 4, and nothing is written.
+    let stranger = data.path().join("stranger.txt");
+    v.ok(&["keygen", "--output", stranger.to_str().unwrap()]);
+    let fresh = data.path().join("fresh.db");
+    let out = v
+        .cmd()
+        .args(["restore", "latest", "--source", "app", "--identity"])
+        .arg(&stranger)
+        .args(["--into", &format!("sqlite://{}", fresh.display())])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!fresh.exists());
+
     // Relative paths and other engines' snapshots are usage errors.
     let out = into(&v, "app", "sqlite://relative.db", &[]);
     assert_eq!(out.status.code(), Some(2));
