@@ -12,8 +12,8 @@ mod quickstart;
 mod restore;
 mod snapshots;
 mod status;
-mod web;
 mod verify;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
