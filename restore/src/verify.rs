@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use lockbox_vault::envelope::Opener;
-use lockbox_vault::format::{self, MAX_OBJECT_BYTES};
+use lockbox_vault::format::MAX_OBJECT_BYTES;
 use lockbox_vault::ids::{IdKey, ObjectId};
 use lockbox_vault::keys::Identities;
 use lockbox_vault::manifest::Manifest;
@@ -99,6 +99,8 @@ fn sampled(id: &ObjectId, pct: f64, seed: u64) -> bool {
 }
 
 struct ObjectUse {
+    /// The chunk id (for a delta object, of the chunk it decodes to).
+    id: ObjectId,
     /// The longest retention any snapshot needs of this object.
     need: OffsetDateTime,
     stored_len: u64,
@@ -168,7 +170,10 @@ pub fn verify(
 
     // Every object, once, with the longest retention any snapshot needs.
     let decrypt = opts.read_data && opts.identities.is_some();
-    let mut objects: BTreeMap<ObjectId, ObjectUse> = BTreeMap::new();
+    // Keyed by object key: a delta object and the full chunk of the same id
+    // are different objects. A delta's base is an object every snapshot
+    // using the delta needs, checked like any chunk.
+    let mut objects: BTreeMap<String, ObjectUse> = BTreeMap::new();
     for (snap, m) in &manifests {
         let lengths = match (&opts.identities, decrypt) {
             (Some(ids), true) => match m.unseal(ids, &snap.key) {
@@ -186,20 +191,30 @@ pub fn verify(
             _ => None,
         };
         for (i, c) in m.chunks.iter().enumerate() {
-            let u = objects.entry(c.id).or_insert_with(|| ObjectUse {
-                need: m.retain_until,
-                stored_len: c.stored_len,
-                stored_hash: c.stored_hash,
-                plain_len: None,
-                snapshots: Vec::new(),
-            });
-            u.need = u.need.max(m.retain_until);
-            if u.plain_len.is_none() {
-                u.plain_len = lengths.as_ref().map(|l| l[i]);
-            }
-            let short = snap.id.short();
-            if !u.snapshots.contains(&short) {
-                u.snapshots.push(short);
+            let base = c.delta_base();
+            let uses = [
+                Some((c.key(), c.id, c.stored_len, c.stored_hash)),
+                base.map(|b| (b.key(), b.id, b.stored_len, b.stored_hash)),
+            ];
+            for (key, id, stored_len, stored_hash) in uses.into_iter().flatten() {
+                let u = objects.entry(key).or_insert_with(|| ObjectUse {
+                    id,
+                    need: m.retain_until,
+                    stored_len,
+                    stored_hash,
+                    plain_len: None,
+                    snapshots: Vec::new(),
+                });
+                u.need = u.need.max(m.retain_until);
+                // Decoding a delta needs its base: restore and drills check
+                // delta plaintexts; here their stored bytes are checked.
+                if u.plain_len.is_none() && base.is_none() {
+                    u.plain_len = lengths.as_ref().map(|l| l[i]);
+                }
+                let short = snap.id.short();
+                if !u.snapshots.contains(&short) {
+                    u.snapshots.push(short);
+                }
             }
         }
     }
@@ -209,8 +224,8 @@ pub fn verify(
     let mut opener = Opener::new();
     let mut bad_snapshots: HashSet<String> =
         problems.iter().filter_map(|p| p.snapshot.clone()).collect();
-    for (id, u) in &objects {
-        let key = format::chunk_key(id);
+    for (object_key, u) in &objects {
+        let (id, key) = (&u.id, object_key.clone());
         let first = u.snapshots.first().cloned();
         let mut found: Vec<Problem> = Vec::new();
         let mut push = |kind, detail: String| {
