@@ -28,7 +28,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::catalog::{Catalog, CatalogError, KnownChunk, RunOutcome};
 use crate::chunker::Chunker;
-use crate::delta::{BaseCache, CacheError, DeltaOptions, sketches};
+use crate::delta::{BaseCache, CacheError, DeltaOptions, Sketch, sketches};
 use crate::envelope::{self, EnvelopeError, Sealer};
 use crate::format::{
     self, MANIFEST_TAG, MANIFEST_VERSION, MANIFEST_VERSION_FULL, MAX_OBJECT_BYTES,
@@ -609,7 +609,7 @@ fn seal_one(
     let sketch = shared.cache.as_ref().map(|_| sketches(data));
     // What the next backup's base cache holds for this position.
     let keep = |base: ObjectId, frame: Option<&[u8]>, plain: Option<&[u8]>| {
-        if let (Some(cache), Some(sketch)) = (&shared.cache, sketch) {
+        if let (Some(cache), Some(sketch)) = (&shared.cache, &sketch) {
             cache.keep(seq, sketch, base, frame, plain);
         }
     };
@@ -672,7 +672,7 @@ fn seal_one(
         }
         Decision::New => {}
     }
-    let (sealed, base, base_record) = match try_delta(shared, seq, &id, data, sketch)? {
+    let (sealed, base, base_record) = match try_delta(shared, seq, &id, data, sketch.as_ref())? {
         Some((frame, base, base_record, base_plain)) => {
             keep(base.id, None, Some(&base_plain));
             (sealer.seal_frame(&frame)?, Some(base), base_record)
@@ -704,19 +704,22 @@ fn try_delta(
     seq: usize,
     id: &ObjectId,
     data: &[u8],
-    sketch: Option<(u64, u64)>,
+    sketch: Option<&Sketch>,
 ) -> Result<Option<(Vec<u8>, DeltaBase, Option<(ObjectId, KnownChunk)>, Vec<u8>)>, BackupError> {
     let (Some(cache), Some(sketch)) = (&shared.cache, sketch) else {
         return Ok(None);
     };
     let Some(base_id) = cache.candidate(seq, id, sketch) else {
+        tracing::debug!(chunk = seq, "no similar chunk in the previous backup");
         return Ok(None);
     };
     // Only a chunk the catalog knows as a full object can be a base.
     let Some(known) = shared.catalog.lock().unwrap().chunk(&base_id)? else {
+        tracing::debug!(chunk = seq, base = %base_id.short(), "candidate base unknown to the catalog");
         return Ok(None);
     };
     let Some(base_plain) = cache.load(&base_id, &shared.repo.id_key) else {
+        tracing::debug!(chunk = seq, base = %base_id.short(), "candidate base not in the base cache");
         return Ok(None);
     };
     let frame = envelope::compress_delta(&base_plain, data)?;
@@ -724,6 +727,13 @@ fn try_delta(
     // similar plaintexts compress alike.
     let full_estimate = known.stored_len as u128 * data.len() as u128 / base_plain.len() as u128;
     if frame.len() as u128 * 100 > full_estimate * u128::from(cache.max_percent) {
+        tracing::debug!(
+            chunk = seq,
+            base = %base_id.short(),
+            delta = frame.len(),
+            full_estimate = full_estimate as u64,
+            "delta too large; storing the chunk in full"
+        );
         return Ok(None);
     }
     let Some((known, base_record)) = shared.lock_base(&base_id, known)? else {

@@ -12,10 +12,13 @@
 //! swaps it in after its manifest is written, so the cache always matches
 //! one finished snapshot and costs about one compressed copy of the dump.
 //!
-//! Pairing, in order: a previous chunk whose first [`SKETCH_BYTES`] bytes
-//! hash the same (content-defined boundaries keep most chunk starts), one
-//! whose last bytes do, then the chunk at the same position. Depth 1: a base
-//! is always a full chunk, so restore reads at most two objects per chunk.
+//! Pairing: each chunk has a sketch of [`FEATURES`] values: a hash of its
+//! first and of its last [`SKETCH_BYTES`] bytes (content-defined boundaries
+//! keep most chunk starts and ends) and a bottom-k min-hash of its 64-byte
+//! windows (survives a moved boundary or an edit at either end). The
+//! previous chunk sharing most sketch values wins; with none shared, the
+//! chunk at the same position. Depth 1: a base is always a full chunk, so
+//! restore reads at most two objects per chunk.
 //!
 //! A cache file is only trusted after its plaintext matches the base's
 //! keyed id: a damaged cache costs a full chunk, never a wrong delta.
@@ -32,6 +35,13 @@ use crate::ids::{IdKey, ObjectId};
 
 /// Bytes at each end of a chunk that its sketches cover.
 pub const SKETCH_BYTES: usize = 256;
+/// Min-hash values per sketch (the smallest of all window hashes).
+const MIN_HASHES: usize = 8;
+/// Values per sketch: head, tail, min-hashes.
+pub const FEATURES: usize = 2 + MIN_HASHES;
+pub type Sketch = [u64; FEATURES];
+/// An unused min-hash slot (a chunk with fewer distinct windows).
+const NO_FEATURE: u64 = u64::MAX;
 /// zstd level of cache files written for reused chunks (no frame at hand).
 const CACHE_LEVEL: i32 = 1;
 
@@ -60,20 +70,52 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
     }
 }
 
-/// The two sketches of a chunk: hashes of its first and last bytes.
-pub fn sketches(data: &[u8]) -> (u64, u64) {
+/// Random table of the gear rolling hash (splitmix64 of the byte).
+const GEAR: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut z = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        t[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    t
+};
+
+/// The sketch of a chunk (see the module docs).
+pub fn sketches(data: &[u8]) -> Sketch {
     let n = SKETCH_BYTES.min(data.len());
     let h =
         |b: &[u8]| u64::from_le_bytes(blake3::hash(b).as_bytes()[..8].try_into().expect("8 bytes"));
-    (h(&data[..n]), h(&data[data.len() - n..]))
+    let mut out = [NO_FEATURE; FEATURES];
+    out[0] = h(&data[..n]);
+    out[1] = h(&data[data.len() - n..]);
+    // Gear hash: each value depends on the last 64 bytes only. Keep the
+    // smallest distinct mixed values, sorted, in out[2..].
+    let mins = &mut out[2..];
+    let mut g = 0u64;
+    for (i, b) in data.iter().enumerate() {
+        g = (g << 1).wrapping_add(GEAR[*b as usize]);
+        if i < 63 {
+            continue;
+        }
+        let v = g.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        if v < mins[MIN_HASHES - 1] && !mins.contains(&v) {
+            let at = mins.partition_point(|m| *m < v);
+            mins.copy_within(at..MIN_HASHES - 1, at + 1);
+            mins[at] = v;
+        }
+    }
+    out
 }
 
 /// What the next cache records for one chunk position.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     base: ObjectId,
-    head: u64,
-    tail: u64,
+    sketch: Sketch,
 }
 
 /// The base cache of one source during one backup.
@@ -81,8 +123,8 @@ pub struct BaseCache {
     current: PathBuf,
     next: PathBuf,
     by_position: Vec<ObjectId>,
-    by_head: HashMap<u64, ObjectId>,
-    by_tail: HashMap<u64, ObjectId>,
+    /// Sketch value → the base of the first previous chunk that had it.
+    by_feature: HashMap<u64, ObjectId>,
     entries: Mutex<Vec<Option<Entry>>>,
     pub max_percent: u32,
 }
@@ -111,8 +153,7 @@ impl BaseCache {
             current,
             next,
             by_position: Vec::new(),
-            by_head: HashMap::new(),
-            by_tail: HashMap::new(),
+            by_feature: HashMap::new(),
             entries: Mutex::new(Vec::new()),
             max_percent: opts.max_percent,
         };
@@ -121,36 +162,43 @@ impl BaseCache {
                 let mut f = line.split(' ');
                 let parsed = (|| {
                     let base = ObjectId::from_hex(f.next()?).ok()?;
-                    let head = u64::from_str_radix(f.next()?, 16).ok()?;
-                    let tail = u64::from_str_radix(f.next()?, 16).ok()?;
-                    Some((base, head, tail))
+                    let mut sketch = [0u64; FEATURES];
+                    for v in sketch.iter_mut() {
+                        *v = u64::from_str_radix(f.next()?, 16).ok()?;
+                    }
+                    f.next().is_none().then_some((base, sketch))
                 })();
-                let Some((base, head, tail)) = parsed else {
+                let Some((base, sketch)) = parsed else {
                     tracing::warn!(cache = %cache.current.display(), "base cache index is damaged; no delta chunks this time");
                     cache.by_position.clear();
-                    cache.by_head.clear();
-                    cache.by_tail.clear();
+                    cache.by_feature.clear();
                     break;
                 };
                 cache.by_position.push(base);
-                cache.by_head.entry(head).or_insert(base);
-                cache.by_tail.entry(tail).or_insert(base);
+                for v in sketch.into_iter().filter(|v| *v != NO_FEATURE) {
+                    cache.by_feature.entry(v).or_insert(base);
+                }
             }
         }
         Ok(cache)
     }
 
-    /// The base to try for chunk `seq` with plaintext `data` and id `id`.
-    pub fn candidate(&self, seq: usize, id: &ObjectId, sketch: (u64, u64)) -> Option<ObjectId> {
-        [
-            self.by_head.get(&sketch.0),
-            self.by_tail.get(&sketch.1),
-            self.by_position.get(seq),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|b| *b != id)
-        .copied()
+    /// The base to try for chunk `seq` (id `id`): the one most of its
+    /// sketch values point to (the earliest value breaks ties), else the
+    /// base at the same position.
+    pub fn candidate(&self, seq: usize, id: &ObjectId, sketch: &Sketch) -> Option<ObjectId> {
+        let mut votes: Vec<(ObjectId, usize)> = Vec::with_capacity(FEATURES);
+        for v in sketch.iter().filter(|v| **v != NO_FEATURE) {
+            if let Some(b) = self.by_feature.get(v).filter(|b| *b != id) {
+                match votes.iter_mut().find(|(x, _)| x == b) {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((*b, 1)),
+                }
+            }
+        }
+        // max_by_key keeps the last maximum; reversed, the earliest wins.
+        let voted = votes.iter().rev().max_by_key(|(_, n)| *n).map(|(b, _)| *b);
+        voted.or_else(|| self.by_position.get(seq).filter(|b| *b != id).copied())
     }
 
     fn file(dir: &Path, id: &ObjectId) -> PathBuf {
@@ -178,7 +226,7 @@ impl BaseCache {
     pub fn keep(
         &self,
         seq: usize,
-        sketch: (u64, u64),
+        sketch: &Sketch,
         base: ObjectId,
         frame: Option<&[u8]>,
         plain: Option<&[u8]>,
@@ -220,8 +268,7 @@ impl BaseCache {
         }
         entries[seq] = Some(Entry {
             base,
-            head: sketch.0,
-            tail: sketch.1,
+            sketch: *sketch,
         });
     }
 
@@ -230,12 +277,11 @@ impl BaseCache {
         let index = self.next.join("index");
         let mut text = String::new();
         for e in self.entries.into_inner().unwrap().into_iter().flatten() {
-            text.push_str(&format!(
-                "{} {:016x} {:016x}\n",
-                e.base.to_hex(),
-                e.head,
-                e.tail
-            ));
+            text.push_str(&e.base.to_hex());
+            for v in e.sketch {
+                text.push_str(&format!(" {v:016x}"));
+            }
+            text.push('\n');
         }
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -271,20 +317,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pairs_by_head_then_tail_then_position_and_survives_a_commit() {
+    fn pairs_by_sketch_then_position_and_survives_a_commit() {
         let dir = tempfile::tempdir().unwrap();
         let opts = DeltaOptions {
             cache_root: dir.path().join("base-cache"),
             max_percent: 50,
         };
         let key = IdKey::from_bytes([9; 32]);
-        let a = b"alpha ".repeat(100);
-        let b = b"bravo ".repeat(100);
+        let a = crate::chunker::tests::pseudo_random(100_000, 1);
+        let b = crate::chunker::tests::pseudo_random(100_000, 2);
         let (ida, idb) = (key.id_of(&a), key.id_of(&b));
         let cache = BaseCache::open(&opts, "src").unwrap();
-        cache.keep(0, sketches(&a), ida, None, Some(&a));
+        cache.keep(0, &sketches(&a), ida, None, Some(&a));
         let frame = zstd::bulk::compress(&b, 3).unwrap();
-        cache.keep(1, sketches(&b), idb, Some(&frame), None);
+        cache.keep(1, &sketches(&b), idb, Some(&frame), None);
         cache.commit().unwrap();
 
         let cache = BaseCache::open(&opts, "src").unwrap();
@@ -294,13 +340,13 @@ mod tests {
         a2.extend_from_slice(b"changed tail");
         let other = key.id_of(&a2);
         // Same start as `a`, whatever the position.
-        assert_eq!(cache.candidate(7, &other, sketches(&a2)), Some(ida));
+        assert_eq!(cache.candidate(7, &other, &sketches(&a2)), Some(ida));
         // Nothing alike: the same position.
-        let c = b"charlie".repeat(50);
-        assert_eq!(cache.candidate(1, &key.id_of(&c), sketches(&c)), Some(idb));
-        assert_eq!(cache.candidate(5, &key.id_of(&c), sketches(&c)), None);
+        let c = crate::chunker::tests::pseudo_random(100_000, 3);
+        assert_eq!(cache.candidate(1, &key.id_of(&c), &sketches(&c)), Some(idb));
+        assert_eq!(cache.candidate(5, &key.id_of(&c), &sketches(&c)), None);
         // Never itself.
-        assert_eq!(cache.candidate(0, &ida, sketches(&a)), None);
+        assert_eq!(cache.candidate(0, &ida, &sketches(&a)), None);
 
         // A damaged file is not used.
         let path = BaseCache::file(&cache.current, &ida);

@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 
-use crate::format::{DELTA_WINDOW_LOG, ZSTD_LEVEL};
+use crate::format::{DELTA_WINDOW_LOG, DELTA_ZSTD_LEVEL, ZSTD_LEVEL};
 use crate::keys::{Identities, Recipients};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +61,8 @@ impl Sealer {
     }
 }
 
-/// The zstd frame of a delta object: `plaintext` compressed at level 3 with
-/// `base` as referenced prefix, what `zstd -3 --patch-from=base` makes.
+/// The zstd frame of a delta object: `plaintext` compressed with `base` as
+/// referenced prefix, what `zstd --patch-from=base` makes.
 pub fn compress_delta(base: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     use zstd::zstd_safe::{CCtx, CParameter};
     let zerr =
@@ -72,7 +72,7 @@ pub fn compress_delta(base: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Envelope
     let span = (base.len() + plaintext.len()).max(1024);
     let window_log = (usize::BITS - (span - 1).leading_zeros()).min(DELTA_WINDOW_LOG);
     let mut cctx = CCtx::create();
-    cctx.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL))
+    cctx.set_parameter(CParameter::CompressionLevel(DELTA_ZSTD_LEVEL))
         .map_err(zerr)?;
     cctx.set_parameter(CParameter::WindowLog(window_log))
         .map_err(zerr)?;
