@@ -871,6 +871,10 @@ mod tests {
             ),
             ("state_dir = \"/x\"\n".to_string(), "repository"),
             (base() + "max_in_flight = 0\n", "repository.max_in_flight"),
+            (
+                base() + "delta_max_percent = 101\n",
+                "repository.delta_max_percent",
+            ),
             (base() + "workers = 0\n", "repository.workers"),
             (
                 format!(
