@@ -266,3 +266,72 @@ fn verify(v: &Vault) -> Vec<Value> {
         .unwrap()
         .clone()
 }
+
+#[test]
+fn on_s3_every_base_is_locked_as_long_as_each_snapshot_whose_deltas_use_it() {
+    use lockbox_vault::storage::s3::test_server::TestServer;
+    let Some(s) = TestServer::start_or_skip(
+        "on_s3_every_base_is_locked_as_long_as_each_snapshot_whose_deltas_use_it",
+    ) else {
+        return;
+    };
+    let bucket = s.bucket(true);
+    let v = Vault::s3(&s.endpoint, &bucket, "lock_slack_days = 0\n");
+    v.ok(&["init"]);
+    let c = s.admin.client();
+    let get = |key: &str| -> Vec<u8> {
+        let out = s
+            .admin
+            .block_on(
+                c.get_object()
+                    .bucket(&bucket)
+                    .key(format!("vault/{key}"))
+                    .send(),
+            )
+            .unwrap();
+        s.admin
+            .block_on(out.body.collect())
+            .unwrap()
+            .into_bytes()
+            .to_vec()
+    };
+    let locked_until = |key: &str| -> i64 {
+        let h = s
+            .admin
+            .block_on(
+                c.head_object()
+                    .bucket(&bucket)
+                    .key(format!("vault/{key}"))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        h.object_lock_retain_until_date()
+            .unwrap_or_else(|| panic!("{key} is not locked"))
+            .secs()
+    };
+
+    let mut data = mixed_data(6 * MIB, 44);
+    let mut summaries = vec![v.backup_bytes("db", &data)];
+    for day in 0..2u8 {
+        data = scattered_edits(&data, 56 * 1024, day);
+        summaries.push(v.backup_bytes("db", &data));
+    }
+    assert_eq!(v.restore_bytes("db", &snap_id(&summaries[2])), data);
+    let mut checked = 0;
+    for summary in &summaries {
+        let m: Value = serde_json::from_slice(&get(summary["key"].as_str().unwrap())).unwrap();
+        let need = snapshot_retain(&m);
+        for (id, base) in deltas(&m) {
+            let base_key = format!("chunks/{}/{base}", &base[..2]);
+            let delta_key = format!("chunks/{}/{id}.{base}", &id[..2]);
+            assert!(
+                locked_until(&base_key) >= need,
+                "base {base_key} is locked for less than snapshot {}",
+                summary["short_id"]
+            );
+            assert!(locked_until(&delta_key) >= need);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} delta entries");
+}
