@@ -92,20 +92,24 @@ pub fn sketches(data: &[u8]) -> Sketch {
     let mut out = [NO_FEATURE; FEATURES];
     out[0] = h(&data[..n]);
     out[1] = h(&data[data.len() - n..]);
-    // Gear hash: each value depends on the last 64 bytes only. Keep the
-    // smallest distinct mixed values, sorted, in out[2..].
+    // Gear hash: each value depends on the last 64 bytes only (its high
+    // bits are well mixed, which is all a minimum compares). Keep the
+    // smallest distinct values, sorted, in out[2..]. This loop runs over
+    // every byte backed up, so it stays branch-light.
     let mins = &mut out[2..];
     let mut g = 0u64;
-    for (i, b) in data.iter().enumerate() {
+    let warm = data.len().min(63);
+    for b in &data[..warm] {
         g = (g << 1).wrapping_add(GEAR[*b as usize]);
-        if i < 63 {
-            continue;
-        }
-        let v = g.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        if v < mins[MIN_HASHES - 1] && !mins.contains(&v) {
-            let at = mins.partition_point(|m| *m < v);
+    }
+    let mut worst = mins[MIN_HASHES - 1];
+    for b in &data[warm..] {
+        g = (g << 1).wrapping_add(GEAR[*b as usize]);
+        if g < worst && !mins.contains(&g) {
+            let at = mins.partition_point(|m| *m < g);
             mins.copy_within(at..MIN_HASHES - 1, at + 1);
-            mins[at] = v;
+            mins[at] = g;
+            worst = mins[MIN_HASHES - 1];
         }
     }
     out
