@@ -127,8 +127,10 @@ pub struct BaseCache {
     current: PathBuf,
     next: PathBuf,
     by_position: Vec<ObjectId>,
-    /// Sketch value → the base of the first previous chunk that had it.
-    by_feature: HashMap<u64, ObjectId>,
+    /// Sketch value → position (in `by_position`) of the first previous
+    /// chunk that had it. An index, not an id: this map has ten entries per
+    /// chunk and is the bulk of the memory the cache needs.
+    by_feature: HashMap<u64, u32>,
     entries: Mutex<Vec<Option<Entry>>>,
     pub max_percent: u32,
 }
@@ -178,9 +180,10 @@ impl BaseCache {
                     cache.by_feature.clear();
                     break;
                 };
+                let at = cache.by_position.len() as u32;
                 cache.by_position.push(base);
                 for v in sketch.into_iter().filter(|v| *v != NO_FEATURE) {
-                    cache.by_feature.entry(v).or_insert(base);
+                    cache.by_feature.entry(v).or_insert(at);
                 }
             }
         }
@@ -193,7 +196,11 @@ impl BaseCache {
     pub fn candidate(&self, seq: usize, id: &ObjectId, sketch: &Sketch) -> Option<ObjectId> {
         let mut votes: Vec<(ObjectId, usize)> = Vec::with_capacity(FEATURES);
         for v in sketch.iter().filter(|v| **v != NO_FEATURE) {
-            if let Some(b) = self.by_feature.get(v).filter(|b| *b != id) {
+            let base = self
+                .by_feature
+                .get(v)
+                .map(|at| &self.by_position[*at as usize]);
+            if let Some(b) = base.filter(|b| *b != id) {
                 match votes.iter_mut().find(|(x, _)| x == b) {
                     Some((_, n)) => *n += 1,
                     None => votes.push((*b, 1)),
