@@ -153,6 +153,14 @@ fn deltas_round_trip_and_compose_with_reuse_and_extension() {
     for (s, data) in [(&s3, &day2), (&s4, &day1), (&s5, &day5), (&s2, &day2)] {
         assert_eq!(&v.restore_bytes("db", &snap_id(s)), data);
     }
+    // The catalog is a cache: rebuilt from the repository, it still knows
+    // the deltas and their bases, so day 2 again stores nothing.
+    std::fs::remove_file(v.state().join("catalog.sqlite")).unwrap();
+    v.ok(&["catalog", "rebuild"]);
+    let s6 = v.backup_bytes("db", &day2);
+    assert_eq!(s6["added_bytes"], 0, "{s6}");
+    assert_eq!(s6["delta_chunks"], s2["delta_chunks"]);
+
     let m3 = manifest(&v, &snap_id(&s3));
     let need = snapshot_retain(&m3);
     for (id, base) in deltas(&m3) {
