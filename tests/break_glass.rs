@@ -18,9 +18,9 @@ use support::Vault;
 /// The procedure, byte for byte as in `vault/FORMAT.md` ("Break-glass
 /// restore"); `format_md_prints_the_tested_script` keeps the two identical.
 const BREAK_GLASS: &str = r#"#!/usr/bin/env bash
-# Lockbox break-glass restore (repository format v1). Needs only bash, age,
-# zstd, b3sum and POSIX tools. Set REPO, SOURCE, IDENTITY, OUT (and
-# optionally SNAPSHOT, a manifest id prefix; empty means the newest).
+# Lockbox break-glass restore (repository format v1, manifest versions 1 and 2).
+# Needs only bash, age, zstd, b3sum and POSIX tools. Set REPO, SOURCE, IDENTITY,
+# OUT (and optionally SNAPSHOT, a manifest id prefix; empty means the newest).
 set -eu
 set -o pipefail
 umask 077
@@ -40,20 +40,31 @@ M=$(ls "$REPO/snapshots/$SOURCE" | grep -E '^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-
     || die "no snapshot of $SOURCE matches '${SNAPSHOT:-}'"
 M="$REPO/snapshots/$SOURCE/$M"
 echo "manifest: $M"
-grep -q '^{"format":"lockbox-snapshot","version":1,' "$M" \
-    || die "not a version 1 manifest; use a newer procedure"
+grep -qE '^[{]"format":"lockbox-snapshot","version":(1|2),' "$M" \
+    || die "not a version 1 or 2 manifest; use a newer procedure"
 [ "$(b3sum --keyed --no-names "$M" < "$W/id.key")" = "${M##*-}" ] \
     || die "the manifest's name is not the keyed hash of its bytes"
 
-# Step 3. List the chunk ids in stream order (only chunk entries have "id").
-grep -o '"id":"[0-9a-f]\{64\}"' "$M" | cut -d'"' -f4 > "$W/ids" || :
+# Step 3. List the chunks in stream order (only chunk entries have "id"); a
+# delta entry (version 2) names its base right after its id: "id BASE".
+grep -oE '"id":"[0-9a-f]{64}"(,"base":"[0-9a-f]{64}")?' "$M" | cut -d'"' -f4,8 \
+    | tr '"' ' ' > "$W/ids" || :
 echo "chunks: $(wc -l < "$W/ids")"
 
-# Step 4. Decrypt and decompress each chunk, appending to the stream.
+# Step 4. Decrypt and decompress each chunk, appending to the stream. A delta
+# object is a zstd patch: decode it with its base chunk's plaintext.
 : > "$W/stream"
-while read -r id; do
-    age -d -i "$IDENTITY" "$REPO/chunks/$(echo "$id" | cut -c1-2)/$id" \
-        | zstd -d -q >> "$W/stream" || die "chunk $id: cannot decrypt or decompress"
+while read -r id base; do
+    if [ -z "$base" ]; then
+        age -d -i "$IDENTITY" "$REPO/chunks/$(echo "$id" | cut -c1-2)/$id" \
+            | zstd -d -q >> "$W/stream" || die "chunk $id: cannot decrypt or decompress"
+    else
+        age -d -i "$IDENTITY" "$REPO/chunks/$(echo "$base" | cut -c1-2)/$base" \
+            | zstd -d -q > "$W/base" || die "chunk $base (a base): cannot decrypt or decompress"
+        age -d -i "$IDENTITY" "$REPO/chunks/$(echo "$id" | cut -c1-2)/$id.$base" \
+            | zstd -d -q --patch-from="$W/base" >> "$W/stream" \
+            || die "delta $id.$base: cannot decrypt or decompress"
+    fi
 done < "$W/ids"
 
 # Step 5. Check the whole stream against the sealed stream hash.
@@ -83,6 +94,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("ls", "coreutils"),
     ("sort", "coreutils"),
     ("tail", "coreutils"),
+    ("tr", "coreutils"),
     ("wc", "coreutils"),
     ("mkdir", "coreutils"),
     ("mv", "coreutils"),
@@ -173,6 +185,46 @@ fn break_glass_restores_byte_identical_streams_without_lockbox() {
     );
     assert!(!out.exists(), "unverified output was published");
     assert!(!work_dir(&out).exists(), "work directory left behind");
+}
+
+#[test]
+fn break_glass_restores_a_snapshot_of_delta_chunks() {
+    let Some(tools) = allowed_tools_dir() else {
+        return;
+    };
+    let bin = tools.path();
+    let v = Vault::new("");
+    let first = support::mixed_data(12 * MIB, 0xde17a);
+    let s1 = v.backup_bytes("orders", &first);
+    // Scattered in-place edits: every chunk changes a little and is stored
+    // as a delta against the chunk of the first snapshot it resembles.
+    let mut second = first.clone();
+    for i in (1234..second.len()).step_by(80 * 1024) {
+        second[i] ^= 0x21;
+    }
+    let s2 = v.backup_bytes("orders", &second);
+    let id2 = s2["snapshot"].as_str().unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest_path(&v, id2)).unwrap()).unwrap();
+    assert_eq!(m["version"], 2);
+    let deltas = m["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c.get("base").is_some())
+        .count();
+    assert!(deltas >= 4, "expected delta entries: {s2}");
+    assert!(s2["added_bytes"].as_u64().unwrap() * 10 < s1["added_bytes"].as_u64().unwrap());
+
+    let out = v.path().join("break-glass-deltas.bin");
+    let run = break_glass(&v, bin, "orders", None, &out);
+    let stdout = succeeded(&run);
+    assert_eq!(chunk_count_line(&stdout), chunk_ids(&v, id2).len());
+    assert_stream_hash_ok(&stdout);
+    assert!(
+        std::fs::read(&out).unwrap() == second,
+        "restored stream differs from input"
+    );
 }
 
 /// Runs the script against the vault's repository.

@@ -1,7 +1,12 @@
 //! Parallel fetch-and-verify with in-order output and bounded read-ahead.
+//!
+//! A delta entry reads two objects: its base (a full chunk, verified like
+//! any chunk: stored hash, age, keyed id) and the delta, decoded with the
+//! base as zstd prefix and verified against its own id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -45,6 +50,7 @@ pub(crate) fn run(
     let abort = AtomicBool::new(false);
     let tampering: Mutex<Vec<TamperEvent>> = Mutex::new(Vec::new());
     let window = opts.read_ahead.max(1);
+    let bases = Bases::new(manifest);
 
     let mut written = 0u64;
     let mut hasher = id_key.hasher();
@@ -71,6 +77,7 @@ pub(crate) fn run(
             let (rx, tx) = (job_rx.clone(), res_tx.clone());
             let snapshot = &snapshot;
             let tampering = &tampering;
+            let bases = &bases;
             scope.spawn(move || {
                 let mut opener = Opener::new();
                 let mut found = Vec::new();
@@ -88,6 +95,7 @@ pub(crate) fn run(
                         snapshot,
                         &mut opener,
                         &mut found,
+                        bases,
                     );
                     if !found.is_empty() {
                         tampering.lock().unwrap().append(&mut found);
@@ -155,6 +163,67 @@ pub(crate) fn run(
     })
 }
 
+/// Base plaintexts of delta entries, shared by the workers so a base used
+/// by several deltas is fetched once. Each base is dropped after its last
+/// use in the manifest, and the cache never holds more than
+/// [`BASE_CACHE_BYTES`]: past that a base is used and dropped, and fetched
+/// again for a later delta (correct, only slower).
+pub(crate) struct Bases {
+    inner: Mutex<BasesInner>,
+}
+
+struct BasesInner {
+    /// Uses left per base, and its plaintext while cached.
+    uses: HashMap<ObjectId, BaseUse>,
+    held: usize,
+}
+
+/// Deltas still to decode against a base, and its plaintext while cached.
+type BaseUse = (usize, Option<Arc<Vec<u8>>>);
+
+/// Memory the restore base cache may hold (16 bases of the largest size).
+pub(crate) const BASE_CACHE_BYTES: usize = 16 * format::CHUNK_MAX_SIZE;
+
+impl Bases {
+    pub(crate) fn new(manifest: &Manifest) -> Self {
+        let mut uses: HashMap<ObjectId, BaseUse> = HashMap::new();
+        for c in &manifest.chunks {
+            if let Some(b) = c.base {
+                uses.entry(b).or_default().0 += 1;
+            }
+        }
+        Self {
+            inner: Mutex::new(BasesInner { uses, held: 0 }),
+        }
+    }
+
+    fn cached(&self, id: &ObjectId) -> Option<Arc<Vec<u8>>> {
+        let mut inner = self.inner.lock().unwrap();
+        let entry = inner.uses.get_mut(id)?;
+        let data = entry.1.clone()?;
+        entry.0 = entry.0.saturating_sub(1);
+        if entry.0 == 0 {
+            entry.1 = None;
+            inner.held -= data.len();
+        }
+        Some(data)
+    }
+
+    fn store(&self, id: &ObjectId, data: Vec<u8>) -> Arc<Vec<u8>> {
+        let data = Arc::new(data);
+        let mut inner = self.inner.lock().unwrap();
+        let held = inner.held;
+        if let Some(entry) = inner.uses.get_mut(id) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 > 0 && entry.1.is_none() && held + data.len() <= BASE_CACHE_BYTES {
+                entry.1 = Some(data.clone());
+                inner.held += data.len();
+            }
+        }
+        data
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn fetch_verified(
     backend: &dyn ReadBackend,
@@ -166,26 +235,156 @@ fn fetch_verified(
     snapshot: &str,
     opener: &mut Opener,
     tampering: &mut Vec<TamperEvent>,
+    bases: &Bases,
 ) -> Result<Vec<u8>, RestoreError> {
     let entry = &manifest.chunks[index];
-    let key = format::chunk_key(&entry.id);
+    let key = entry.key();
+    let plain_len = sealed.chunk_lengths[index] as usize;
+    let Some(base) = entry.delta_base() else {
+        let stored = fetch_stored(
+            backend,
+            &key,
+            (entry.stored_len, entry.stored_hash),
+            index,
+            snapshot,
+            tampering,
+        )?;
+        let plain = opener
+            .open(identities, &stored, plain_len)
+            .map_err(|e| open_error(e, snapshot, index, &key))?;
+        return check_plain(plain, plain_len, &entry.id, id_key, snapshot, index, &key);
+    };
+    // The base first, checked like any chunk, so damage to it is named as
+    // damage to the base.
+    let base_plain = match bases.cached(&base.id) {
+        Some(p) => p,
+        None => {
+            let base_key = format!("{}, the base of {key}", base.key());
+            let stored = fetch_stored(
+                backend,
+                &base.key(),
+                (base.stored_len, base.stored_hash),
+                index,
+                snapshot,
+                tampering,
+            )
+            .map_err(|e| rename_key(e, &base_key))?;
+            let plain = opener
+                .open(identities, &stored, format::CHUNK_MAX_SIZE)
+                .map_err(|e| open_error(e, snapshot, index, &base_key))?;
+            let len = plain.len();
+            let plain = check_plain(plain, len, &base.id, id_key, snapshot, index, &base_key)?;
+            bases.store(&base.id, plain)
+        }
+    };
+    let stored = fetch_stored(
+        backend,
+        &key,
+        (entry.stored_len, entry.stored_hash),
+        index,
+        snapshot,
+        tampering,
+    )?;
+    let plain = opener
+        .open_delta(identities, &stored, &base_plain, plain_len)
+        .map_err(|e| open_error(e, snapshot, index, &key))?;
+    check_plain(plain, plain_len, &entry.id, id_key, snapshot, index, &key)
+}
+
+fn rename_key(e: RestoreError, new_key: &str) -> RestoreError {
+    match e {
+        RestoreError::ChunkMissing {
+            snapshot, index, ..
+        } => RestoreError::ChunkMissing {
+            snapshot,
+            index,
+            key: new_key.into(),
+        },
+        RestoreError::ChunkCorrupt {
+            snapshot,
+            index,
+            reason,
+            ..
+        } => RestoreError::ChunkCorrupt {
+            snapshot,
+            index,
+            key: new_key.into(),
+            reason,
+        },
+        other => other,
+    }
+}
+
+fn open_error(e: EnvelopeError, snapshot: &str, index: usize, key: &str) -> RestoreError {
+    match e {
+        EnvelopeError::NoMatchingIdentity => RestoreError::WrongIdentity {
+            snapshot: snapshot.into(),
+            index,
+            key: key.into(),
+        },
+        other => RestoreError::ChunkCorrupt {
+            snapshot: snapshot.into(),
+            index,
+            key: key.into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn check_plain(
+    plain: Vec<u8>,
+    plain_len: usize,
+    id: &ObjectId,
+    id_key: &IdKey,
+    snapshot: &str,
+    index: usize,
+    key: &str,
+) -> Result<Vec<u8>, RestoreError> {
     let corrupt = |reason: String| RestoreError::ChunkCorrupt {
         snapshot: snapshot.into(),
         index,
-        key: key.clone(),
+        key: key.into(),
+        reason,
+    };
+    if plain.len() != plain_len {
+        return Err(corrupt(format!(
+            "decrypted to {} bytes, the manifest recorded {plain_len}",
+            plain.len()
+        )));
+    }
+    if id_key.id_of(&plain) != *id {
+        return Err(corrupt(
+            "plaintext does not match the chunk id (keyed BLAKE3)".into(),
+        ));
+    }
+    Ok(plain)
+}
+
+/// Fetches one object and checks its stored bytes against the manifest.
+fn fetch_stored(
+    backend: &dyn ReadBackend,
+    key: &str,
+    expected: (u64, ObjectId),
+    index: usize,
+    snapshot: &str,
+    tampering: &mut Vec<TamperEvent>,
+) -> Result<impl std::ops::Deref<Target = [u8]> + use<>, RestoreError> {
+    let corrupt = |reason: String| RestoreError::ChunkCorrupt {
+        snapshot: snapshot.into(),
+        index,
+        key: key.into(),
         reason,
     };
     // Version-aware read: on S3 a delete marker or a new version over the
     // key does not hide the locked original. The checks below repeat.
-    let expected = (entry.stored_len, entry.stored_hash);
     let accept = |b: &[u8]| b.len() as u64 == expected.0 && ObjectId::of_stored(b) == expected.1;
     let verified = backend
-        .get_verified(&key, MAX_OBJECT_BYTES, &accept)
+        .get_verified(key, MAX_OBJECT_BYTES, &accept)
         .map_err(|e| match e {
             e if e.is_not_found() => RestoreError::ChunkMissing {
                 snapshot: snapshot.into(),
                 index,
-                key: key.clone(),
+                key: key.into(),
             },
             lockbox_vault::storage::StorageError::TooLarge { .. } => {
                 corrupt("object is larger than any valid chunk".into())
@@ -205,39 +404,17 @@ fn fetch_verified(
     }
     tampering.extend(verified.tampering);
     let stored = verified.data;
-    if stored.len() as u64 != entry.stored_len {
+    if stored.len() as u64 != expected.0 {
         return Err(corrupt(format!(
             "stored size is {} bytes, the manifest recorded {}",
             stored.len(),
-            entry.stored_len
+            expected.0
         )));
     }
-    if ObjectId::of_stored(&stored) != entry.stored_hash {
+    if ObjectId::of_stored(&stored) != expected.1 {
         return Err(corrupt(
             "stored bytes differ from those the manifest recorded (BLAKE3 mismatch)".into(),
         ));
     }
-    let plain_len = sealed.chunk_lengths[index] as usize;
-    let plain = opener
-        .open(identities, &stored, plain_len)
-        .map_err(|e| match e {
-            EnvelopeError::NoMatchingIdentity => RestoreError::WrongIdentity {
-                snapshot: snapshot.into(),
-                index,
-                key: key.clone(),
-            },
-            other => corrupt(other.to_string()),
-        })?;
-    if plain.len() != plain_len {
-        return Err(corrupt(format!(
-            "decrypted to {} bytes, the manifest recorded {plain_len}",
-            plain.len()
-        )));
-    }
-    if id_key.id_of(&plain) != entry.id {
-        return Err(corrupt(
-            "plaintext does not match the chunk id (keyed BLAKE3)".into(),
-        ));
-    }
-    Ok(plain)
+    Ok(stored)
 }

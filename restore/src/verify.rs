@@ -179,7 +179,11 @@ pub fn sampled(id: &ObjectId, pct: f64, seed: u64) -> bool {
 type Found = Vec<(ProblemKind, String)>;
 
 struct ObjectUse {
+    /// The chunk id (for a delta object, of the chunk it decodes to).
     id: ObjectId,
+    /// The object's key: a delta and the full chunk of the same id are
+    /// different objects.
+    key: String,
     /// The longest retention any snapshot needs of this object.
     need: OffsetDateTime,
     stored_len: u64,
@@ -341,7 +345,7 @@ pub fn verify(
 
     // Every object, once, with the longest retention any snapshot needs.
     let decrypt = opts.read_data && opts.identities.is_some();
-    let mut by_id: BTreeMap<ObjectId, ObjectUse> = BTreeMap::new();
+    let mut by_key: BTreeMap<String, ObjectUse> = BTreeMap::new();
     for (snap, m) in &manifests {
         let lengths = match (&opts.identities, decrypt) {
             (Some(ids), true) => match m.unseal(ids, &snap.key) {
@@ -357,25 +361,38 @@ pub fn verify(
             _ => None,
         };
         for (i, c) in m.chunks.iter().enumerate() {
-            let u = by_id.entry(c.id).or_insert_with(|| ObjectUse {
-                id: c.id,
-                need: m.retain_until,
-                stored_len: c.stored_len,
-                stored_hash: c.stored_hash,
-                plain_len: None,
-                snapshots: Vec::new(),
-                read: false,
-            });
-            u.need = u.need.max(m.retain_until);
-            if u.plain_len.is_none() {
-                u.plain_len = lengths.as_ref().map(|l| l[i]);
-            }
-            if u.snapshots.last() != Some(&snap.id) && !u.snapshots.contains(&snap.id) {
-                u.snapshots.push(snap.id);
+            // A delta's base is an object every snapshot using the delta
+            // needs: checked (presence, size, lock, bytes) like any chunk.
+            let base = c.delta_base();
+            let uses = [
+                Some((c.key(), c.id, c.stored_len, c.stored_hash)),
+                base.map(|b| (b.key(), b.id, b.stored_len, b.stored_hash)),
+            ];
+            for (key, id, stored_len, stored_hash) in uses.into_iter().flatten() {
+                let u = by_key.entry(key.clone()).or_insert_with(|| ObjectUse {
+                    id,
+                    key,
+                    need: m.retain_until,
+                    stored_len,
+                    stored_hash,
+                    plain_len: None,
+                    snapshots: Vec::new(),
+                    read: false,
+                });
+                u.need = u.need.max(m.retain_until);
+                // A delta's plaintext needs its base to decode: restore and
+                // drills check it; here its stored bytes are checked. A base
+                // gets its plaintext length where a manifest stores it full.
+                if u.plain_len.is_none() && base.is_none() {
+                    u.plain_len = lengths.as_ref().map(|l| l[i]);
+                }
+                if u.snapshots.last() != Some(&snap.id) && !u.snapshots.contains(&snap.id) {
+                    u.snapshots.push(snap.id);
+                }
             }
         }
     }
-    let mut objects: Vec<ObjectUse> = by_id.into_values().collect();
+    let mut objects: Vec<ObjectUse> = by_key.into_values().collect();
     for u in &mut objects {
         u.read = opts.read_data
             && opts
@@ -442,10 +459,7 @@ pub fn verify(
             } else {
                 detail
             };
-            problems.push((
-                u.snapshots.clone(),
-                problem(kind, first, &format::chunk_key(&u.id), detail),
-            ));
+            problems.push((u.snapshots.clone(), problem(kind, first, &u.key, detail)));
         }
     }
 
@@ -513,7 +527,7 @@ fn check_object(
     u: &ObjectUse,
     opener: &mut Opener,
 ) -> Result<(Found, u64), StorageError> {
-    let key = format::chunk_key(&u.id);
+    let key = u.key.clone();
     let mut found = Vec::new();
     let accept =
         |b: &[u8]| b.len() as u64 == u.stored_len && ObjectId::of_stored(b) == u.stored_hash;

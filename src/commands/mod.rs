@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use lockbox_vault::backup::BackupOptions;
 use lockbox_vault::catalog::Catalog;
 use lockbox_vault::config::{Config, ConfigError};
+use lockbox_vault::delta::DeltaOptions;
 use lockbox_vault::keys::{self, KeyError};
 use lockbox_vault::repository::{self, RepoError, WriteRepo};
 use lockbox_vault::{state, storage};
@@ -185,6 +186,10 @@ pub fn backup_options(config: &Config) -> BackupOptions {
         lock_slack_days: config.repository.lock_slack_days,
         workers: config.repository.workers.unwrap_or(cpus),
         max_in_flight: config.repository.effective_max_in_flight(),
+        delta: (config.repository.delta_max_percent > 0).then(|| DeltaOptions {
+            cache_root: config.base_cache_dir(),
+            max_percent: config.repository.delta_max_percent,
+        }),
     }
 }
 

@@ -5,6 +5,11 @@
 //! sealers (chunk id, dedup decision, zstd + age), `max_in_flight`
 //! uploaders, and the calling thread collecting results in order.
 //!
+//! Delta chunks ([`crate::delta`]): a chunk that is not an exact duplicate
+//! may be stored as a zstd patch against a similar full chunk (its base) of
+//! the source's previous backup. The base is referenced like a reused chunk
+//! (durable, locked until the lock target) before the manifest is written.
+//!
 //! Ordering rules (invariant 3): every chunk is durable and locked until at
 //! least the snapshot's retain-until before the manifest is put; the
 //! manifest is the last object written, so a backup that fails or is killed
@@ -23,10 +28,13 @@ use time::{Duration, OffsetDateTime};
 
 use crate::catalog::{Catalog, CatalogError, KnownChunk, RunOutcome};
 use crate::chunker::Chunker;
-use crate::envelope::{EnvelopeError, Sealer};
-use crate::format::{self, MANIFEST_TAG, MANIFEST_VERSION, MAX_OBJECT_BYTES};
+use crate::delta::{BaseCache, CacheError, DeltaOptions, Sketch, sketches};
+use crate::envelope::{self, EnvelopeError, Sealer};
+use crate::format::{
+    self, MANIFEST_TAG, MANIFEST_VERSION, MANIFEST_VERSION_FULL, MAX_OBJECT_BYTES,
+};
 use crate::ids::ObjectId;
-use crate::manifest::{ChunkRef, Manifest, SealedPart};
+use crate::manifest::{ChunkRef, DeltaBase, Manifest, SealedPart};
 use crate::repository::{self, RepoError, WriteRepo};
 use crate::source::{DumpStream, SourceError};
 use crate::storage::{PutOutcome, StorageError};
@@ -49,6 +57,8 @@ pub enum BackupError {
     Catalog(#[from] CatalogError),
     #[error("sealing a chunk: {0}")]
     Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
     /// A stage stopped because another one failed; never returned to callers
     /// (the first real error is).
     #[doc(hidden)]
@@ -62,6 +72,8 @@ pub struct BackupOptions {
     pub lock_slack_days: u32,
     pub workers: usize,
     pub max_in_flight: usize,
+    /// Delta chunks and their base cache; `None` stores every chunk full.
+    pub delta: Option<DeltaOptions>,
 }
 
 /// Progress callbacks; the CLI draws bars, the daemon logs.
@@ -85,6 +97,8 @@ pub struct BackupSummary {
     pub chunks: usize,
     pub new_chunks: usize,
     pub reused_chunks: usize,
+    /// Entries stored as deltas (new or reused).
+    pub delta_chunks: usize,
     pub retain_until: String,
     pub seconds: f64,
 }
@@ -94,6 +108,10 @@ enum Decision {
     Known(KnownChunk),
     /// Cached, but its lock ends too early: extend before referencing.
     Extend(KnownChunk),
+    /// Stored as a delta whose object and base are both locked long enough.
+    KnownDelta(DeltaBase, KnownChunk),
+    /// Stored as a delta, but the delta or its base needs a longer lock.
+    ExtendDelta(DeltaBase, KnownChunk),
     /// Another chunk of this run with the same id is being handled.
     Claimed,
     New,
@@ -105,10 +123,14 @@ struct Done {
     len: u64,
     /// `None` when another entry of this run resolves the same id.
     info: Option<KnownChunk>,
+    /// The base when `info` describes a delta object.
+    base: Option<DeltaBase>,
     /// Stored bytes this entry newly wrote.
     added: u64,
     /// The catalog must learn (or update) this chunk after the next flush.
     record: bool,
+    /// A base whose lock this entry extended, for the catalog.
+    base_record: Option<(ObjectId, KnownChunk)>,
 }
 
 struct Upload {
@@ -116,6 +138,8 @@ struct Upload {
     id: ObjectId,
     len: u64,
     sealed: Vec<u8>,
+    base: Option<DeltaBase>,
+    base_record: Option<(ObjectId, KnownChunk)>,
 }
 
 struct Shared<'a> {
@@ -127,6 +151,7 @@ struct Shared<'a> {
     abort: AtomicBool,
     error: Mutex<Option<BackupError>>,
     progress: &'a dyn Progress,
+    cache: Option<BaseCache>,
 }
 
 impl Shared<'_> {
@@ -145,19 +170,69 @@ impl Shared<'_> {
         if !self.claims.lock().unwrap().insert(*id) {
             return Ok(Decision::Claimed);
         }
-        let known = self.catalog.lock().unwrap().chunk(id)?;
-        Ok(match known {
+        let catalog = self.catalog.lock().unwrap();
+        Ok(match catalog.chunk(id)? {
             Some(k) if k.retain_until >= self.need => Decision::Known(k),
             Some(k) => Decision::Extend(k),
+            // A delta is reused only where deltas are written: a source with
+            // deltas off keeps writing manifests older readers understand.
+            None if self.cache.is_some() => match catalog.delta(id)? {
+                Some((base_id, delta)) => match catalog.chunk(&base_id)? {
+                    Some(b) => {
+                        let base = DeltaBase {
+                            id: base_id,
+                            stored_len: b.stored_len,
+                            stored_hash: b.stored_hash,
+                        };
+                        if delta.retain_until >= self.need && b.retain_until >= self.need {
+                            Decision::KnownDelta(base, delta)
+                        } else {
+                            Decision::ExtendDelta(base, delta)
+                        }
+                    }
+                    None => Decision::New,
+                },
+                None => Decision::New,
+            },
             None => Decision::New,
         })
     }
 
+    /// A full chunk usable as a base now: known to the catalog as a full
+    /// object (so never a delta itself) and locked until the lock target,
+    /// extending it if needed (the second value is then the catalog update).
+    #[allow(clippy::type_complexity)]
+    fn lock_base(
+        &self,
+        base: &ObjectId,
+        known: KnownChunk,
+    ) -> Result<Option<(KnownChunk, Option<(ObjectId, KnownChunk)>)>, BackupError> {
+        if known.retain_until >= self.need {
+            return Ok(Some((known, None)));
+        }
+        match self
+            .repo
+            .backend
+            .extend_retention(&format::chunk_key(base), self.lock_target)
+        {
+            Ok(()) => {
+                let k = KnownChunk {
+                    retain_until: self.lock_target.unix_timestamp(),
+                    ..known
+                };
+                Ok(Some((k, Some((*base, k)))))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Handles a key that already holds an object we know nothing certain
     /// about (e.g. left by a killed backup): learn its size and stored hash,
-    /// and make sure it is locked long enough.
-    fn adopt_existing(&self, id: &ObjectId) -> Result<KnownChunk, BackupError> {
-        let key = format::chunk_key(id);
+    /// and make sure it is locked long enough. The key says what the object
+    /// is (a full chunk, or a delta against a named base).
+    fn adopt_existing(&self, key: &str) -> Result<KnownChunk, BackupError> {
+        let key = key.to_string();
         let backend = &self.repo.backend;
         backend.extend_retention(&key, self.lock_target)?;
         let bytes = backend.get(&key, MAX_OBJECT_BYTES)?;
@@ -228,8 +303,12 @@ fn backup(
         catalog.set_meta("retain:config", &lock_target.unix_timestamp().to_string())?;
     }
 
+    let cache = match &opts.delta {
+        Some(d) => Some(BaseCache::open(d, &source)?),
+        None => None,
+    };
     let reader = stream.take_reader();
-    let shared = Shared {
+    let mut shared = Shared {
         repo,
         catalog: Mutex::new(catalog),
         claims: Mutex::new(Default::default()),
@@ -238,10 +317,11 @@ fn backup(
         abort: AtomicBool::new(false),
         error: Mutex::new(None),
         progress,
+        cache,
     };
 
     let mut order: Vec<Option<(ObjectId, u64)>> = Vec::new();
-    let mut infos: HashMap<ObjectId, KnownChunk> = HashMap::new();
+    let mut infos: HashMap<ObjectId, (KnownChunk, Option<DeltaBase>)> = HashMap::new();
     let mut added_bytes = 0u64;
     let mut new_chunks = 0usize;
     let mut stream_hash = None;
@@ -265,7 +345,7 @@ fn backup(
         }
         drop((job_rx, up_tx, up_rx, done_tx));
 
-        let mut to_record: Vec<(ObjectId, KnownChunk)> = Vec::new();
+        let mut to_record = Pending::default();
         for d in done_rx.iter() {
             if order.len() <= d.seq {
                 order.resize(d.seq + 1, None);
@@ -276,10 +356,16 @@ fn backup(
                 new_chunks += 1;
             }
             if let Some(info) = d.info {
-                infos.insert(d.id, info);
+                infos.insert(d.id, (info, d.base));
                 if d.record {
-                    to_record.push((d.id, info));
+                    match d.base {
+                        None => to_record.chunks.push((d.id, info)),
+                        Some(b) => to_record.deltas.push((d.id, b.id, info)),
+                    }
                 }
+            }
+            if let Some(b) = d.base_record {
+                to_record.chunks.push(b);
             }
             if to_record.len() >= RECORD_BATCH
                 && !shared.aborted()
@@ -301,29 +387,48 @@ fn backup(
         }
     });
 
+    let cache = shared.cache.take();
     if let Some(e) = shared.error.lock().unwrap().take() {
         drop(stream); // kills a still-running dump tool
+        if let Some(c) = cache {
+            c.discard();
+        }
         return Err(e);
     }
     let kind = stream.kind;
-    let source_info = stream.finish()?;
+    let source_info = match stream.finish() {
+        Ok(info) => info,
+        Err(e) => {
+            if let Some(c) = cache {
+                c.discard();
+            }
+            return Err(e.into());
+        }
+    };
     let stream_hash = stream_hash.expect("chunker finished without error");
 
     let mut chunks = Vec::with_capacity(order.len());
     let mut lengths = Vec::with_capacity(order.len());
     let mut distinct = std::collections::HashSet::new();
     let mut stored_bytes = 0u64;
+    let mut delta_chunks = 0usize;
     for entry in order {
         let (id, len) = entry.expect("every chunk sequence number was resolved");
-        let info = infos[&id];
-        if distinct.insert(id) {
+        let (info, base) = infos[&id];
+        let chunk = match base {
+            None => ChunkRef::full(id, info.stored_len, info.stored_hash),
+            Some(b) => {
+                delta_chunks += 1;
+                if distinct.insert(b.key()) {
+                    stored_bytes += b.stored_len;
+                }
+                ChunkRef::delta(id, b, info.stored_len, info.stored_hash)
+            }
+        };
+        if distinct.insert(chunk.key()) {
             stored_bytes += info.stored_len;
         }
-        chunks.push(ChunkRef {
-            id,
-            stored_len: info.stored_len,
-            stored_hash: info.stored_hash,
-        });
+        chunks.push(chunk);
         lengths.push(len);
     }
     let sealed = Manifest::seal(
@@ -336,7 +441,12 @@ fn backup(
     )?;
     let manifest = Manifest {
         format: MANIFEST_TAG.into(),
-        version: MANIFEST_VERSION,
+        // Older readers can still restore a snapshot without deltas.
+        version: if delta_chunks > 0 {
+            MANIFEST_VERSION
+        } else {
+            MANIFEST_VERSION_FULL
+        },
         repository: repo.config.id.clone(),
         source: source.clone(),
         kind: kind.into(),
@@ -354,8 +464,21 @@ fn backup(
     let (bytes, id) = manifest.encode(&repo.id_key);
     let key = format::snapshot_key(&source, started_at, &id);
     // Every chunk was flushed by `record`; the manifest goes last.
-    backend.put(&key, Bytes::from(bytes), retain_until)?;
-    backend.flush()?;
+    let written = backend
+        .put(&key, Bytes::from(bytes), retain_until)
+        .and_then(|_| backend.flush());
+    if let Err(e) = written {
+        if let Some(c) = cache {
+            c.discard();
+        }
+        return Err(e.into());
+    }
+    // The bases of the next backup are this snapshot's chunks.
+    if let Some(c) = cache
+        && let Err(e) = c.commit()
+    {
+        tracing::warn!(error = %e, "could not update the base cache; the next backup stores changed chunks in full");
+    }
     let catalog = shared.catalog.into_inner().unwrap();
     catalog.record_snapshot(&id, &key, &manifest)?;
     let n = manifest.chunks.len();
@@ -370,6 +493,7 @@ fn backup(
         chunks: n,
         new_chunks,
         reused_chunks: n - new_chunks,
+        delta_chunks,
         retain_until: retain_until
             .format(&time::format_description::well_known::Rfc3339)
             .expect("formats"),
@@ -384,14 +508,30 @@ fn now_micros() -> OffsetDateTime {
         .expect("whole microseconds are valid")
 }
 
+/// Catalog updates waiting for the next flush.
+#[derive(Default)]
+struct Pending {
+    chunks: Vec<(ObjectId, KnownChunk)>,
+    deltas: Vec<(ObjectId, ObjectId, KnownChunk)>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.chunks.len() + self.deltas.len()
+    }
+}
+
 /// Makes pending puts durable, then tells the catalog about them.
-fn record(shared: &Shared, pending: &mut Vec<(ObjectId, KnownChunk)>) -> Result<(), BackupError> {
-    if pending.is_empty() {
+fn record(shared: &Shared, pending: &mut Pending) -> Result<(), BackupError> {
+    if pending.len() == 0 {
         return Ok(());
     }
     shared.repo.backend.flush()?;
-    shared.catalog.lock().unwrap().record_chunks(pending)?;
-    pending.clear();
+    let mut catalog = shared.catalog.lock().unwrap();
+    catalog.record_chunks(&pending.chunks)?;
+    catalog.record_deltas(&pending.deltas)?;
+    pending.chunks.clear();
+    pending.deltas.clear();
     Ok(())
 }
 
@@ -439,53 +579,7 @@ fn seal_worker(
         if shared.aborted() {
             return;
         }
-        let id = shared.repo.id_key.id_of(&data);
-        let len = data.len() as u64;
-        let result = (|| -> Result<Option<Done>, BackupError> {
-            let reply = |info, record| Done {
-                seq,
-                id,
-                len,
-                info,
-                added: 0,
-                record,
-            };
-            match shared.decide(&id)? {
-                Decision::Known(k) => return Ok(Some(reply(Some(k), false))),
-                Decision::Claimed => return Ok(Some(reply(None, false))),
-                Decision::Extend(k) => {
-                    let key = format::chunk_key(&id);
-                    match shared
-                        .repo
-                        .backend
-                        .extend_retention(&key, shared.lock_target)
-                    {
-                        Ok(()) => {
-                            let k = KnownChunk {
-                                retain_until: shared.lock_target.unix_timestamp(),
-                                ..k
-                            };
-                            return Ok(Some(reply(Some(k), true)));
-                        }
-                        // Gone although cached (expired and pruned): store it again.
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Decision::New => {}
-            }
-            let sealed = sealer.seal(&data)?;
-            uploads
-                .send(Upload {
-                    seq,
-                    id,
-                    len,
-                    sealed,
-                })
-                .map_err(|_| BackupError::Stopped)?;
-            Ok(None)
-        })();
-        match result {
+        match seal_one(shared, &mut sealer, seq, &data, &uploads) {
             Ok(Some(d)) => {
                 shared.progress.chunk(false, 0);
                 if done.send(d).is_err() {
@@ -502,12 +596,166 @@ fn seal_worker(
     }
 }
 
+/// Resolves one chunk: reuse (`Some`), or hand an upload on (`None`).
+fn seal_one(
+    shared: &Shared,
+    sealer: &mut Sealer,
+    seq: usize,
+    data: &[u8],
+    uploads: &Sender<Upload>,
+) -> Result<Option<Done>, BackupError> {
+    let id = shared.repo.id_key.id_of(data);
+    let len = data.len() as u64;
+    let sketch = shared.cache.as_ref().map(|_| sketches(data));
+    // What the next backup's base cache holds for this position.
+    let keep = |base: ObjectId, frame: Option<&[u8]>, plain: Option<&[u8]>| {
+        if let (Some(cache), Some(sketch)) = (&shared.cache, &sketch) {
+            cache.keep(seq, sketch, base, frame, plain);
+        }
+    };
+    let reply = |info, base, record, base_record| Done {
+        seq,
+        id,
+        len,
+        info,
+        base,
+        added: 0,
+        record,
+        base_record,
+    };
+    let backend = &shared.repo.backend;
+    let extend = |key: &str| match backend.extend_retention(key, shared.lock_target) {
+        Ok(()) => Ok(true),
+        // Gone although cached (expired and pruned): store it again.
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(BackupError::from(e)),
+    };
+    let locked = |k: KnownChunk| KnownChunk {
+        retain_until: shared.lock_target.unix_timestamp(),
+        ..k
+    };
+    match shared.decide(&id)? {
+        Decision::Known(k) => {
+            keep(id, None, Some(data));
+            return Ok(Some(reply(Some(k), None, false, None)));
+        }
+        Decision::Claimed => {
+            keep(id, None, None);
+            return Ok(Some(reply(None, None, false, None)));
+        }
+        Decision::Extend(k) => {
+            if extend(&format::chunk_key(&id))? {
+                keep(id, None, Some(data));
+                return Ok(Some(reply(Some(locked(k)), None, true, None)));
+            }
+        }
+        Decision::KnownDelta(base, k) => {
+            keep(base.id, None, None);
+            return Ok(Some(reply(Some(k), Some(base), false, None)));
+        }
+        Decision::ExtendDelta(base, k) => {
+            // The base first: a delta must never outlive its base's lock.
+            if extend(&base.key())? && extend(&format::delta_key(&id, &base.id))? {
+                keep(base.id, None, None);
+                let base_known = KnownChunk {
+                    stored_len: base.stored_len,
+                    stored_hash: base.stored_hash,
+                    retain_until: shared.lock_target.unix_timestamp(),
+                };
+                return Ok(Some(reply(
+                    Some(locked(k)),
+                    Some(base),
+                    true,
+                    Some((base.id, base_known)),
+                )));
+            }
+        }
+        Decision::New => {}
+    }
+    let (sealed, base, base_record) = match try_delta(shared, seq, &id, data, sketch.as_ref())? {
+        Some((frame, base, base_record, base_plain)) => {
+            keep(base.id, None, Some(&base_plain));
+            (sealer.seal_frame(&frame)?, Some(base), base_record)
+        }
+        None => {
+            let frame = sealer.compress(data)?;
+            keep(id, Some(&frame), None);
+            (sealer.seal_frame(&frame)?, None, None)
+        }
+    };
+    uploads
+        .send(Upload {
+            seq,
+            id,
+            len,
+            sealed,
+            base,
+            base_record,
+        })
+        .map_err(|_| BackupError::Stopped)?;
+    Ok(None)
+}
+
+/// The delta frame for a new chunk, when a base is at hand and the delta is
+/// small enough: (frame, base, catalog update for the base, base plaintext).
+#[allow(clippy::type_complexity)]
+fn try_delta(
+    shared: &Shared,
+    seq: usize,
+    id: &ObjectId,
+    data: &[u8],
+    sketch: Option<&Sketch>,
+) -> Result<Option<(Vec<u8>, DeltaBase, Option<(ObjectId, KnownChunk)>, Vec<u8>)>, BackupError> {
+    let (Some(cache), Some(sketch)) = (&shared.cache, sketch) else {
+        return Ok(None);
+    };
+    let Some(base_id) = cache.candidate(seq, id, sketch) else {
+        tracing::debug!(chunk = seq, "no similar chunk in the previous backup");
+        return Ok(None);
+    };
+    // Only a chunk the catalog knows as a full object can be a base.
+    let Some(known) = shared.catalog.lock().unwrap().chunk(&base_id)? else {
+        tracing::debug!(chunk = seq, base = %base_id.short(), "candidate base unknown to the catalog");
+        return Ok(None);
+    };
+    let Some(base_plain) = cache.load(&base_id, &shared.repo.id_key) else {
+        tracing::debug!(chunk = seq, base = %base_id.short(), "candidate base not in the base cache");
+        return Ok(None);
+    };
+    let frame = envelope::compress_delta(&base_plain, data)?;
+    // The full size is estimated from the base's (no second compression):
+    // similar plaintexts compress alike.
+    let full_estimate = known.stored_len as u128 * data.len() as u128 / base_plain.len() as u128;
+    if frame.len() as u128 * 100 > full_estimate * u128::from(cache.max_percent) {
+        tracing::debug!(
+            chunk = seq,
+            base = %base_id.short(),
+            delta = frame.len(),
+            full_estimate = full_estimate as u64,
+            "delta too large; storing the chunk in full"
+        );
+        return Ok(None);
+    }
+    let Some((known, base_record)) = shared.lock_base(&base_id, known)? else {
+        return Ok(None);
+    };
+    let base = DeltaBase {
+        id: base_id,
+        stored_len: known.stored_len,
+        stored_hash: known.stored_hash,
+    };
+    Ok(Some((frame, base, base_record, base_plain)))
+}
+
 fn upload_worker(shared: &Shared, uploads: Receiver<Upload>, done: Sender<Done>) {
     for u in uploads.iter() {
         if shared.aborted() {
             return;
         }
-        let key = format::chunk_key(&u.id);
+        let key = match &u.base {
+            None => format::chunk_key(&u.id),
+            Some(b) => format::delta_key(&u.id, &b.id),
+        };
         let stored_len = u.sealed.len() as u64;
         let stored_hash = ObjectId::of_stored(&u.sealed);
         let result = shared
@@ -524,7 +772,7 @@ fn upload_worker(shared: &Shared, uploads: Receiver<Upload>, done: Sender<Done>)
                     },
                     stored_len,
                 )),
-                PutOutcome::AlreadyExists => shared.adopt_existing(&u.id).map(|k| (k, 0)),
+                PutOutcome::AlreadyExists => shared.adopt_existing(&key).map(|k| (k, 0)),
             });
         match result {
             Ok((info, added)) => {
@@ -534,8 +782,10 @@ fn upload_worker(shared: &Shared, uploads: Receiver<Upload>, done: Sender<Done>)
                     id: u.id,
                     len: u.len,
                     info: Some(info),
+                    base: u.base,
                     added,
                     record: true,
+                    base_record: u.base_record,
                 };
                 if done.send(d).is_err() {
                     return;

@@ -10,6 +10,9 @@
 //! `flush`, and backup trusts it without a round trip only while
 //! `retain_until` is in the future — a locked object cannot have been pruned.
 //!
+//! Delta objects (`chunks/<hh>/<id>.<base>`) have their own table keyed by
+//! (id, base) under the same trust rule; their bases are ordinary chunk rows.
+//!
 //! Tamper events (delete markers and bad versions that version-aware reads
 //! passed over, see `storage::TamperEvent`) are kept too; like run history,
 //! only the catalog holds them, and a rebuild keeps them.
@@ -200,7 +203,7 @@ impl Catalog {
             }
             self.conn
                 .execute_batch(
-                    "DROP TABLE IF EXISTS snapshots; DROP TABLE IF EXISTS chunks;
+                    "DROP TABLE IF EXISTS snapshots; DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS deltas;
                      DROP TABLE IF EXISTS runs; DROP TABLE IF EXISTS tamper_events;
                      DROP TABLE IF EXISTS verifications;
                      DELETE FROM meta;",
@@ -219,6 +222,10 @@ impl Catalog {
                  CREATE TABLE IF NOT EXISTS chunks (
                     id BLOB PRIMARY KEY, stored_len INTEGER NOT NULL,
                     stored_hash BLOB NOT NULL, retain_until INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS deltas (
+                    id BLOB NOT NULL, base BLOB NOT NULL, stored_len INTEGER NOT NULL,
+                    stored_hash BLOB NOT NULL, retain_until INTEGER NOT NULL,
+                    PRIMARY KEY (id, base)) WITHOUT ROWID;
                  CREATE TABLE IF NOT EXISTS runs (
                     id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,
                     started_at TEXT NOT NULL, finished_at TEXT, outcome TEXT NOT NULL,
@@ -279,6 +286,81 @@ impl Catalog {
             })
     }
 
+    /// A delta object stored for chunk `id`, if the catalog knows one; the
+    /// one locked longest when there are several (against different bases).
+    pub fn delta(&self, id: &ObjectId) -> Result<Option<(ObjectId, KnownChunk)>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT base, stored_len, stored_hash, retain_until FROM deltas WHERE id = ?1
+                 ORDER BY retain_until DESC LIMIT 1",
+                [&id.as_bytes()[..]],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+            .map(|row| {
+                row.and_then(|(base, len, hash, until)| {
+                    Some((
+                        ObjectId::from_bytes(base.try_into().ok()?),
+                        KnownChunk {
+                            stored_len: len as u64,
+                            stored_hash: ObjectId::from_bytes(hash.try_into().ok()?),
+                            retain_until: until,
+                        },
+                    ))
+                })
+            })
+    }
+
+    /// Records delta objects `(id, base)` known durable and locked.
+    pub fn record_deltas(
+        &mut self,
+        deltas: &[(ObjectId, ObjectId, KnownChunk)],
+    ) -> Result<(), CatalogError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| CatalogError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO deltas(id, base, stored_len, stored_hash, retain_until)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(id, base) DO UPDATE SET
+                        retain_until = max(retain_until, excluded.retain_until),
+                        stored_len = excluded.stored_len, stored_hash = excluded.stored_hash",
+                )
+                .map_err(|source| CatalogError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            for (id, base, c) in deltas {
+                stmt.execute(params![
+                    &id.as_bytes()[..],
+                    &base.as_bytes()[..],
+                    c.stored_len as i64,
+                    &c.stored_hash.as_bytes()[..],
+                    c.retain_until
+                ])
+                .map_err(|source| CatalogError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Records chunks known durable and locked; a retention only ever grows.
     pub fn record_chunks(&mut self, chunks: &[(ObjectId, KnownChunk)]) -> Result<(), CatalogError> {
         let tx = self
@@ -323,21 +405,32 @@ impl Catalog {
         m: &Manifest,
     ) -> Result<(), CatalogError> {
         let until = m.retain_until.unix_timestamp();
-        let chunks: Vec<(ObjectId, KnownChunk)> = m
-            .chunks
-            .iter()
-            .map(|c| {
-                (
-                    c.id,
-                    KnownChunk {
-                        stored_len: c.stored_len,
-                        stored_hash: c.stored_hash,
-                        retain_until: until,
-                    },
-                )
-            })
-            .collect();
+        let mut chunks: Vec<(ObjectId, KnownChunk)> = Vec::with_capacity(m.chunks.len());
+        let mut deltas: Vec<(ObjectId, ObjectId, KnownChunk)> = Vec::new();
+        for c in &m.chunks {
+            let known = KnownChunk {
+                stored_len: c.stored_len,
+                stored_hash: c.stored_hash,
+                retain_until: until,
+            };
+            match c.delta_base() {
+                None => chunks.push((c.id, known)),
+                Some(b) => {
+                    deltas.push((c.id, b.id, known));
+                    // A base is referenced, and locked, like any chunk.
+                    chunks.push((
+                        b.id,
+                        KnownChunk {
+                            stored_len: b.stored_len,
+                            stored_hash: b.stored_hash,
+                            retain_until: until,
+                        },
+                    ));
+                }
+            }
+        }
         self.record_chunks(&chunks)?;
+        self.record_deltas(&deltas)?;
         let r = SnapshotRow::from_manifest(id, key, m);
         self.conn
             .execute(
@@ -572,7 +665,7 @@ impl Catalog {
         id_key: &IdKey,
     ) -> Result<SyncReport, CatalogError> {
         self.conn
-            .execute_batch("DELETE FROM snapshots; DELETE FROM chunks; DELETE FROM meta WHERE key LIKE 'retain:%';")
+            .execute_batch("DELETE FROM snapshots; DELETE FROM chunks; DELETE FROM deltas; DELETE FROM meta WHERE key LIKE 'retain:%';")
             .map_err(|e| self.err(e))?;
         self.sync(backend, id_key)
     }

@@ -45,7 +45,7 @@ impl<R: Read> Iterator for Chunker<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Deterministic pseudo-random bytes (xorshift), independent of any crate

@@ -66,6 +66,11 @@ pub struct RepositorySection {
     /// Objects written to storage concurrently.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// A changed chunk is stored as a delta against a similar chunk of the
+    /// previous backup while the delta is at most this percentage of its
+    /// full stored size; 0 turns delta chunks (and the base cache) off.
+    #[serde(default = "default_delta_max_percent")]
+    pub delta_max_percent: u32,
     /// Object Lock mode on S3: `compliance` (default) or `governance`.
     #[serde(default)]
     pub lock_mode: Option<LockMode>,
@@ -110,6 +115,10 @@ fn default_slack() -> u32 {
 }
 fn default_in_flight() -> usize {
     4
+}
+
+fn default_delta_max_percent() -> u32 {
+    crate::format::DELTA_MAX_PERCENT
 }
 
 /// One `[[source]]` table as written. Keys that do not apply to its `kind`
@@ -708,6 +717,15 @@ impl Config {
         if self.repository.workers == Some(0) {
             return Err(invalid("repository.workers", "must be at least 1".into()));
         }
+        if self.repository.delta_max_percent > 100 {
+            return Err(invalid(
+                "repository.delta_max_percent",
+                format!(
+                    "is {}; it is a percentage from 0 (off) to 100",
+                    self.repository.delta_max_percent
+                ),
+            ));
+        }
         if self.repository.max_in_flight == 0 {
             return Err(invalid(
                 "repository.max_in_flight",
@@ -815,6 +833,10 @@ impl Config {
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.state_dir.join("tmp")
+    }
+    /// Local copies of the bases for delta chunks (see `delta`).
+    pub fn base_cache_dir(&self) -> PathBuf {
+        self.state_dir.join("base-cache")
     }
 }
 
@@ -970,6 +992,10 @@ mod tests {
             ),
             ("state_dir = \"/x\"\n".to_string(), "repository"),
             (base() + "max_in_flight = 0\n", "repository.max_in_flight"),
+            (
+                base() + "delta_max_percent = 101\n",
+                "repository.delta_max_percent",
+            ),
             (base() + "workers = 0\n", "repository.workers"),
             (
                 format!(

@@ -3,10 +3,12 @@
 //!
 //! There is deliberately no Lockbox-specific framing, so that
 //! `age -d -i key.txt obj | zstd -d` recovers any chunk without Lockbox.
+//! A delta object's frame is compressed with its base chunk's plaintext as
+//! zstd's referenced prefix, so `zstd -d --patch-from=<base>` decodes it.
 
 use std::io::{Read, Write};
 
-use crate::format::ZSTD_LEVEL;
+use crate::format::{DELTA_WINDOW_LOG, DELTA_ZSTD_LEVEL, ZSTD_LEVEL};
 use crate::keys::{Identities, Recipients};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +44,49 @@ impl Sealer {
 
     /// Compresses then encrypts `plaintext` into a complete age file.
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-        let frame = self
-            .compressor
-            .compress(plaintext)
-            .map_err(|e| EnvelopeError::Encrypt(format!("zstd: {e}")))?;
-        encrypt(&self.recipients, &frame)
+        let frame = self.compress(plaintext)?;
+        self.seal_frame(&frame)
     }
+
+    /// The zstd frame a full chunk object holds (before encryption).
+    pub fn compress(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        self.compressor
+            .compress(plaintext)
+            .map_err(|e| EnvelopeError::Encrypt(format!("zstd: {e}")))
+    }
+
+    /// Encrypts an already compressed frame into a complete age file.
+    pub fn seal_frame(&self, frame: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        encrypt(&self.recipients, frame)
+    }
+}
+
+/// The zstd frame of a delta object: `plaintext` compressed with `base` as
+/// referenced prefix, what `zstd --patch-from=base` makes.
+pub fn compress_delta(base: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let zerr =
+        |e: usize| EnvelopeError::Encrypt(format!("zstd: {}", zstd::zstd_safe::get_error_name(e)));
+    // The window must reach from the end of the chunk back to the start of
+    // the base, or matches into the base are lost.
+    let span = (base.len() + plaintext.len()).max(1024);
+    let window_log = (usize::BITS - (span - 1).leading_zeros()).min(DELTA_WINDOW_LOG);
+    let mut cctx = CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(DELTA_ZSTD_LEVEL))
+        .map_err(zerr)?;
+    cctx.set_parameter(CParameter::WindowLog(window_log))
+        .map_err(zerr)?;
+    cctx.set_parameter(CParameter::ContentSizeFlag(true))
+        .map_err(zerr)?;
+    // Level 3's hash tables are sized for a 2 MiB window: most of a 2–8 MiB
+    // base would be forgotten. Long-distance matching indexes the whole
+    // window cheaply, as `zstd --patch-from` does for large inputs.
+    cctx.set_parameter(CParameter::EnableLongDistanceMatching(true))
+        .map_err(zerr)?;
+    cctx.ref_prefix(base).map_err(zerr)?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(plaintext.len()));
+    cctx.compress2(&mut out, plaintext).map_err(zerr)?;
+    Ok(out)
 }
 
 /// age-encrypts bytes to the recipients (no compression).
@@ -121,6 +160,29 @@ impl Opener {
             .map_err(|e| EnvelopeError::Decompress(e.to_string()))?;
         Ok(out)
     }
+
+    /// Like [`Opener::open`] for a delta object whose base plaintext is `base`.
+    pub fn open_delta(
+        &mut self,
+        identities: &Identities,
+        stored: &[u8],
+        base: &[u8],
+        plain_len: usize,
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        let frame = decrypt(identities, stored, crate::format::MAX_OBJECT_BYTES as usize)?;
+        decompress_delta(base, &frame, plain_len)
+    }
+}
+
+/// Decodes a delta frame against its base, producing at most `limit` bytes.
+pub fn decompress_delta(base: &[u8], frame: &[u8], limit: usize) -> Result<Vec<u8>, EnvelopeError> {
+    use zstd::zstd_safe::DCtx;
+    let zerr = |e: usize| EnvelopeError::Decompress(zstd::zstd_safe::get_error_name(e).to_string());
+    let mut dctx = DCtx::create();
+    dctx.ref_prefix(base).map_err(zerr)?;
+    let mut out = Vec::with_capacity(limit);
+    dctx.decompress(&mut out, frame).map_err(zerr)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -162,5 +224,38 @@ mod tests {
             .open(&identities, &flipped, data.len())
             .unwrap_err();
         assert!(matches!(err, EnvelopeError::Decrypt(_)), "{err}");
+    }
+
+    #[test]
+    fn delta_frames_are_small_and_decode_only_with_their_base() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let base: Vec<u8> = (0..6 * 1024 * 1024)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let mut changed = base.clone();
+        for i in (1000..changed.len()).step_by(64 * 1024) {
+            changed[i] ^= 0x55;
+        }
+        let frame = compress_delta(&base, &changed).unwrap();
+        assert!(
+            frame.len() < changed.len() / 50,
+            "delta of {} bytes for {} changed bytes",
+            frame.len(),
+            changed.len() / (64 * 1024)
+        );
+        assert_eq!(
+            decompress_delta(&base, &frame, changed.len()).unwrap(),
+            changed
+        );
+        // Without the right base, decoding fails or gives other bytes.
+        let other = vec![0u8; base.len()];
+        assert!(decompress_delta(&other, &frame, changed.len()).map_or(true, |d| d != changed));
+        // Never more than the recorded length.
+        assert!(decompress_delta(&base, &frame, changed.len() - 1).is_err());
     }
 }

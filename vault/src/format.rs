@@ -10,10 +10,14 @@ use time::OffsetDateTime;
 
 /// Version of the repository layout written in the config object.
 pub const REPOSITORY_VERSION: u32 = 1;
-/// Version of the snapshot manifest document. Readers refuse versions they
-/// do not know: a newer manifest may reference objects (e.g. delta chunks)
-/// that an older reader would decode wrongly.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Newest snapshot manifest version this Lockbox reads and writes. Readers
+/// refuse versions they do not know: a newer manifest may reference objects
+/// that an older reader would decode wrongly. Version 2 adds delta entries;
+/// a manifest without any is still written as version 1
+/// ([`MANIFEST_VERSION_FULL`]) so older readers can restore it.
+pub const MANIFEST_VERSION: u32 = 2;
+/// The version written for manifests whose chunks are all stored full.
+pub const MANIFEST_VERSION_FULL: u32 = 1;
 /// Version of the attestation document (a drill's or verification's record).
 pub const ATTESTATION_VERSION: u32 = 1;
 
@@ -34,6 +38,18 @@ pub const COMPRESSION_ALGORITHM: &str = "zstd";
 pub const ENCRYPTION_ALGORITHM: &str = "age-v1-x25519";
 /// zstd level for chunk objects; 3 is zstd's default and the peers' setting.
 pub const ZSTD_LEVEL: i32 = 3;
+
+/// Default of `repository.delta_max_percent`: a delta is kept only while it is
+/// at most this share of the chunk's estimated full stored size.
+pub const DELTA_MAX_PERCENT: u32 = 50;
+/// zstd level for delta frames (with long-distance matching). Measured on
+/// the shared generator's 256 MiB dumps: level 7 makes deltas ~12 % smaller
+/// but halves day-2 backup throughput on 2 cores; level 3 keeps day 2 as
+/// fast as day 1.
+pub const DELTA_ZSTD_LEVEL: i32 = 3;
+/// zstd window for delta frames: the base plus the chunk must fit in it so
+/// every match into the base is reachable; 2^24 covers two 8 MiB chunks.
+pub const DELTA_WINDOW_LOG: u32 = 24;
 
 /// Keyed-BLAKE3 input whose hash, `id_key_check` in the config, lets a host
 /// check that an ID key file belongs to a repository.
@@ -65,6 +81,15 @@ pub const ATTESTATIONS_PREFIX: &str = "attestations/";
 pub fn chunk_key(id: &ObjectId) -> String {
     let hex = id.to_hex();
     format!("{CHUNKS_PREFIX}{}/{hex}", &hex[..2])
+}
+
+/// `chunks/<hh>/<id>.<base id>`: chunk `id` stored as a zstd patch against
+/// the full chunk `base`. The base is part of the name so that an object at
+/// this key can only ever mean one thing (a writer adopting an existing
+/// object needs no identity to know what it is), and so that a writer that
+/// only knows full chunks (manifest v1) never takes a delta for one.
+pub fn delta_key(id: &ObjectId, base: &ObjectId) -> String {
+    format!("{}.{}", chunk_key(id), base.to_hex())
 }
 
 pub fn snapshot_prefix(source: &str) -> String {

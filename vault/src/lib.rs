@@ -16,6 +16,7 @@
 //! * [`doctor`] — the storage and host checklist (its canary delete probe must fail).
 //! * [`source`] — dump sources (command, SQLite, stdin).
 //! * [`backup`] — the streaming backup pipeline.
+//! * [`delta`] — delta chunks: pairing with a base and the local base cache.
 //! * [`scheduler`] — cron schedules, periods and catch-up rules for the daemon.
 //! * [`state`] — the private state directory.
 //! * [`lock`] — per-source run locks (one backup of a source at a time per host).
@@ -50,6 +51,7 @@ pub mod backup;
 pub mod catalog;
 pub mod chunker;
 pub mod config;
+pub mod delta;
 pub mod doctor;
 pub mod envelope;
 pub mod format;

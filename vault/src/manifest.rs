@@ -49,12 +49,78 @@ impl ManifestError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkRef {
-    /// Keyed BLAKE3 of the chunk's plaintext; the object is `chunks/<id[..2]>/<id>`.
+    /// Keyed BLAKE3 of the chunk's plaintext; the object is
+    /// `chunks/<id[..2]>/<id>`, or for a delta `chunks/<id[..2]>/<id>.<base>`.
     pub id: ObjectId,
+    /// Manifest v2, delta entries only: the full chunk this entry's object
+    /// is a zstd patch against, and that chunk object's stored size and hash
+    /// (all three or none; see [`ChunkRef::delta_base`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<ObjectId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_stored_len: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_stored_hash: Option<ObjectId>,
     /// Size of the stored object in bytes.
     pub stored_len: u64,
     /// Unkeyed BLAKE3 of the stored object bytes.
     pub stored_hash: ObjectId,
+}
+
+/// The base of a delta entry: a full chunk object, referenced like any chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaBase {
+    pub id: ObjectId,
+    pub stored_len: u64,
+    pub stored_hash: ObjectId,
+}
+
+impl DeltaBase {
+    pub fn key(&self) -> String {
+        crate::format::chunk_key(&self.id)
+    }
+}
+
+impl ChunkRef {
+    pub fn full(id: ObjectId, stored_len: u64, stored_hash: ObjectId) -> Self {
+        Self {
+            id,
+            base: None,
+            base_stored_len: None,
+            base_stored_hash: None,
+            stored_len,
+            stored_hash,
+        }
+    }
+
+    pub fn delta(id: ObjectId, base: DeltaBase, stored_len: u64, stored_hash: ObjectId) -> Self {
+        Self {
+            id,
+            base: Some(base.id),
+            base_stored_len: Some(base.stored_len),
+            base_stored_hash: Some(base.stored_hash),
+            stored_len,
+            stored_hash,
+        }
+    }
+
+    /// The base when this entry is a delta. A parsed manifest has either all
+    /// three base fields or none (checked by [`Manifest::parse_unchecked`]).
+    pub fn delta_base(&self) -> Option<DeltaBase> {
+        Some(DeltaBase {
+            id: self.base?,
+            stored_len: self.base_stored_len?,
+            stored_hash: self.base_stored_hash?,
+        })
+    }
+
+    /// The key of the object this entry reads.
+    pub fn key(&self) -> String {
+        match self.base {
+            None => crate::format::chunk_key(&self.id),
+            Some(b) => crate::format::delta_key(&self.id, &b),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +219,27 @@ impl Manifest {
                 found: m.version,
             });
         }
+        for (i, c) in m.chunks.iter().enumerate() {
+            let fields = [
+                c.base.is_some(),
+                c.base_stored_len.is_some(),
+                c.base_stored_hash.is_some(),
+            ];
+            let reason = if fields.iter().any(|f| *f) && !fields.iter().all(|f| *f) {
+                "has some of base, base_stored_len and base_stored_hash but not all"
+            } else if c.base.is_some() && m.version < 2 {
+                // v1 has no deltas: such a manifest was not written by Lockbox.
+                "is a delta, which a version 1 manifest cannot hold"
+            } else if c.base == Some(c.id) {
+                "is a delta against itself"
+            } else {
+                continue;
+            };
+            return Err(ManifestError::Malformed {
+                key: key_name.into(),
+                reason: format!("chunk #{i} {reason}"),
+            });
+        }
         Ok(m)
     }
 
@@ -225,10 +312,10 @@ mod tests {
 
     #[test]
     fn newer_manifest_versions_ask_for_an_upgrade_not_report_corruption() {
-        let v2 = br#"{"format":"lockbox-snapshot","version":2,"chunks":[{"id":"x","base":"y"}]}"#;
-        let err = Manifest::parse_unchecked(v2, "snapshots/s/k").unwrap_err();
+        let v3 = br#"{"format":"lockbox-snapshot","version":3,"chunks":[{"id":"x","patch":"y"}]}"#;
+        let err = Manifest::parse_unchecked(v3, "snapshots/s/k").unwrap_err();
         assert!(
-            matches!(err, ManifestError::UnsupportedVersion { found: 2, .. }),
+            matches!(err, ManifestError::UnsupportedVersion { found: 3, .. }),
             "{err}"
         );
         assert!(!err.is_integrity_failure());

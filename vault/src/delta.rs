@@ -1,0 +1,369 @@
+//! Delta chunks at backup time: which full chunk a new chunk is paired with,
+//! and where the backup host gets that base's plaintext without an identity.
+//!
+//! The backup host cannot decrypt what it stored, so it keeps its own copy:
+//! the base cache, `state_dir/base-cache/<source>/`, one zstd frame per full
+//! chunk (`<chunk id>.zst`, mode 0600, never uploaded) plus `index`, which
+//! lists for each chunk position of the source's last successful backup the
+//! full chunk that serves as base there (the chunk itself, or its base when
+//! it was stored as a delta) and two sketches of that position's chunk.
+//! Each backup builds the next cache beside the current one (hard links for
+//! bases carried over, the zstd frame already made for new full chunks) and
+//! swaps it in after its manifest is written, so the cache always matches
+//! one finished snapshot and costs about one compressed copy of the dump.
+//!
+//! Pairing: each chunk has a sketch of [`FEATURES`] values: a hash of its
+//! first and of its last [`SKETCH_BYTES`] bytes (content-defined boundaries
+//! keep most chunk starts and ends) and a bottom-k min-hash of its 64-byte
+//! windows (survives a moved boundary or an edit at either end). The
+//! previous chunk sharing most sketch values wins; with none shared, the
+//! chunk at the same position. Depth 1: a base is always a full chunk, so
+//! restore reads at most two objects per chunk.
+//!
+//! A cache file is only trusted after its plaintext matches the base's
+//! keyed id: a damaged cache costs a full chunk, never a wrong delta.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::format::CHUNK_MAX_SIZE;
+use crate::ids::{IdKey, ObjectId};
+
+/// Bytes at each end of a chunk that its sketches cover.
+pub const SKETCH_BYTES: usize = 256;
+/// Min-hash values per sketch (the smallest of all window hashes).
+const MIN_HASHES: usize = 8;
+/// Values per sketch: head, tail, min-hashes.
+pub const FEATURES: usize = 2 + MIN_HASHES;
+pub type Sketch = [u64; FEATURES];
+/// An unused min-hash slot (a chunk with fewer distinct windows).
+const NO_FEATURE: u64 = u64::MAX;
+/// zstd level of cache files written for reused chunks (no frame at hand).
+const CACHE_LEVEL: i32 = 1;
+
+/// Settings for delta chunks; `None` in the backup options disables them.
+#[derive(Debug, Clone)]
+pub struct DeltaOptions {
+    /// `state_dir/base-cache`.
+    pub cache_root: PathBuf,
+    /// A delta is kept only if at most this percentage of the chunk's
+    /// estimated full stored size.
+    pub max_percent: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("base cache {path}: {source}")]
+pub struct CacheError {
+    path: String,
+    #[source]
+    source: std::io::Error,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Random table of the gear rolling hash (splitmix64 of the byte).
+const GEAR: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut z = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        t[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    t
+};
+
+/// The sketch of a chunk (see the module docs).
+pub fn sketches(data: &[u8]) -> Sketch {
+    let n = SKETCH_BYTES.min(data.len());
+    let h =
+        |b: &[u8]| u64::from_le_bytes(blake3::hash(b).as_bytes()[..8].try_into().expect("8 bytes"));
+    let mut out = [NO_FEATURE; FEATURES];
+    out[0] = h(&data[..n]);
+    out[1] = h(&data[data.len() - n..]);
+    // Gear hash: each value depends on the last 64 bytes only (its high
+    // bits are well mixed, which is all a minimum compares). Keep the
+    // smallest distinct values, sorted, in out[2..]. This loop runs over
+    // every byte backed up, so it stays branch-light.
+    let mins = &mut out[2..];
+    let mut g = 0u64;
+    let warm = data.len().min(63);
+    for b in &data[..warm] {
+        g = (g << 1).wrapping_add(GEAR[*b as usize]);
+    }
+    let mut worst = mins[MIN_HASHES - 1];
+    for b in &data[warm..] {
+        g = (g << 1).wrapping_add(GEAR[*b as usize]);
+        if g < worst && !mins.contains(&g) {
+            let at = mins.partition_point(|m| *m < g);
+            mins.copy_within(at..MIN_HASHES - 1, at + 1);
+            mins[at] = g;
+            worst = mins[MIN_HASHES - 1];
+        }
+    }
+    out
+}
+
+/// What the next cache records for one chunk position.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    base: ObjectId,
+    sketch: Sketch,
+}
+
+/// The base cache of one source during one backup.
+pub struct BaseCache {
+    current: PathBuf,
+    next: PathBuf,
+    by_position: Vec<ObjectId>,
+    /// Sketch value → position (in `by_position`) of the first previous
+    /// chunk that had it. An index, not an id: this map has ten entries per
+    /// chunk and is the bulk of the memory the cache needs.
+    by_feature: HashMap<u64, u32>,
+    entries: Mutex<Vec<Option<Entry>>>,
+    pub max_percent: u32,
+}
+
+impl BaseCache {
+    /// Opens the cache of `source`, starting an empty next generation. A
+    /// missing or unreadable index just means no bases this time.
+    pub fn open(opts: &DeltaOptions, source: &str) -> Result<Self, CacheError> {
+        let root = &opts.cache_root;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(io_err(root))?;
+        let current = root.join(source);
+        let next = root.join(format!("{source}.next"));
+        // Left by a backup that failed or was killed.
+        if next.exists() {
+            fs::remove_dir_all(&next).map_err(io_err(&next))?;
+        }
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&next)
+            .map_err(io_err(&next))?;
+        let mut cache = Self {
+            current,
+            next,
+            by_position: Vec::new(),
+            by_feature: HashMap::new(),
+            entries: Mutex::new(Vec::new()),
+            max_percent: opts.max_percent,
+        };
+        if let Ok(text) = fs::read_to_string(cache.current.join("index")) {
+            for line in text.lines() {
+                let mut f = line.split(' ');
+                let parsed = (|| {
+                    let base = ObjectId::from_hex(f.next()?).ok()?;
+                    let mut sketch = [0u64; FEATURES];
+                    for v in sketch.iter_mut() {
+                        *v = u64::from_str_radix(f.next()?, 16).ok()?;
+                    }
+                    f.next().is_none().then_some((base, sketch))
+                })();
+                let Some((base, sketch)) = parsed else {
+                    tracing::warn!(cache = %cache.current.display(), "base cache index is damaged; no delta chunks this time");
+                    cache.by_position.clear();
+                    cache.by_feature.clear();
+                    break;
+                };
+                let at = cache.by_position.len() as u32;
+                cache.by_position.push(base);
+                for v in sketch.into_iter().filter(|v| *v != NO_FEATURE) {
+                    cache.by_feature.entry(v).or_insert(at);
+                }
+            }
+        }
+        Ok(cache)
+    }
+
+    /// The base to try for chunk `seq` (id `id`): the one most of its
+    /// sketch values point to (the earliest value breaks ties), else the
+    /// base at the same position.
+    pub fn candidate(&self, seq: usize, id: &ObjectId, sketch: &Sketch) -> Option<ObjectId> {
+        let mut votes: Vec<(ObjectId, usize)> = Vec::with_capacity(FEATURES);
+        for v in sketch.iter().filter(|v| **v != NO_FEATURE) {
+            let base = self
+                .by_feature
+                .get(v)
+                .map(|at| &self.by_position[*at as usize]);
+            if let Some(b) = base.filter(|b| *b != id) {
+                match votes.iter_mut().find(|(x, _)| x == b) {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((*b, 1)),
+                }
+            }
+        }
+        // max_by_key keeps the last maximum; reversed, the earliest wins.
+        let voted = votes.iter().rev().max_by_key(|(_, n)| *n).map(|(b, _)| *b);
+        voted.or_else(|| self.by_position.get(seq).filter(|b| *b != id).copied())
+    }
+
+    fn file(dir: &Path, id: &ObjectId) -> PathBuf {
+        dir.join(format!("{}.zst", id.to_hex()))
+    }
+
+    /// The verified plaintext of base `id` from the current cache, if held.
+    pub fn load(&self, id: &ObjectId, key: &IdKey) -> Option<Vec<u8>> {
+        let path = Self::file(&self.current, id);
+        let frame = fs::read(&path).ok()?;
+        match zstd::bulk::decompress(&frame, CHUNK_MAX_SIZE) {
+            Ok(plain) if key.id_of(&plain) == *id => Some(plain),
+            _ => {
+                tracing::warn!(file = %path.display(), "base cache file is damaged; storing the chunk in full");
+                None
+            }
+        }
+    }
+
+    /// Records that position `seq` (sketches `sketch`) has base `base` in
+    /// the next cache, and puts that base's file there: `frame` when the
+    /// caller has its zstd frame, else a link to the current cache's file,
+    /// else `plain` compressed anew. Failing to cache only loses a future
+    /// delta, so errors are logged, not returned.
+    pub fn keep(
+        &self,
+        seq: usize,
+        sketch: &Sketch,
+        base: ObjectId,
+        frame: Option<&[u8]>,
+        plain: Option<&[u8]>,
+    ) {
+        let target = Self::file(&self.next, &base);
+        let result = (|| -> std::io::Result<()> {
+            if target.exists() {
+                return Ok(());
+            }
+            if frame.is_none() && fs::hard_link(Self::file(&self.current, &base), &target).is_ok() {
+                return Ok(());
+            }
+            let owned;
+            let bytes = match (frame, plain) {
+                (Some(f), _) => f,
+                (None, Some(p)) => {
+                    owned = zstd::bulk::compress(p, CACHE_LEVEL)?;
+                    &owned
+                }
+                (None, None) => return Ok(()),
+            };
+            let tmp = self.next.join(format!(".tmp-{}", base.to_hex()));
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            drop(f);
+            fs::rename(&tmp, &target)
+        })();
+        if let Err(e) = result {
+            tracing::warn!(file = %target.display(), error = %e, "could not write the base cache");
+        }
+        let mut entries = self.entries.lock().unwrap();
+        if entries.len() <= seq {
+            entries.resize(seq + 1, None);
+        }
+        entries[seq] = Some(Entry {
+            base,
+            sketch: *sketch,
+        });
+    }
+
+    /// After the snapshot is written: the next cache becomes the current one.
+    pub fn commit(self) -> Result<(), CacheError> {
+        let index = self.next.join("index");
+        let mut text = String::new();
+        for e in self.entries.into_inner().unwrap().into_iter().flatten() {
+            text.push_str(&e.base.to_hex());
+            for v in e.sketch {
+                text.push_str(&format!(" {v:016x}"));
+            }
+            text.push('\n');
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&index)
+            .map_err(io_err(&index))?;
+        f.write_all(text.as_bytes()).map_err(io_err(&index))?;
+        drop(f);
+        let old = self.current.with_extension("old");
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        if self.current.exists() {
+            fs::rename(&self.current, &old).map_err(io_err(&self.current))?;
+        }
+        fs::rename(&self.next, &self.current).map_err(io_err(&self.next))?;
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        Ok(())
+    }
+
+    /// After a failed backup: drop the next cache, keep the current one.
+    pub fn discard(self) {
+        let _ = fs::remove_dir_all(&self.next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_by_sketch_then_position_and_survives_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DeltaOptions {
+            cache_root: dir.path().join("base-cache"),
+            max_percent: 50,
+        };
+        let key = IdKey::from_bytes([9; 32]);
+        let a = crate::chunker::tests::pseudo_random(100_000, 1);
+        let b = crate::chunker::tests::pseudo_random(100_000, 2);
+        let (ida, idb) = (key.id_of(&a), key.id_of(&b));
+        let cache = BaseCache::open(&opts, "src").unwrap();
+        cache.keep(0, &sketches(&a), ida, None, Some(&a));
+        let frame = zstd::bulk::compress(&b, 3).unwrap();
+        cache.keep(1, &sketches(&b), idb, Some(&frame), None);
+        cache.commit().unwrap();
+
+        let cache = BaseCache::open(&opts, "src").unwrap();
+        assert_eq!(cache.load(&ida, &key).unwrap(), a);
+        assert_eq!(cache.load(&idb, &key).unwrap(), b);
+        let mut a2 = a.clone();
+        a2.extend_from_slice(b"changed tail");
+        let other = key.id_of(&a2);
+        // Same start as `a`, whatever the position.
+        assert_eq!(cache.candidate(7, &other, &sketches(&a2)), Some(ida));
+        // Nothing alike: the same position.
+        let c = crate::chunker::tests::pseudo_random(100_000, 3);
+        assert_eq!(cache.candidate(1, &key.id_of(&c), &sketches(&c)), Some(idb));
+        assert_eq!(cache.candidate(5, &key.id_of(&c), &sketches(&c)), None);
+        // Never itself.
+        assert_eq!(cache.candidate(0, &ida, &sketches(&a)), None);
+
+        // A damaged file is not used.
+        let path = BaseCache::file(&cache.current, &ida);
+        fs::write(&path, zstd::bulk::compress(b"other bytes", 3).unwrap()).unwrap();
+        assert!(cache.load(&ida, &key).is_none());
+        cache.discard();
+        assert!(!dir.path().join("base-cache/src.next").exists());
+    }
+}
