@@ -2,10 +2,11 @@
 //! shipped alert rules and dashboard). Included with `#[path]` next to
 //! `mod support;`.
 //!
-//! No command writes verification rows yet (`drill` and `verify` are being
-//! built in parallel), so [`record_drill`] inserts them into the catalog
-//! file with SQLite directly, exactly as `Catalog::record_verification`
-//! would.
+//! [`record_drill`] inserts verification rows into the catalog file with
+//! SQLite directly, exactly as `Catalog::record_verification` would, because
+//! these tests need drills at chosen times (ages, staleness). That `lockbox
+//! drill` and `verify --read-data` really write such rows is proven in
+//! tests/drill.rs and tests/verify.rs.
 #![allow(dead_code)]
 
 use std::io::Write;
