@@ -97,6 +97,20 @@ pub(super) fn secret_file(
     Ok(f)
 }
 
+/// The private credentials file a tool reads the password from (rendered
+/// by `render` in the tool's own syntax), or `None` without a password.
+pub(super) fn credentials_file(
+    source_name: &str,
+    tmp_dir: &Path,
+    prefix: &str,
+    password: Option<&Secret>,
+    render: fn(&Secret) -> String,
+) -> Result<Option<tempfile::NamedTempFile>, SourceError> {
+    password
+        .map(|pw| secret_file(source_name, tmp_dir, prefix, &render(pw)))
+        .transpose()
+}
+
 /// Replaces every occurrence of the password in `text`.
 pub(super) fn scrub(text: &str, password: Option<&Secret>) -> String {
     match password {

@@ -122,15 +122,13 @@ pub(super) fn open(
     tmp_dir: &Path,
 ) -> Result<DumpStream, SourceError> {
     let password = db::read_password(source_name, db.password.as_ref())?;
-    let defaults = match &password {
-        Some(pw) => Some(db::secret_file(
-            source_name,
-            tmp_dir,
-            "my-",
-            &defaults_file(pw),
-        )?),
-        None => None,
-    };
+    let defaults = db::credentials_file(
+        source_name,
+        tmp_dir,
+        "my-",
+        password.as_ref(),
+        defaults_file,
+    )?;
     // Must be the very first argument, or the tools ignore it.
     let first: Vec<String> = defaults
         .iter()
@@ -221,15 +219,13 @@ pub(crate) fn query(
     sql: &str,
 ) -> Result<String, SourceError> {
     let password = db::read_password(source_name, db.password.as_ref())?;
-    let defaults = match &password {
-        Some(pw) => Some(db::secret_file(
-            source_name,
-            tmp_dir,
-            "my-",
-            &defaults_file(pw),
-        )?),
-        None => None,
-    };
+    let defaults = db::credentials_file(
+        source_name,
+        tmp_dir,
+        "my-",
+        password.as_ref(),
+        defaults_file,
+    )?;
     let mut q = Command::new(db::client_beside(&db.dump_tool, db.flavor.default_client()));
     if let Some(f) = &defaults {
         q.arg(format!("--defaults-extra-file={}", f.path().display()));

@@ -96,15 +96,13 @@ pub(super) fn open(
     tmp_dir: &Path,
 ) -> Result<DumpStream, SourceError> {
     let password = db::read_password(source_name, db.password.as_ref())?;
-    let passfile = match &password {
-        Some(pw) => Some(db::secret_file(
-            source_name,
-            tmp_dir,
-            "pgpass-",
-            &passfile_line(pw),
-        )?),
-        None => None,
-    };
+    let passfile = db::credentials_file(
+        source_name,
+        tmp_dir,
+        "pgpass-",
+        password.as_ref(),
+        passfile_line,
+    )?;
     let pf_path = passfile.as_ref().map(|f| f.path().to_path_buf());
     let conn = connection_args(db);
 
@@ -174,15 +172,13 @@ pub(crate) fn query(
     sql: &str,
 ) -> Result<String, SourceError> {
     let password = db::read_password(source_name, db.password.as_ref())?;
-    let passfile = match &password {
-        Some(pw) => Some(db::secret_file(
-            source_name,
-            tmp_dir,
-            "pgpass-",
-            &passfile_line(pw),
-        )?),
-        None => None,
-    };
+    let passfile = db::credentials_file(
+        source_name,
+        tmp_dir,
+        "pgpass-",
+        password.as_ref(),
+        passfile_line,
+    )?;
     let mut q = Command::new(db::client_beside(&db.dump_tool, "psql"));
     q.args([
         "-X",
