@@ -11,9 +11,11 @@ use crate::keys::Recipients;
 use crate::storage::{BackendOptions, LockMode, S3Settings};
 
 mod drill;
+mod retention;
 pub use drill::{
     DEFAULT_ROW_TOLERANCE_PCT, DrillCheck, DrillConfig, ROW_TOLERANCE_FLOOR, expect_text,
 };
+pub use retention::RetentionSection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +45,9 @@ pub struct Config {
     /// `[health]`: default thresholds of `status`, `check` and metrics.
     #[serde(default)]
     pub health: HealthSection,
+    /// `[retention]`: the default retention policy of every source.
+    #[serde(default)]
+    pub retention: RetentionSection,
     /// Where the config was read from (for messages); not a TOML key.
     #[serde(skip)]
     pub path: PathBuf,
@@ -190,6 +195,20 @@ pub struct SourceConfig {
     /// `[source.drill]`: restore drills of this source.
     #[serde(default)]
     pub drill: Option<DrillConfig>,
+    /// Any kind: this source's retention policy; setting any of these
+    /// replaces all of `[retention]`'s `keep_*` rules for this source.
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    #[serde(default)]
+    pub keep_hourly: Option<u32>,
+    #[serde(default)]
+    pub keep_daily: Option<u32>,
+    #[serde(default)]
+    pub keep_weekly: Option<u32>,
+    #[serde(default)]
+    pub keep_monthly: Option<u32>,
+    #[serde(default)]
+    pub keep_yearly: Option<u32>,
     /// Parsed form of the kind-specific keys, filled in by validation.
     #[serde(skip)]
     parsed: Option<SourceKind>,
@@ -446,6 +465,18 @@ impl SourceConfig {
             }
         }
         Ok(())
+    }
+
+    /// The `keep_*` keys of this `[[source]]` alone.
+    fn own_retention(&self) -> crate::retention::Policy {
+        crate::retention::Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+        }
     }
 
     pub fn kind(&self) -> &SourceKind {
@@ -797,12 +828,17 @@ impl Config {
         self.health
             .defaults()
             .map_err(|(key, message)| invalid(&key, message))?;
+        self.retention
+            .timezone(daemon.timezone)
+            .map_err(|(key, message)| invalid(&key, message))?;
         for (i, s) in self.sources.iter_mut().enumerate() {
             let kind = s
                 .parse_kind(i)
                 .map_err(|(key, message)| invalid(&key, message))?;
             s.parsed = Some(kind);
             s.check_scheduling(i, daemon.timezone)
+                .map_err(|(key, message)| invalid(&key, message))?;
+            retention::check_keeps(&format!("source[{i}]"), &s.own_retention())
                 .map_err(|(key, message)| invalid(&key, message))?;
             if let Some(d) = &s.drill {
                 d.validate(i, &s.kind, daemon.timezone)
@@ -819,6 +855,24 @@ impl Config {
     /// The `[health]` default thresholds (validated at load).
     pub fn default_thresholds(&self) -> Thresholds {
         self.health.defaults().expect("validated at load")
+    }
+
+    /// The retention policy of `source`: its own `keep_*` keys if it sets
+    /// any, otherwise `[retention]`'s.
+    pub fn retention_policy(&self, source: &SourceConfig) -> crate::retention::Policy {
+        let own = source.own_retention();
+        if own.is_empty() {
+            self.retention.policy()
+        } else {
+            own
+        }
+    }
+
+    /// The timezone retention periods are counted in (validated at load).
+    pub fn retention_timezone(&self) -> chrono_tz::Tz {
+        self.retention
+            .timezone(self.daemon_settings().timezone)
+            .expect("validated at load")
     }
 
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {

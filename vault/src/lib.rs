@@ -8,6 +8,7 @@
 //! * [`keys`] — recipients, identities, key files.
 //! * [`storage`] — backend traits and the local write-once backend.
 //! * [`repository`] — the config object; listing and reading snapshots.
+//! * [`retention`] — retention policy selection (which snapshots a policy keeps, and why).
 //! * [`manifest`] — snapshot manifests (public part + sealed part).
 //! * [`attestation`] — drill and verification records stored in the repository.
 //! * [`catalog`] — the local SQLite cache of the repository.
@@ -61,6 +62,7 @@ pub mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod repository;
+pub mod retention;
 pub mod scheduler;
 pub mod source;
 pub mod state;
