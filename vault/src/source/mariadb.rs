@@ -116,6 +116,38 @@ fn apply_exact_counts(meta: &mut serde_json::Map<String, serde_json::Value>, out
     }
 }
 
+/// Keeps a password meant for Lockbox (or a stray `MYSQL_PWD`) out of a
+/// child's environment: the tools read it from the defaults file only.
+fn scrub_env(cmd: &mut Command, db: &DatabaseSource) {
+    cmd.env_remove("MYSQL_PWD");
+    if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
+        cmd.env_remove(var);
+    }
+}
+
+/// The SQL client as the source's account, batch output without column
+/// names, running `sql` (in `database` when given).
+fn client(
+    db: &DatabaseSource,
+    defaults: Option<&tempfile::NamedTempFile>,
+    sql: &str,
+    database: Option<&str>,
+) -> Command {
+    let mut q = Command::new(db::client_beside(&db.dump_tool, db.flavor.default_client()));
+    // Must be the very first argument, or the client ignores it.
+    if let Some(f) = defaults {
+        q.arg(format!("--defaults-extra-file={}", f.path().display()));
+    }
+    q.args(["--batch", "--skip-column-names", "--connect-timeout=30"])
+        .args(connection_args(db))
+        .args(["-e", sql]);
+    if let Some(d) = database {
+        q.args(["--", d]);
+    }
+    scrub_env(&mut q, db);
+    q
+}
+
 pub(super) fn open(
     source_name: &str,
     db: &DatabaseSource,
@@ -139,36 +171,18 @@ pub(super) fn open(
         .database
         .clone()
         .expect("validated: database is required");
-    let scrub_env = |cmd: &mut Command| {
-        cmd.env_remove("MYSQL_PWD");
-        if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
-            cmd.env_remove(var);
-        }
-    };
-
     let mut info = serde_json::json!({
         "dump_tool": db.dump_tool,
         "database": database,
         "format": "SQL text (restore with the mariadb/mysql client)",
     });
-    let client = db::client_beside(&db.dump_tool, db.flavor.default_client());
-    let mut q = Command::new(&client);
-    q.args(&first)
-        .args(["--batch", "--skip-column-names", "--connect-timeout=30"])
-        .args(&conn)
-        .args(["-e", METADATA_SQL, "--", &database]);
-    scrub_env(&mut q);
+    let q = client(db, defaults.as_ref(), METADATA_SQL, Some(&database));
     match db::run_query(source_name, q, password.as_ref()) {
         Ok(out) => {
             let mut meta = parse_metadata(&out);
             // Exact counts where cheap: one batch of COUNT(*) for the small tables.
             if let Some(sql) = exact_counts_sql(&meta) {
-                let mut c = Command::new(&client);
-                c.args(&first)
-                    .args(["--batch", "--skip-column-names", "--connect-timeout=30"])
-                    .args(&conn)
-                    .args(["-e", &sql, "--", &database]);
-                scrub_env(&mut c);
+                let c = client(db, defaults.as_ref(), &sql, Some(&database));
                 match db::run_query(source_name, c, password.as_ref()) {
                     Ok(out) => apply_exact_counts(&mut meta, &out),
                     Err(Some(e)) => return Err(e),
@@ -196,7 +210,7 @@ pub(super) fn open(
         ])
         .args(&conn)
         .args(["--", &database]);
-    scrub_env(&mut cmd);
+    scrub_env(&mut cmd, db);
     db::spawn_dump(
         source_name,
         cmd,
@@ -226,17 +240,7 @@ pub(crate) fn query(
         password.as_ref(),
         defaults_file,
     )?;
-    let mut q = Command::new(db::client_beside(&db.dump_tool, db.flavor.default_client()));
-    if let Some(f) = &defaults {
-        q.arg(format!("--defaults-extra-file={}", f.path().display()));
-    }
-    q.args(["--batch", "--skip-column-names", "--connect-timeout=30"])
-        .args(connection_args(db))
-        .args(["-e", sql]);
-    q.env_remove("MYSQL_PWD");
-    if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
-        q.env_remove(var);
-    }
+    let q = client(db, defaults.as_ref(), sql, None);
     db::run_checked(source_name, q, password.as_ref())
 }
 

@@ -90,6 +90,28 @@ fn configure(cmd: &mut Command, db: &DatabaseSource, passfile: Option<&Path>) {
     cmd.env("PGAPPNAME", "lockbox");
 }
 
+/// psql as the source's role, in a read-only transaction, unaligned and
+/// tuples only, running `statements` in order (each one `-c`).
+fn psql(db: &DatabaseSource, passfile: Option<&Path>, statements: &[&str]) -> Command {
+    let mut q = Command::new(db::client_beside(&db.dump_tool, "psql"));
+    q.args([
+        "-X",
+        "-A",
+        "-t",
+        "-q",
+        "--no-password",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ])
+    .args(connection_args(db))
+    .args(["-c", "set default_transaction_read_only = on"]);
+    for sql in statements {
+        q.args(["-c", sql]);
+    }
+    configure(&mut q, db, passfile);
+    q
+}
+
 pub(super) fn open(
     source_name: &str,
     db: &DatabaseSource,
@@ -110,27 +132,12 @@ pub(super) fn open(
         "dump_tool": db.dump_tool,
         "format": "pg_dump custom, --compress=0 (restore with pg_restore)",
     });
-    let client = db::client_beside(&db.dump_tool, "psql");
-    let mut q = Command::new(&client);
-    q.args([
-        "-X",
-        "-A",
-        "-t",
-        "-q",
-        "--no-password",
-        "-v",
-        "ON_ERROR_STOP=1",
-    ])
-    .args(&conn)
-    .args([
-        "-c",
-        "set default_transaction_read_only = on",
-        "-c",
-        "set statement_timeout = '120s'",
-        "-c",
-        &METADATA_SQL.replace("__LIMIT__", &EXACT_COUNT_BELOW.to_string()),
-    ]);
-    configure(&mut q, db, pf_path.as_deref());
+    let metadata_sql = METADATA_SQL.replace("__LIMIT__", &EXACT_COUNT_BELOW.to_string());
+    let q = psql(
+        db,
+        pf_path.as_deref(),
+        &["set statement_timeout = '120s'", &metadata_sql],
+    );
     match db::run_query(source_name, q, password.as_ref()) {
         Ok(out) => match serde_json::from_str::<serde_json::Value>(out.trim()) {
             Ok(serde_json::Value::Object(m)) => {
@@ -179,19 +186,7 @@ pub(crate) fn query(
         password.as_ref(),
         passfile_line,
     )?;
-    let mut q = Command::new(db::client_beside(&db.dump_tool, "psql"));
-    q.args([
-        "-X",
-        "-A",
-        "-t",
-        "-q",
-        "--no-password",
-        "-v",
-        "ON_ERROR_STOP=1",
-    ])
-    .args(connection_args(db))
-    .args(["-c", "set default_transaction_read_only = on", "-c", sql]);
-    configure(&mut q, db, passfile.as_ref().map(|f| f.path()));
+    let q = psql(db, passfile.as_ref().map(|f| f.path()), &[sql]);
     db::run_checked(source_name, q, password.as_ref())
 }
 
