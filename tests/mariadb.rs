@@ -62,30 +62,6 @@ fn populate(db: &TempDb) {
     );
 }
 
-fn restore_into(v: &Vault, source: &str, url: &str, extra: &[&str]) -> std::process::Output {
-    v.cmd()
-        .args([
-            "restore",
-            "latest",
-            "--source",
-            source,
-            "--identity",
-            v.identity.to_str().unwrap(),
-            "--into",
-            url,
-            "--json",
-        ])
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-fn no_snapshots(v: &Vault, source: &str) {
-    let out = v.ok(&["snapshots", "--json", "--source", source]);
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
-}
-
 #[test]
 fn backup_as_read_only_user_restore_identical_incremental_and_leaks_nothing() {
     if !db::reachable(MY) {
@@ -151,7 +127,7 @@ fn backup_as_read_only_user_restore_identical_incremental_and_leaks_nothing() {
     assert!(!argv.contains(SECRET));
 
     let dst = TempDb::named(MY, "mydst");
-    let out = restore_into(&v, "my", &MY.url(&dst.name), &[]);
+    let out = v.restore_latest_into("my", &MY.url(&dst.name), &[]);
     assert!(
         out.status.success(),
         "restore --into failed: {}",
@@ -196,11 +172,11 @@ fn backup_as_read_only_user_restore_identical_incremental_and_leaks_nothing() {
     );
 
     // Non-empty target: refused without --force, loaded over with it.
-    let out = restore_into(&v, "my", &MY.url(&dst.name), &[]);
+    let out = v.restore_latest_into("my", &MY.url(&dst.name), &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
     dst.sql("INSERT INTO blobs VALUES (99, NULL, 'marker');");
-    let out = restore_into(&v, "my", &MY.url(&dst.name), &["--force"]);
+    let out = v.restore_latest_into("my", &MY.url(&dst.name), &["--force"]);
     assert!(
         out.status.success(),
         "{}",
@@ -296,7 +272,7 @@ fn failing_dumps_give_clear_errors_and_no_snapshot() {
         );
         assert!(err.contains("no snapshot was written"), "{name}: {err}");
         assert!(!err.contains(SECRET));
-        no_snapshots(&v, name);
+        v.assert_no_snapshots(name);
     }
 }
 

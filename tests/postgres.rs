@@ -54,30 +54,6 @@ fn populate(db: &TempDb) {
     );
 }
 
-fn restore_into(v: &Vault, source: &str, url: &str, extra: &[&str]) -> std::process::Output {
-    v.cmd()
-        .args([
-            "restore",
-            "latest",
-            "--source",
-            source,
-            "--identity",
-            v.identity.to_str().unwrap(),
-            "--into",
-            url,
-            "--json",
-        ])
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-fn no_snapshots(v: &Vault, source: &str) {
-    let out = v.ok(&["snapshots", "--json", "--source", source]);
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
-}
-
 #[test]
 fn backup_restore_into_new_database_is_identical_and_incremental_and_leaks_nothing() {
     if !db::reachable(PG) {
@@ -132,7 +108,7 @@ fn backup_restore_into_new_database_is_identical_and_incremental_and_leaks_nothi
 
     // Restore into a new database: created, loaded, identical.
     let dst = TempDb::named(PG, "pgdst");
-    let out = restore_into(&v, "pg", &PG.url(&dst.name), &[]);
+    let out = v.restore_latest_into("pg", &PG.url(&dst.name), &[]);
     assert!(
         out.status.success(),
         "restore --into failed: {}",
@@ -170,7 +146,7 @@ fn backup_restore_into_new_database_is_identical_and_incremental_and_leaks_nothi
     );
 
     // A non-empty target is refused without --force, and left alone.
-    let out = restore_into(&v, "pg", &PG.url(&dst.name), &[]);
+    let out = v.restore_latest_into("pg", &PG.url(&dst.name), &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -179,7 +155,7 @@ fn backup_restore_into_new_database_is_identical_and_incremental_and_leaks_nothi
     );
     dst.sql("insert into blobs values (99, NULL, 'marker');");
     // With --force it loads over it (objects in the dump are replaced).
-    let out = restore_into(&v, "pg", &PG.url(&dst.name), &["--force"]);
+    let out = v.restore_latest_into("pg", &PG.url(&dst.name), &["--force"]);
     assert!(
         out.status.success(),
         "{}",
@@ -265,7 +241,7 @@ fn failing_dumps_give_clear_errors_and_no_snapshot() {
         );
         assert!(err.contains("no snapshot was written"), "{name}: {err}");
         assert!(started.elapsed().as_secs() < 30, "{name} took too long");
-        no_snapshots(&v, name);
+        v.assert_no_snapshots(name);
     }
     // The killed dump tool and what it started are gone (no orphaned sleep).
     for pattern in [hang.display().to_string(), "sleep 61.25".to_string()] {
@@ -292,7 +268,7 @@ fn restore_into_refuses_the_source_database_and_passwords_in_urls() {
     src.sql("insert into t values (2, 'after the backup');");
 
     let url = PG.url(&src.name).replace("127.0.0.1", "localhost");
-    let out = restore_into(&v, "own", &url, &["--force"]);
+    let out = v.restore_latest_into("own", &url, &["--force"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is the database of source \"own\""), "{err}");
@@ -301,16 +277,11 @@ fn restore_into_refuses_the_source_database_and_passwords_in_urls() {
         "{err}"
     );
     // A near miss of the name is not a confirmation.
-    let out = restore_into(&v, "own", &url, &["--force", "--overwrite-source", "pgown"]);
+    let out = v.restore_latest_into("own", &url, &["--force", "--overwrite-source", "pgown"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(src.sql("select count(*) from t;").trim(), "2");
     // Repeating the exact name does it.
-    let out = restore_into(
-        &v,
-        "own",
-        &url,
-        &["--force", "--overwrite-source", &src.name],
-    );
+    let out = v.restore_latest_into("own", &url, &["--force", "--overwrite-source", &src.name]);
     assert!(
         out.status.success(),
         "{}",
@@ -319,8 +290,7 @@ fn restore_into_refuses_the_source_database_and_passwords_in_urls() {
     assert_eq!(src.sql("select count(*) from t;").trim(), "1");
 
     let dst = TempDb::named(PG, "pgpw");
-    let out = restore_into(
-        &v,
+    let out = v.restore_latest_into(
         "own",
         &format!("postgresql://postgres:{SECRET}@127.0.0.1:5432/{}", dst.name),
         &[],
@@ -335,7 +305,7 @@ fn restore_into_refuses_the_source_database_and_passwords_in_urls() {
     // load is dropped again (plain SQL from a stdin snapshot goes to psql).
     v.backup_bytes("junk", b"CREATE TABLE ok (id int);\nTHIS IS NOT SQL;\n");
     let failed = TempDb::named(PG, "pgjunk");
-    let out = restore_into(&v, "junk", &PG.url(&failed.name), &[]);
+    let out = v.restore_latest_into("junk", &PG.url(&failed.name), &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -348,12 +318,7 @@ fn restore_into_refuses_the_source_database_and_passwords_in_urls() {
     );
 
     // A snapshot of another engine is refused before anything is created.
-    let out = restore_into(
-        &v,
-        "own",
-        &format!("sqlite://{}/x.db", v.path().display()),
-        &[],
-    );
+    let out = v.restore_latest_into("own", &format!("sqlite://{}/x.db", v.path().display()), &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("postgres dump"));
 }

@@ -28,24 +28,6 @@ fn count(path: &std::path::Path) -> i64 {
         .unwrap()
 }
 
-fn into(v: &Vault, source: &str, url: &str, extra: &[&str]) -> std::process::Output {
-    v.cmd()
-        .args([
-            "restore",
-            "latest",
-            "--source",
-            source,
-            "--identity",
-            v.identity.to_str().unwrap(),
-            "--into",
-            url,
-            "--json",
-        ])
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn sqlite_restore_into_guards_and_loads() {
     let data = tempfile::tempdir().unwrap();
@@ -60,7 +42,7 @@ fn sqlite_restore_into_guards_and_loads() {
 
     let target = data.path().join("restored.db");
     let url = format!("sqlite://{}", target.display());
-    let out = into(&v, "app", &url, &[]);
+    let out = v.restore_latest_into("app", &url, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -79,12 +61,11 @@ fn sqlite_restore_into_guards_and_loads() {
     // Non-empty: refused (exit 2) and untouched; --force replaces it.
     make_db(&data.path().join("other.db"), 3);
     let other = data.path().join("other.db");
-    let out = into(&v, "app", &format!("sqlite://{}", other.display()), &[]);
+    let out = v.restore_latest_into("app", &format!("sqlite://{}", other.display()), &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
     assert_eq!(count(&other), 3);
-    let out = into(
-        &v,
+    let out = v.restore_latest_into(
         "app",
         &format!("sqlite://{}", other.display()),
         &["--force"],
@@ -98,15 +79,10 @@ fn sqlite_restore_into_guards_and_loads() {
 
     // The source's own file: only with --overwrite-source naming it.
     let own = format!("sqlite://{}", src.display());
-    let out = into(&v, "app", &own, &["--force"]);
+    let out = v.restore_latest_into("app", &own, &["--force"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite-source app.db"));
-    let out = into(
-        &v,
-        "app",
-        &own,
-        &["--force", "--overwrite-source", "app.db"],
-    );
+    let out = v.restore_latest_into("app", &own, &["--force", "--overwrite-source", "app.db"]);
     assert!(
         out.status.success(),
         "{}",
@@ -116,7 +92,7 @@ fn sqlite_restore_into_guards_and_loads() {
     // A stdin snapshot that is not a database: verified, then refused, and
     // nothing appears at the target.
     let junk = data.path().join("junk.db");
-    let out = into(&v, "blob", &format!("sqlite://{}", junk.display()), &[]);
+    let out = v.restore_latest_into("blob", &format!("sqlite://{}", junk.display()), &[]);
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -156,9 +132,9 @@ fn sqlite_restore_into_guards_and_loads() {
     assert!(!fresh.exists());
 
     // Relative paths and other engines' snapshots are usage errors.
-    let out = into(&v, "app", "sqlite://relative.db", &[]);
+    let out = v.restore_latest_into("app", "sqlite://relative.db", &[]);
     assert_eq!(out.status.code(), Some(2));
-    let out = into(&v, "app", "postgresql://postgres@127.0.0.1:1/x", &[]);
+    let out = v.restore_latest_into("app", "postgresql://postgres@127.0.0.1:1/x", &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sqlite dump"));
 }

@@ -212,6 +212,25 @@ impl Vault {
         out.sort();
         out
     }
+
+    /// `restore latest --source SOURCE --into URL --json` plus `extra`, with
+    /// this vault's identity; the output, whatever the exit status.
+    pub fn restore_latest_into(&self, source: &str, url: &str, extra: &[&str]) -> Output {
+        self.cmd()
+            .args(["restore", "latest", "--source", source, "--identity"])
+            .arg(&self.identity)
+            .args(["--into", url, "--json"])
+            .args(extra)
+            .output()
+            .expect("run lockbox restore --into")
+    }
+
+    /// Asserts that `source` has no snapshot.
+    pub fn assert_no_snapshots(&self, source: &str) {
+        let out = self.ok(&["snapshots", "--json", "--source", source]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+    }
 }
 
 /// Makes a file writable so a test can damage it (simulating an attacker
