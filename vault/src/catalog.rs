@@ -146,6 +146,15 @@ pub struct SyncReport {
     pub attestations: usize,
 }
 
+/// Maps an SQLite error to the catalog's, naming the file. A free function
+/// so it can be used while a transaction borrows the connection.
+fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
+    move |source| CatalogError::Sqlite {
+        path: path.to_string(),
+        source,
+    }
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).expect("UTC times format")
 }
@@ -179,10 +188,7 @@ impl Catalog {
     }
 
     fn err(&self, source: rusqlite::Error) -> CatalogError {
-        CatalogError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sqlite_err(&self.path)(source)
     }
 
     fn setup(&mut self, repository_id: &str) -> Result<(), CatalogError> {
@@ -324,13 +330,7 @@ impl Catalog {
         &mut self,
         deltas: &[(ObjectId, ObjectId, KnownChunk)],
     ) -> Result<(), CatalogError> {
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|source| CatalogError::Sqlite {
-                path: self.path.clone(),
-                source,
-            })?;
+        let tx = self.conn.transaction().map_err(sqlite_err(&self.path))?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -340,10 +340,7 @@ impl Catalog {
                         retain_until = max(retain_until, excluded.retain_until),
                         stored_len = excluded.stored_len, stored_hash = excluded.stored_hash",
                 )
-                .map_err(|source| CatalogError::Sqlite {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(sqlite_err(&self.path))?;
             for (id, base, c) in deltas {
                 stmt.execute(params![
                     &id.as_bytes()[..],
@@ -352,10 +349,7 @@ impl Catalog {
                     &c.stored_hash.as_bytes()[..],
                     c.retain_until
                 ])
-                .map_err(|source| CatalogError::Sqlite {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(sqlite_err(&self.path))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
@@ -363,13 +357,7 @@ impl Catalog {
 
     /// Records chunks known durable and locked; a retention only ever grows.
     pub fn record_chunks(&mut self, chunks: &[(ObjectId, KnownChunk)]) -> Result<(), CatalogError> {
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|source| CatalogError::Sqlite {
-                path: self.path.clone(),
-                source,
-            })?;
+        let tx = self.conn.transaction().map_err(sqlite_err(&self.path))?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -378,10 +366,7 @@ impl Catalog {
                         retain_until = max(retain_until, excluded.retain_until),
                         stored_len = excluded.stored_len, stored_hash = excluded.stored_hash",
                 )
-                .map_err(|source| CatalogError::Sqlite {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(sqlite_err(&self.path))?;
             for (id, c) in chunks {
                 stmt.execute(params![
                     &id.as_bytes()[..],
@@ -389,10 +374,7 @@ impl Catalog {
                     &c.stored_hash.as_bytes()[..],
                     c.retain_until
                 ])
-                .map_err(|source| CatalogError::Sqlite {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(sqlite_err(&self.path))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
@@ -583,10 +565,7 @@ impl Catalog {
     /// how many were new.
     pub fn record_tampering(&mut self, events: &[TamperEvent]) -> Result<usize, CatalogError> {
         let now = rfc3339(OffsetDateTime::now_utc());
-        let tx = self.conn.transaction().map_err(|e| CatalogError::Sqlite {
-            path: self.path.clone(),
-            source: e,
-        })?;
+        let tx = self.conn.transaction().map_err(sqlite_err(&self.path))?;
         let mut new = 0;
         for e in events {
             new += tx
@@ -595,10 +574,7 @@ impl Catalog {
                      VALUES (?1, ?2, ?3, ?4)",
                     params![now, e.key, e.version.as_deref().unwrap_or(""), e.what],
                 )
-                .map_err(|source| CatalogError::Sqlite {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(sqlite_err(&self.path))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         Ok(new)
