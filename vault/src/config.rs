@@ -94,6 +94,7 @@ impl RepositorySection {
         BackendOptions {
             lock_mode: self.lock_mode.unwrap_or_default(),
             s3: self.s3.clone().unwrap_or_default(),
+            ..Default::default()
         }
     }
 

@@ -13,8 +13,15 @@
 //! a put never replaces an existing key; a retention is never shortened; a
 //! retained object cannot be deleted; `flush` returns only when every
 //! earlier successful put is durable.
+//!
+//! Decorators add cross-cutting behaviour around any backend, one file each:
+//! [`retry`] (every opened backend is wrapped in it) and, for tests only,
+//! `faulty` (fault injection, behind the `fault-injection` feature).
 
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod faulty;
 pub mod local;
+pub mod retry;
 pub mod s3;
 
 use std::sync::Arc;
@@ -23,6 +30,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 pub use local::LocalBackend;
+pub use retry::{RetryPolicy, Retrying};
 pub use s3::{LockMode, S3Backend, S3Settings};
 
 /// What a head or list reports about an object.
@@ -212,6 +220,9 @@ pub trait DeleteBackend: WriteBackend {
 pub struct BackendOptions {
     pub lock_mode: LockMode,
     pub s3: S3Settings,
+    /// Retries of transient failures ([`retry`]); not configurable in the
+    /// TOML, tests shorten it.
+    pub retry: RetryPolicy,
 }
 
 /// Opens the backend named by a repository URL with write rights and
@@ -220,8 +231,15 @@ pub fn open_write(url: &str) -> StorageResult<Arc<dyn WriteBackend>> {
     open_write_with(url, &BackendOptions::default())
 }
 
-/// Opens the backend named by a repository URL with write rights.
+/// Opens the backend named by a repository URL with write rights, its
+/// transient failures retried by [`Retrying`].
 pub fn open_write_with(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn WriteBackend>> {
+    Ok(Arc::new(Retrying::new(open_unretried(url, opts)?, opts.retry)))
+}
+
+/// Opens the backend named by a repository URL without the retry decorator
+/// (for tests that put other decorators beneath it).
+pub fn open_unretried(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn WriteBackend>> {
     if url.starts_with("s3://") {
         return Ok(Arc::new(S3Backend::open(url, &opts.s3, opts.lock_mode)?));
     }

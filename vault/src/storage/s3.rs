@@ -319,7 +319,7 @@ impl S3Backend {
                 }
                 if transient {
                     text.push_str(&format!(
-                        " (retried with backoff, up to {MAX_ATTEMPTS} attempts)"
+                        " (each attempt retried by the S3 client up to {MAX_ATTEMPTS} times)"
                     ));
                 }
                 text
@@ -384,6 +384,18 @@ impl S3Backend {
                 return Err(too_large());
             }
             buf.extend_from_slice(&piece);
+        }
+        // A body that ends early without a transport error must not pass as
+        // the object: report it as a transient failure, to be read again.
+        if let Some(n) = out.content_length
+            && buf.len() as i64 != n
+        {
+            return Err(self.io(
+                "read",
+                key,
+                format!("short read: {} of {n} bytes", buf.len()),
+                true,
+            ));
         }
         Ok(Bytes::from(buf))
     }
