@@ -43,6 +43,42 @@ use crate::storage::{PutOutcome, StorageError};
 /// killed run's chunks are reused by the next one without a round trip.
 const RECORD_BATCH: usize = 256;
 
+/// Free space the state directory must have when a backup starts and again
+/// just before its manifest is written: room for the catalog's records of
+/// the run and the snapshot (SQLite's WAL grows by whole pages). Below it the
+/// backup stops with [`BackupError::StateFull`] rather than write a snapshot
+/// the catalog then fails to record.
+pub const STATE_MIN_FREE: u64 = 1 << 20;
+
+/// Bytes available to this user in the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Fails with [`BackupError::StateFull`] if the directory holding the
+/// catalog has less than [`STATE_MIN_FREE`] bytes free.
+fn check_state_space(catalog: &Catalog) -> Result<(), BackupError> {
+    let path = std::path::Path::new(catalog.path());
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    match free_bytes(dir) {
+        Some(free) if free < STATE_MIN_FREE => Err(BackupError::StateFull {
+            dir: dir.display().to_string(),
+            free,
+            need: STATE_MIN_FREE,
+        }),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error(transparent)]
@@ -59,6 +95,11 @@ pub enum BackupError {
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(
+        "state directory {dir} is full ({free} bytes free; a backup needs at least {need} there \
+         for the catalog and the base cache): free space in it and run the backup again"
+    )]
+    StateFull { dir: String, free: u64, need: u64 },
     /// A stage stopped because another one failed; never returned to callers
     /// (the first real error is).
     #[doc(hidden)]
@@ -253,6 +294,9 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<BackupSummary, BackupError> {
     let source = stream.source_name.clone();
+    // Before the run is recorded or the dump started: a full state
+    // directory is named at once, and the dump never runs.
+    check_state_space(catalog)?;
     let run_id = catalog.begin_run(&source)?;
     let result = backup(repo, catalog, stream, opts, progress);
     let (outcome, snap, input, added, err) = match &result {
@@ -406,6 +450,21 @@ fn backup(
         }
     };
     let stream_hash = stream_hash.expect("chunker finished without error");
+    // The last moment to refuse: past the manifest put, the snapshot exists.
+    let full = match &cache {
+        Some(c) if c.is_full() => Some(BackupError::StateFull {
+            dir: c.dir().display().to_string(),
+            free: c.dir().parent().and_then(free_bytes).unwrap_or(0),
+            need: STATE_MIN_FREE,
+        }),
+        _ => check_state_space(&shared.catalog.lock().unwrap()).err(),
+    };
+    if let Some(e) = full {
+        if let Some(c) = cache {
+            c.discard();
+        }
+        return Err(e);
+    }
 
     let mut chunks = Vec::with_capacity(order.len());
     let mut lengths = Vec::with_capacity(order.len());

@@ -133,6 +133,8 @@ pub struct BaseCache {
     by_feature: HashMap<u64, u32>,
     entries: Mutex<Vec<Option<Entry>>>,
     pub max_percent: u32,
+    /// A write failed because the file system is full (or over quota).
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl BaseCache {
@@ -162,6 +164,7 @@ impl BaseCache {
             by_feature: HashMap::new(),
             entries: Mutex::new(Vec::new()),
             max_percent: opts.max_percent,
+            full: Default::default(),
         };
         if let Ok(text) = fs::read_to_string(cache.current.join("index")) {
             for line in text.lines() {
@@ -271,6 +274,9 @@ impl BaseCache {
             fs::rename(&tmp, &target)
         })();
         if let Err(e) = result {
+            if is_disk_full(&e) {
+                self.full.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             tracing::warn!(file = %target.display(), error = %e, "could not write the base cache");
         }
         let mut entries = self.entries.lock().unwrap();
@@ -281,6 +287,18 @@ impl BaseCache {
             base,
             sketch: *sketch,
         });
+    }
+
+    /// Whether a write failed because the disk is full: the backup then
+    /// stops before its manifest (the state directory needs room for the
+    /// catalog too), naming [`dir`](Self::dir).
+    pub fn is_full(&self) -> bool {
+        self.full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The directory the next generation is written to.
+    pub fn dir(&self) -> &Path {
+        &self.next
     }
 
     /// After the snapshot is written: the next cache becomes the current one.
@@ -321,6 +339,12 @@ impl BaseCache {
     pub fn discard(self) {
         let _ = fs::remove_dir_all(&self.next);
     }
+}
+
+/// ENOSPC or EDQUOT.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 #[cfg(test)]
