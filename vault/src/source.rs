@@ -408,12 +408,30 @@ fn sqlite_snapshot(
     let tmp = crate::state::private_temp_file(tmp_dir, "sqlite-")
         .map_err(|e| err(format!("temporary copy in {}: {e}", tmp_dir.display())))?;
     {
-        let mut dst = rusqlite::Connection::open(tmp.path()).map_err(|e| err(e.to_string()))?;
-        let backup =
-            rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| err(e.to_string()))?;
-        backup
-            .run_to_completion(1024, std::time::Duration::from_millis(5), None)
-            .map_err(|e| err(format!("online backup failed: {e}")))?;
+        // Failures here are usually the temporary directory's (full, not
+        // writable): name it, not only the database.
+        let in_tmp = |e: rusqlite::Error| {
+            err(format!(
+                "online backup into a temporary copy in {} failed: {e}",
+                tmp_dir.display()
+            ))
+        };
+        let copied = (|| {
+            let mut dst = rusqlite::Connection::open(tmp.path())?;
+            // A throwaway copy needs no rollback journal (one file less
+            // to leave behind when the disk fills).
+            dst.pragma_update(None, "journal_mode", "OFF")?;
+            let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
+            backup.run_to_completion(1024, std::time::Duration::from_millis(5), None)
+        })();
+        if let Err(e) = copied {
+            for suffix in ["-journal", "-wal", "-shm"] {
+                let mut side = tmp.path().as_os_str().to_owned();
+                side.push(suffix);
+                let _ = std::fs::remove_file(side);
+            }
+            return Err(in_tmp(e));
+        }
     }
     let page_count: i64 = src
         .query_row("PRAGMA page_count", [], |r| r.get(0))
