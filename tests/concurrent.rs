@@ -118,7 +118,10 @@ fn scenario(v: &Vault, chunks: &dyn Fn() -> Vec<(String, u64)>) {
     let day2 = [orders.clone(), mixed_data(4 * MIB, 4)].concat();
     let before: u64 = chunks().iter().map(|(_, n)| n).sum();
     let s = backup_at_once(&[(&a, "orders", &day2), (&b, "orders", &day2)]);
-    assert_ne!(s[0]["snapshot"], s[1]["snapshot"], "two runs, two snapshots");
+    assert_ne!(
+        s[0]["snapshot"], s[1]["snapshot"],
+        "two runs, two snapshots"
+    );
     for r in &s {
         assert!(restore(v, "orders", r["snapshot"].as_str().unwrap()) == day2);
     }

@@ -157,8 +157,14 @@ fn crash_loop(test: &str, v: &Vault, chunks: ChunkLister, n: u64, len: usize) {
             .iter()
             .map(|s| s["id"].as_str().unwrap().to_string())
             .collect();
-        assert!(ids.is_superset(&seen), "iteration {i}: a snapshot disappeared");
-        for s in snaps.iter().filter(|s| !seen.contains(s["id"].as_str().unwrap())) {
+        assert!(
+            ids.is_superset(&seen),
+            "iteration {i}: a snapshot disappeared"
+        );
+        for s in snaps
+            .iter()
+            .filter(|s| !seen.contains(s["id"].as_str().unwrap()))
+        {
             let id = s["short_id"].as_str().unwrap();
             assert!(
                 v.restore_bytes("db", id) == data,
@@ -192,7 +198,10 @@ fn crash_loop(test: &str, v: &Vault, chunks: ChunkLister, n: u64, len: usize) {
         seen.insert(s["snapshot"].as_str().unwrap().to_string());
     }
     // Everything stored is readable and decrypts to what the manifests say.
-    verify_clean(v, &["--read-data", "--identity", v.identity.to_str().unwrap()]);
+    verify_clean(
+        v,
+        &["--read-data", "--identity", v.identity.to_str().unwrap()],
+    );
     eprintln!(
         "{test}: {n} kills, {landed_total} chunks landed by killed runs, \
          {visible_after_kill} snapshots completed before the kill, {finished_runs} runs had \
@@ -210,7 +219,11 @@ fn sigkill_mid_backup_local() {
     let repo = v.repo();
     let chunks: ChunkLister = Box::new(move || {
         let mut out = HashSet::new();
-        for d in std::fs::read_dir(repo.join("chunks")).into_iter().flatten().flatten() {
+        for d in std::fs::read_dir(repo.join("chunks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             for f in std::fs::read_dir(d.path()).unwrap().flatten() {
                 let name = f.file_name().to_string_lossy().into_owned();
                 if !name.ends_with(".retain") && !name.starts_with(".tmp-") {
@@ -220,7 +233,13 @@ fn sigkill_mid_backup_local() {
         }
         out
     });
-    crash_loop("sigkill_mid_backup_local", &v, chunks, iterations(10), 48 * MIB);
+    crash_loop(
+        "sigkill_mid_backup_local",
+        &v,
+        chunks,
+        iterations(10),
+        48 * MIB,
+    );
 }
 
 #[test]

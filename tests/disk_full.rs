@@ -31,7 +31,13 @@ impl Tmpfs {
         }
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output();
         match out {
@@ -143,7 +149,10 @@ fn state_dir_full_before_and_during_a_backup() {
     let ballast = fs.fill(3 * MIB as u64);
     let data = mixed_data(24 * MIB, 3);
     let err = backup_fails(&v, &data);
-    assert!(err.contains(&state), "the error does not name the state directory: {err}");
+    assert!(
+        err.contains(&state),
+        "the error does not name the state directory: {err}"
+    );
     assert!(
         err.contains("is full") || err.contains("disk is full"),
         "{err}"
@@ -170,11 +179,8 @@ fn temp_dir_full_while_copying_a_sqlite_source() {
     let c = rusqlite::Connection::open(&db).unwrap();
     c.execute_batch("CREATE TABLE t (x BLOB); ").unwrap();
     for i in 0..48 {
-        c.execute(
-            "INSERT INTO t VALUES (?1)",
-            [mixed_data(128 * 1024, i)],
-        )
-        .unwrap();
+        c.execute("INSERT INTO t VALUES (?1)", [mixed_data(128 * 1024, i)])
+            .unwrap();
     }
     drop(c);
     let v = Vault::new(&format!(
@@ -189,7 +195,10 @@ fn temp_dir_full_while_copying_a_sqlite_source() {
     let out = v.cmd().args(["backup", "app"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&v.state().join("tmp").display().to_string()), "{err}");
+    assert!(
+        err.contains(&v.state().join("tmp").display().to_string()),
+        "{err}"
+    );
     assert!(err.contains("no snapshot was written"), "{err}");
     v.assert_no_snapshots("app");
     catalog_intact(&v);

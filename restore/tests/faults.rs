@@ -55,7 +55,11 @@ struct Repo {
 }
 
 impl Repo {
-    fn init(raw: Arc<dyn WriteBackend>, server: Option<TestServer>, dir: tempfile::TempDir) -> Self {
+    fn init(
+        raw: Arc<dyn WriteBackend>,
+        server: Option<TestServer>,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let (identity, recipient) = keys::generate_identity();
         let recipients = Recipients::parse(&[recipient]).unwrap();
         let until = OffsetDateTime::now_utc() + time::Duration::days(2);
@@ -80,9 +84,8 @@ impl Repo {
     fn s3(test: &str) -> Option<Self> {
         let server = TestServer::start_or_skip(test)?;
         let bucket = server.bucket(true);
-        let raw: Arc<dyn WriteBackend> = Arc::new(
-            server.backend(&format!("s3://{bucket}/vault"), LockMode::Governance),
-        );
+        let raw: Arc<dyn WriteBackend> =
+            Arc::new(server.backend(&format!("s3://{bucket}/vault"), LockMode::Governance));
         Some(Self::init(raw, Some(server), tempfile::tempdir().unwrap()))
     }
 
@@ -202,13 +205,18 @@ fn backup_rides_out_transient_errors_throttling_and_latency() {
             Rule::new(Op::Flush, Fault::Transient).when(Trigger::Every(2)),
         ]);
         let input = data(12 * MIB, 1);
-        let s = r.backup(backend.clone(), &input).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let s = r
+            .backup(backend.clone(), &input)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(s.chunks >= 3, "{name}: {s:?}");
         for i in [0, 1, 3, 4] {
             assert!(f.fired(i) > 0, "{name}: rule {i} never fired");
         }
         assert_eq!(r.snapshots(), 1, "{name}");
-        assert!(r.restore(backend.as_ref()).unwrap() == input, "{name}: wrong bytes");
+        assert!(
+            r.restore(backend.as_ref()).unwrap() == input,
+            "{name}: wrong bytes"
+        );
         r.verify_clean();
     }
 }
@@ -218,16 +226,22 @@ fn put_that_landed_but_reported_failure_is_a_success() {
     for (name, r) in Repo::all("put_that_landed_but_reported_failure_is_a_success") {
         // Every object, the manifest included, lands on the first try and
         // is reported as failed.
-        let (f, backend) =
-            r.faulty(vec![Rule::new(Op::Put, Fault::LandThenFail).when(Trigger::FirstPerKey(1))]);
+        let (f, backend) = r.faulty(vec![
+            Rule::new(Op::Put, Fault::LandThenFail).when(Trigger::FirstPerKey(1)),
+        ]);
         let input = data(8 * MIB, 2);
-        let s = r.backup(backend.clone(), &input).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let s = r
+            .backup(backend.clone(), &input)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(f.fired(0) >= 2, "{name}: chunks and manifest");
         assert!(s.chunks >= 2, "{name}: {s:?}");
         assert_eq!(r.snapshots(), 1, "{name}");
         // What the manifest records is what storage holds.
         r.verify_clean();
-        assert!(r.restore(backend.as_ref()).unwrap() == input, "{name}: wrong bytes");
+        assert!(
+            r.restore(backend.as_ref()).unwrap() == input,
+            "{name}: wrong bytes"
+        );
         // A second backup of the same data reuses everything.
         let again = r.backup(backend, &input).unwrap();
         assert_eq!(again.added_bytes, 0, "{name}");
@@ -245,12 +259,25 @@ fn permanent_put_error_fails_the_backup_with_no_snapshot() {
         let input = data(12 * MIB, 3);
         let err = r.backup(backend, &input).unwrap_err().to_string();
         assert!(f.fired(0) > 0);
-        assert!(err.contains("AccessDenied") && err.contains("chunks/"), "{name}: {err}");
-        assert!(err.contains(&r.raw.location()), "{name}: error names no location: {err}");
+        assert!(
+            err.contains("AccessDenied") && err.contains("chunks/"),
+            "{name}: {err}"
+        );
+        assert!(
+            err.contains(&r.raw.location()),
+            "{name}: error names no location: {err}"
+        );
         assert_eq!(r.snapshots(), 0, "{name}: a snapshot appeared");
         let runs = r.catalog().runs(Some("db")).unwrap();
         assert_eq!(runs.len(), 1);
-        assert!(runs[0].error.as_deref().unwrap_or("").contains("AccessDenied"), "{name}");
+        assert!(
+            runs[0]
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("AccessDenied"),
+            "{name}"
+        );
 
         // Healthy storage again: the next backup succeeds and reuses what landed.
         let s = r.backup(r.raw.clone(), &input).unwrap();
@@ -261,11 +288,10 @@ fn permanent_put_error_fails_the_backup_with_no_snapshot() {
 
 #[test]
 fn transient_errors_that_never_stop_fail_the_backup_with_no_snapshot() {
-    for (name, r) in Repo::all("transient_errors_that_never_stop_fail_the_backup_with_no_snapshot") {
+    for (name, r) in Repo::all("transient_errors_that_never_stop_fail_the_backup_with_no_snapshot")
+    {
         // The manifest put never gets through: everything else landed.
-        let (f, backend) = r.faulty(vec![
-            Rule::new(Op::Put, Fault::Throttle).keys("snapshots/"),
-        ]);
+        let (f, backend) = r.faulty(vec![Rule::new(Op::Put, Fault::Throttle).keys("snapshots/")]);
         let input = data(4 * MIB, 4);
         let err = r.backup(backend, &input).unwrap_err().to_string();
         assert_eq!(f.fired(0), u64::from(policy().attempts), "{name}");
@@ -273,7 +299,10 @@ fn transient_errors_that_never_stop_fail_the_backup_with_no_snapshot() {
             err.contains("SlowDown") && err.contains("gave up after 4 attempts"),
             "{name}: {err}"
         );
-        assert!(err.contains("snapshots/db/"), "{name}: the manifest is not named: {err}");
+        assert!(
+            err.contains("snapshots/db/"),
+            "{name}: the manifest is not named: {err}"
+        );
         assert_eq!(r.snapshots(), 0, "{name}");
     }
 }
@@ -294,7 +323,9 @@ fn restore_rereads_truncated_damaged_and_failed_reads() {
             Rule::new(Op::Get, Fault::Latency(Duration::from_millis(20))).when(Trigger::Every(2)),
             Rule::new(Op::List, Fault::Throttle).when(Trigger::FirstPerKey(1)),
         ]);
-        let back = r.restore(backend.as_ref()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let back = r
+            .restore(backend.as_ref())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(back == input, "{name}: wrong bytes");
         for i in 0..3 {
             assert!(f.fired(i) > 0, "{name}: rule {i} never fired");
@@ -314,7 +345,10 @@ fn restore_reports_persistent_damage_naming_the_object_and_writes_nothing() {
             let err = r.restore(backend.as_ref()).unwrap_err();
             assert!(err.is_integrity_failure(), "{name} {fault:?}: {err}");
             let text = err.to_string();
-            assert!(text.contains("chunks/"), "{name} {fault:?}: no object named: {text}");
+            assert!(
+                text.contains("chunks/"),
+                "{name} {fault:?}: no object named: {text}"
+            );
             // Read once, then re-read twice, before giving up.
             assert!(f.fired(0) >= 3, "{name} {fault:?}");
         }
@@ -334,7 +368,8 @@ fn restore_reports_persistent_damage_naming_the_object_and_writes_nothing() {
 /// (connections refused, those in flight reset), then comes back.
 #[test]
 fn s3_outage_mid_run_is_ridden_out_or_fails_cleanly() {
-    let Some(server) = TestServer::start_or_skip("s3_outage_mid_run_is_ridden_out_or_fails_cleanly")
+    let Some(server) =
+        TestServer::start_or_skip("s3_outage_mid_run_is_ridden_out_or_fails_cleanly")
     else {
         return;
     };
@@ -416,7 +451,10 @@ fn s3_outage_mid_run_is_ridden_out_or_fails_cleanly() {
     // Back up again: the failed run's chunks are reused, the data restores.
     let s = r.backup(backend.clone(), &input2).unwrap();
     assert_eq!(r.snapshots(), 2);
-    eprintln!("after the outage: {} of {} chunks reused", s.reused_chunks, s.chunks);
+    eprintln!(
+        "after the outage: {} of {} chunks reused",
+        s.reused_chunks, s.chunks
+    );
     assert!(r.restore(backend.as_ref()).unwrap() == input2);
     r.verify_clean();
 }

@@ -56,7 +56,10 @@ impl Proxy {
     pub fn wait_for_requests(&self, n: u64) {
         let t = Instant::now();
         while self.requests() < n {
-            assert!(t.elapsed() < Duration::from_secs(60), "no traffic through the proxy");
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no traffic through the proxy"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }

@@ -234,7 +234,10 @@ pub fn open_write(url: &str) -> StorageResult<Arc<dyn WriteBackend>> {
 /// Opens the backend named by a repository URL with write rights, its
 /// transient failures retried by [`Retrying`].
 pub fn open_write_with(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn WriteBackend>> {
-    Ok(Arc::new(Retrying::new(open_unretried(url, opts)?, opts.retry)))
+    Ok(Arc::new(Retrying::new(
+        open_unretried(url, opts)?,
+        opts.retry,
+    )))
 }
 
 /// Opens the backend named by a repository URL without the retry decorator

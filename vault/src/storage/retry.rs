@@ -327,7 +327,10 @@ mod tests {
         let e = r.put("b/x", Bytes::from_static(b"1"), later()).unwrap_err();
         assert_eq!(f.fired(1), 3);
         let text = e.to_string();
-        assert!(text.contains("SlowDown") && text.contains("gave up after 3 attempts"), "{text}");
+        assert!(
+            text.contains("SlowDown") && text.contains("gave up after 3 attempts"),
+            "{text}"
+        );
         assert!(text.contains("b/x") && text.contains("file://"), "{text}");
     }
 
