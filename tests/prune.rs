@@ -22,21 +22,26 @@ use support::{BIN, Vault, mixed_data};
 const MIB: usize = 1 << 20;
 const POLICY: &str = "[prune]\ngrace_hours = 0\n[retention]\nkeep_last = 1\n";
 
-/// Ends every lock on snapshots and chunks of a local vault (see module doc).
-fn expire_locks(repo: &Path) {
-    fn walk(dir: &Path) {
+/// Sets every lock on snapshots and chunks of a local vault to `secs`
+/// (Unix time): the past to simulate expiry (see module doc).
+fn set_locks(repo: &Path, secs: i64) {
+    fn walk(dir: &Path, secs: i64) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let p = e.path();
             if p.is_dir() {
-                walk(&p);
+                walk(&p, secs);
             } else if p.to_string_lossy().ends_with(".retain") {
                 std::fs::remove_file(&p).unwrap();
-                std::fs::write(&p, "1000000000\n").unwrap();
+                std::fs::write(&p, format!("{secs}\n")).unwrap();
             }
         }
     }
-    walk(&repo.join("snapshots"));
-    walk(&repo.join("chunks"));
+    walk(&repo.join("snapshots"), secs);
+    walk(&repo.join("chunks"), secs);
+}
+
+fn expire_locks(repo: &Path) {
+    set_locks(repo, 1_000_000_000);
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -121,7 +126,9 @@ fn plan_then_apply_on_a_local_vault() {
     assert_eq!(v.manifest_files().len(), 1);
     let chunks_after = v.chunk_files().len();
     assert!(chunks_after < chunks_before, "{chunks_after} of {chunks_before}");
-    // What is left restores byte for byte, and verify finds no chain gap.
+    // What is left restores byte for byte, and verify finds no chain gap
+    // (with the kept objects' locks as they were before the simulation).
+    set_locks(&v.repo(), time::OffsetDateTime::now_utc().unix_timestamp() + 30 * 86400);
     assert!(v.restore_bytes("db", "latest") == data[2], "restore after prune differs");
     let out = v.ok(&["verify", "--read-data", "--json"]);
     let verify = json(&out);

@@ -203,7 +203,7 @@ fn apply_deletes_only_expired_unreferenced_versions() {
             .reasons
             .clone()
     };
-    assert_eq!(reasons(&s4), ["newest of source", "last 1"]);
+    assert_eq!(reasons(&s4)[..2], ["newest of source", "last 1"]);
     let locked = reasons(&other_locked);
     assert!(locked.len() == 1 && locked[0].starts_with("locked until"), "{locked:?}");
     assert_eq!(deleted_keys(&p, ObjectKind::Manifest), BTreeSet::from([s1.clone(), s2.clone()]));
