@@ -95,8 +95,12 @@ fn plan_then_apply_on_a_local_vault() {
         assert_eq!(v["suspicious"], false);
     }
     // The human summary names the digest and how to apply.
-    let human = String::from_utf8(v.ok(&["prune", "--plan", file.to_str().unwrap()]).stdout).unwrap();
-    assert!(human.contains("REMOVE") && human.contains("--confirm"), "{human}");
+    let human =
+        String::from_utf8(v.ok(&["prune", "--plan", file.to_str().unwrap()]).stdout).unwrap();
+    assert!(
+        human.contains("REMOVE") && human.contains("--confirm"),
+        "{human}"
+    );
     let digest_now = human
         .lines()
         .find_map(|l| l.strip_prefix("digest: "))
@@ -114,26 +118,57 @@ fn plan_then_apply_on_a_local_vault() {
     assert!(err.contains("digest"), "{err}");
     let text = std::fs::read_to_string(&file).unwrap();
     let altered = file.with_extension("altered.json");
-    std::fs::write(&altered, text.replacen("\"keep\": false", "\"keep\": true", 1)).unwrap();
-    let (code, err) = v.fails(&["prune", "--apply", altered.to_str().unwrap(), "--confirm", &digest_now]);
+    std::fs::write(
+        &altered,
+        text.replacen("\"keep\": false", "\"keep\": true", 1),
+    )
+    .unwrap();
+    let (code, err) = v.fails(&[
+        "prune",
+        "--apply",
+        altered.to_str().unwrap(),
+        "--confirm",
+        &digest_now,
+    ]);
     assert_eq!(code, 2, "{err}");
     assert_eq!(v.manifest_files().len(), 3);
 
     let out = v.ok(&["prune", "--apply", f, "--confirm", &digest_now, "--json"]);
     let report = json(&out);
-    assert_eq!(report["snapshots_deleted"].as_array().unwrap().len(), 2, "{report:#}");
+    assert_eq!(
+        report["snapshots_deleted"].as_array().unwrap().len(),
+        2,
+        "{report:#}"
+    );
     assert!(report["refused"].as_array().unwrap().is_empty());
     assert_eq!(v.manifest_files().len(), 1);
     let chunks_after = v.chunk_files().len();
-    assert!(chunks_after < chunks_before, "{chunks_after} of {chunks_before}");
+    assert!(
+        chunks_after < chunks_before,
+        "{chunks_after} of {chunks_before}"
+    );
     // What is left restores byte for byte, and verify finds no chain gap
     // (with the kept objects' locks as they were before the simulation).
-    set_locks(&v.repo(), time::OffsetDateTime::now_utc().unix_timestamp() + 30 * 86400);
-    assert!(v.restore_bytes("db", "latest") == data[2], "restore after prune differs");
+    set_locks(
+        &v.repo(),
+        time::OffsetDateTime::now_utc().unix_timestamp() + 30 * 86400,
+    );
+    assert!(
+        v.restore_bytes("db", "latest") == data[2],
+        "restore after prune differs"
+    );
     let out = v.ok(&["verify", "--read-data", "--json"]);
     let verify = json(&out);
-    assert_eq!(verify["problems"].as_array().unwrap().len(), 0, "{verify:#}");
-    assert_eq!(verify["warnings"].as_array().unwrap().len(), 0, "{verify:#}");
+    assert_eq!(
+        verify["problems"].as_array().unwrap().len(),
+        0,
+        "{verify:#}"
+    );
+    assert_eq!(
+        verify["warnings"].as_array().unwrap().len(),
+        0,
+        "{verify:#}"
+    );
     // Status shows the prune (from the catalog, synced from the audit record).
     let status = json(&v.ok(&["status", "--json"]));
     assert_eq!(status["last_prune"]["snapshots_deleted"], 2, "{status:#}");
@@ -147,7 +182,11 @@ fn plan_then_apply_on_a_local_vault() {
         .filter(|p| !p.to_string_lossy().ends_with(".retain"))
         .collect();
     assert_eq!(audit.len(), 2, "{audit:?}");
-    assert!(audit.iter().all(|p| lockbox_vault::storage::local::is_read_only(p)));
+    assert!(
+        audit
+            .iter()
+            .all(|p| lockbox_vault::storage::local::is_read_only(p))
+    );
 }
 
 #[test]
@@ -160,7 +199,10 @@ fn the_newest_verified_snapshot_survives_keep_last_1() {
     expire_locks(&v.repo());
     let p = plan(&v, &v.path().join("plan.json"));
     let verdicts = p["sources"][0]["snapshots"].as_array().unwrap();
-    let oldest_v = verdicts.iter().find(|s| s["id"] == oldest.as_str()).unwrap();
+    let oldest_v = verdicts
+        .iter()
+        .find(|s| s["id"] == oldest.as_str())
+        .unwrap();
     assert_eq!(oldest_v["keep"], true, "{p:#}");
     assert_eq!(oldest_v["reasons"][0], "newest verified of source");
     assert_eq!(p["snapshots_removed"], 1);
@@ -184,7 +226,12 @@ fn expire_s3_locks(s: &TestServer, bucket: &str) {
     let c = s.admin.client();
     let list = s
         .admin
-        .block_on(c.list_object_versions().bucket(bucket).prefix("vault/").send())
+        .block_on(
+            c.list_object_versions()
+                .bucket(bucket)
+                .prefix("vault/")
+                .send(),
+        )
         .unwrap();
     let until = time::OffsetDateTime::now_utc().unix_timestamp() + 2;
     for v in list.versions() {
@@ -250,7 +297,11 @@ fn s3_prune_needs_its_own_profile_and_deletes_exact_versions() {
     assert_eq!(p["snapshots_removed"], 1, "{p:#}");
     let digest = p["digest"].as_str().unwrap().to_string();
     assert!(
-        p["delete"].as_array().unwrap().iter().all(|d| d["version"].is_string()),
+        p["delete"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["version"].is_string()),
         "S3 plans name version ids: {p:#}"
     );
     let f = file.to_str().unwrap();
@@ -268,7 +319,12 @@ fn s3_prune_needs_its_own_profile_and_deletes_exact_versions() {
     )
     .unwrap();
     let out = run_with(&v, &same, &["prune", "--apply", f, "--confirm", &digest]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let own = v.path().join("pruner.toml");
     std::fs::write(
@@ -278,26 +334,61 @@ fn s3_prune_needs_its_own_profile_and_deletes_exact_versions() {
             .replace("[prune]\n", "[prune]\nprofile = \"pruner\"\n"),
     )
     .unwrap();
-    let out = run_with(&v, &own, &["prune", "--apply", f, "--confirm", &digest, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_with(
+        &v,
+        &own,
+        &["prune", "--apply", f, "--confirm", &digest, "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = json(&out);
-    assert_eq!(report["snapshots_deleted"].as_array().unwrap().len(), 1, "{report:#}");
+    assert_eq!(
+        report["snapshots_deleted"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
     // Exactly the planned versions are gone, and no delete marker was left.
     let c = s.admin.client();
     let list = s
         .admin
-        .block_on(c.list_object_versions().bucket(&bucket).prefix("vault/").send())
+        .block_on(
+            c.list_object_versions()
+                .bucket(&bucket)
+                .prefix("vault/")
+                .send(),
+        )
         .unwrap();
     let present: Vec<(String, String)> = list
         .versions()
         .iter()
-        .map(|v| (v.key().unwrap().to_string(), v.version_id().unwrap().to_string()))
+        .map(|v| {
+            (
+                v.key().unwrap().to_string(),
+                v.version_id().unwrap().to_string(),
+            )
+        })
         .collect();
     for d in p["delete"].as_array().unwrap() {
-        let gone = (format!("vault/{}", d["key"].as_str().unwrap()), d["version"].as_str().unwrap().to_string());
+        let gone = (
+            format!("vault/{}", d["key"].as_str().unwrap()),
+            d["version"].as_str().unwrap().to_string(),
+        );
         assert!(!present.contains(&gone), "{gone:?} survived");
     }
-    assert!(list.delete_markers().is_empty(), "prune must not leave delete markers");
-    assert!(present.iter().any(|(k, _)| k.starts_with("vault/audit/prune/")));
-    assert!(v.restore_bytes("db", "latest") == d2, "restore after prune differs");
+    assert!(
+        list.delete_markers().is_empty(),
+        "prune must not leave delete markers"
+    );
+    assert!(
+        present
+            .iter()
+            .any(|(k, _)| k.starts_with("vault/audit/prune/"))
+    );
+    assert!(
+        v.restore_bytes("db", "latest") == d2,
+        "restore after prune differs"
+    );
 }

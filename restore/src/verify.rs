@@ -518,7 +518,10 @@ pub fn verify(
 /// Snapshots whose claimed write time (`finished_at`) is further than
 /// `tolerance` from the storage's timestamp of the manifest. Retention never
 /// uses the claimed time; this only points at a wrong or forged clock.
-fn suspicious_times(manifests: &[(SnapshotRef, Manifest)], tolerance: time::Duration) -> Vec<Problem> {
+fn suspicious_times(
+    manifests: &[(SnapshotRef, Manifest)],
+    tolerance: time::Duration,
+) -> Vec<Problem> {
     manifests
         .iter()
         .filter_map(|(snap, m)| {

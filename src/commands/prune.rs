@@ -140,7 +140,11 @@ fn print_plan(plan: &Plan, s: &PlanSummary) {
                 rfc(v.trusted_time),
                 rfc(v.claimed_time),
                 if v.suspicious { " (SUSPICIOUS)" } else { "" },
-                if v.keep { v.reasons.join(", ") } else { String::new() }
+                if v.keep {
+                    v.reasons.join(", ")
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -199,7 +203,7 @@ fn read_plan(path: &Path) -> Result<Plan> {
     let mut bytes = Vec::new();
     f.take(MAX_PLAN_BYTES as u64 + 1).read_to_end(&mut bytes)?;
     let plan: Result<Plan, PlanError> = Plan::from_bytes(&bytes);
-    Ok(plan.with_context(|| format!("plan file {}", path.display()))?)
+    plan.with_context(|| format!("plan file {}", path.display()))
 }
 
 /// The pruner's backend options: `[prune] profile`, never the writer's.

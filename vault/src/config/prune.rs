@@ -45,11 +45,7 @@ impl PruneSection {
     }
 
     pub(super) fn check(&self) -> Result<(), (String, String)> {
-        if self
-            .profile
-            .as_deref()
-            .is_some_and(|p| p.trim().is_empty())
-        {
+        if self.profile.as_deref().is_some_and(|p| p.trim().is_empty()) {
             return Err(("prune.profile".into(), "must not be empty".into()));
         }
         if self.max_extend_days().max(1) > super::MAX_LOCK_DAYS {

@@ -87,9 +87,7 @@ impl ApplyReport {
     }
 }
 
-fn versions_of<'a>(
-    versions: impl Iterator<Item = &'a Option<String>>,
-) -> BTreeSet<Option<String>> {
+fn versions_of<'a>(versions: impl Iterator<Item = &'a Option<String>>) -> BTreeSet<Option<String>> {
     versions.cloned().collect()
 }
 
@@ -209,9 +207,11 @@ pub fn apply(
             key: s.key.clone(),
         })
         .collect();
-    report
-        .audit_records
-        .push(audit::write(backend, &record("intent", &report, intent), lock)?);
+    report.audit_records.push(audit::write(
+        backend,
+        &record("intent", &report, intent),
+        lock,
+    )?);
 
     // Manifests (and garbage markers) first, then chunks.
     let mut failed_manifests: BTreeSet<String> = BTreeSet::new();
@@ -223,7 +223,9 @@ pub fn apply(
         if !ok_to_delete {
             let reason = match inv.snapshot(&d.key) {
                 None if d.kind == ObjectKind::Manifest => "already gone",
-                Some(s) if protected.contains(&s.id) => "the newest verified snapshot of its source",
+                Some(s) if protected.contains(&s.id) => {
+                    "the newest verified snapshot of its source"
+                }
                 _ => "changed since the plan",
             };
             report.skipped.push(skip(&d.key, &d.version, reason));
@@ -259,10 +261,17 @@ pub fn apply(
         let reason = match inv.chunks.get(&d.key) {
             _ if referenced.contains(&d.key) => Some("referenced by a snapshot present now"),
             None => Some("already gone"),
-            Some(cur) if versions_of(cur.iter().map(|v| &v.version)) != planned_chunk_versions[d.key.as_str()] => {
+            Some(cur)
+                if versions_of(cur.iter().map(|v| &v.version))
+                    != planned_chunk_versions[d.key.as_str()] =>
+            {
                 Some("changed since the plan")
             }
-            Some(cur) if cur.iter().any(|v| v.last_modified.is_none_or(|t| t > grace_start)) => {
+            Some(cur)
+                if cur
+                    .iter()
+                    .any(|v| v.last_modified.is_none_or(|t| t > grace_start)) =>
+            {
                 Some("newer than the plan's grace period")
             }
             Some(_) => None,
@@ -279,7 +288,9 @@ pub fn apply(
     let cap = now + Duration::days(i64::from(opts.max_extend_days));
     for e in &plan.extend {
         let Some(s) = inv.snapshot(&e.key) else {
-            report.skipped.push(skip(&e.key, &None, "gone: lock not extended"));
+            report
+                .skipped
+                .push(skip(&e.key, &None, "gone: lock not extended"));
             continue;
         };
         let until = e.until.min(cap);
@@ -290,7 +301,9 @@ pub fn apply(
                 Ok(()) => objects += 1,
                 Err(err) => {
                     ok = false;
-                    report.failed.push(skip(key, &None, &format!("extend lock: {err}")));
+                    report
+                        .failed
+                        .push(skip(key, &None, &format!("extend lock: {err}")));
                     break;
                 }
             }
@@ -309,7 +322,9 @@ pub fn apply(
 
     report.finished_at = OffsetDateTime::now_utc();
     let done = record("done", &report, report.snapshots_deleted.clone());
-    report.audit_records.push(audit::write(backend, &done, lock)?);
+    report
+        .audit_records
+        .push(audit::write(backend, &done, lock)?);
     Ok(report)
 }
 

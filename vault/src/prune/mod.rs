@@ -67,7 +67,9 @@ pub enum PruneError {
     DigestMismatch { actual: String, confirmed: String },
     #[error("the plan was computed for repository {planned}, but this repository is {actual}")]
     WrongRepository { planned: String, actual: String },
-    #[error("the repository changed since the plan was made ({0}); nothing was deleted: make a new plan")]
+    #[error(
+        "the repository changed since the plan was made ({0}); nothing was deleted: make a new plan"
+    )]
     StateChanged(String),
 }
 

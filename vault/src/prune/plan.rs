@@ -183,7 +183,7 @@ pub fn compute(
     now: OffsetDateTime,
 ) -> Result<Plan, PruneError> {
     let inv = inventory::gather(backend, id_key)?;
-    Ok(decide(&inv, backend, repository, opts, now)?)
+    decide(&inv, backend, repository, opts, now)
 }
 
 pub(crate) fn decide(
@@ -433,13 +433,22 @@ impl Plan {
                 if format::parse_snapshot_key(&v.key)
                     .is_none_or(|(s, id)| s != sp.source || id.to_hex() != v.id)
                 {
-                    return bad(format!("snapshot key {:?} does not match its id and source", v.key));
+                    return bad(format!(
+                        "snapshot key {:?} does not match its id and source",
+                        v.key
+                    ));
                 }
-                if v.keep != !v.reasons.is_empty() {
-                    return bad(format!("snapshot {} is kept without a reason, or removed with one", v.id));
+                if v.keep == v.reasons.is_empty() {
+                    return bad(format!(
+                        "snapshot {} is kept without a reason, or removed with one",
+                        v.id
+                    ));
                 }
                 if !v.keep && v.retain_until.is_some_and(|t| t > self.created_at) {
-                    return bad(format!("snapshot {} is still locked but listed for removal", v.id));
+                    return bad(format!(
+                        "snapshot {} is still locked but listed for removal",
+                        v.id
+                    ));
                 }
                 if v.keep {
                     kept.insert(v.key.as_str());
@@ -463,13 +472,19 @@ impl Plan {
                     d.key, d.kind
                 ));
             }
-            if d.version.as_deref().is_some_and(|v| v.is_empty() || v.len() > 1024) {
+            if d.version
+                .as_deref()
+                .is_some_and(|v| v.is_empty() || v.len() > 1024)
+            {
                 return bad(format!("deletion of {:?} has an invalid version id", d.key));
             }
         }
         for e in &self.extend {
             if !kept.contains(e.key.as_str()) {
-                return bad(format!("extension of {:?}, which the plan does not keep", e.key));
+                return bad(format!(
+                    "extension of {:?}, which the plan does not keep",
+                    e.key
+                ));
             }
         }
         Ok(())

@@ -8,10 +8,10 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use time::{Duration, OffsetDateTime};
 
+use super::PruneError;
 use super::apply::{ApplyOptions, apply};
 use super::audit;
 use super::plan::{self, ObjectKind, Plan, PlanError, PlanOptions};
-use super::PruneError;
 use crate::format::{self, MANIFEST_TAG};
 use crate::ids::{IdKey, ObjectId};
 use crate::manifest::{ChunkRef, DeltaBase, Manifest};
@@ -112,7 +112,13 @@ impl Repo {
     }
 
     fn plan(&self, policy: Policy, verified: &[ObjectId]) -> Result<Plan, PruneError> {
-        plan::compute(&self.b, &self.key, REPO, &options(policy, verified), self.now)
+        plan::compute(
+            &self.b,
+            &self.key,
+            REPO,
+            &options(policy, verified),
+            self.now,
+        )
     }
 
     fn apply(&self, plan: &Plan, verified: &[ObjectId]) -> Result<super::ApplyReport, PruneError> {
@@ -205,8 +211,14 @@ fn apply_deletes_only_expired_unreferenced_versions() {
     };
     assert_eq!(reasons(&s4)[..2], ["newest of source", "last 1"]);
     let locked = reasons(&other_locked);
-    assert!(locked.len() == 1 && locked[0].starts_with("locked until"), "{locked:?}");
-    assert_eq!(deleted_keys(&p, ObjectKind::Manifest), BTreeSet::from([s1.clone(), s2.clone()]));
+    assert!(
+        locked.len() == 1 && locked[0].starts_with("locked until"),
+        "{locked:?}"
+    );
+    assert_eq!(
+        deleted_keys(&p, ObjectKind::Manifest),
+        BTreeSet::from([s1.clone(), s2.clone()])
+    );
     let chunk_keys: BTreeSet<String> = [only_oldest, only_second, orphan]
         .iter()
         .map(format::chunk_key)
@@ -224,7 +236,10 @@ fn apply_deletes_only_expired_unreferenced_versions() {
     let report = r.apply(&p, &[]).unwrap();
     assert!(report.clean(), "{report:#?}");
     assert_eq!(report.snapshots_deleted.len(), 2);
-    for k in deleted_keys(&p, ObjectKind::Manifest).iter().chain(&chunk_keys) {
+    for k in deleted_keys(&p, ObjectKind::Manifest)
+        .iter()
+        .chain(&chunk_keys)
+    {
         assert!(!r.exists(k), "{k} survived");
     }
     for k in [&s3, &s4, &other_locked, &other_mid, &other_new] {
@@ -237,7 +252,10 @@ fn apply_deletes_only_expired_unreferenced_versions() {
     assert_eq!(report.audit_records.len(), 2);
     for k in &report.audit_records {
         let until = r.b.head(k).unwrap().unwrap().retain_until.unwrap();
-        assert!(until >= r.now + day(7) - Duration::seconds(5), "{k} locked until {until}");
+        assert!(
+            until >= r.now + day(7) - Duration::seconds(5),
+            "{k} locked until {until}"
+        );
     }
     let pruned = audit::pruned_snapshots(&r.b).unwrap();
     assert_eq!(pruned.len(), 2);
@@ -245,7 +263,10 @@ fn apply_deletes_only_expired_unreferenced_versions() {
     assert_eq!((last.snapshots_deleted, last.objects_deleted), (2, 5));
     // Applying the same plan again deletes nothing more and fails nothing.
     let again = r.apply(&p, &[]).unwrap();
-    assert!(again.clean() && again.objects_deleted.is_empty(), "{again:#?}");
+    assert!(
+        again.clean() && again.objects_deleted.is_empty(),
+        "{again:#?}"
+    );
 }
 
 #[test]
@@ -262,12 +283,17 @@ fn delta_bases_of_kept_snapshots_are_referenced() {
         stored_hash: ObjectId::from_bytes([0; 32]),
     };
     let entry = ChunkRef::delta(delta_id, b, 10, ObjectId::from_bytes([0; 32]));
-    r.b.put(&entry.key(), Bytes::from_static(b"delta"), old).unwrap();
+    r.b.put(&entry.key(), Bytes::from_static(b"delta"), old)
+        .unwrap();
     r.set_time(&entry.key(), r.now - day(1));
     r.snapshot_with("db", r.now - day(1), day(1), old, vec![entry.clone()]);
     let p = r.plan(last(1), &[]).unwrap();
     assert_eq!(removed(&p), BTreeSet::from([s1]));
-    assert!(deleted_keys(&p, ObjectKind::Chunk).is_empty(), "{:?}", p.delete);
+    assert!(
+        deleted_keys(&p, ObjectKind::Chunk).is_empty(),
+        "{:?}",
+        p.delete
+    );
 }
 
 #[test]
@@ -289,7 +315,10 @@ fn digest_mismatch_or_a_changed_repository_refuses() {
         host: "t".into(),
     };
     let err = apply(&r.b, &r.key, REPO, &p, &opts, r.now).unwrap_err();
-    assert!(matches!(err, PruneError::DigestMismatch { .. }) && err.is_usage(), "{err}");
+    assert!(
+        matches!(err, PruneError::DigestMismatch { .. }) && err.is_usage(),
+        "{err}"
+    );
     opts.confirm = p.digest();
     let err = apply(&r.b, &r.key, "another", &p, &opts, r.now).unwrap_err();
     assert!(matches!(err, PruneError::WrongRepository { .. }), "{err}");
@@ -298,8 +327,14 @@ fn digest_mismatch_or_a_changed_repository_refuses() {
     // A snapshot the plan keeps vanished (deleted behind prune's back).
     std::fs::remove_file(r.dir.path().join(&s2)).unwrap();
     let err = apply(&r.b, &r.key, REPO, &p, &opts, r.now).unwrap_err();
-    assert!(matches!(err, PruneError::StateChanged(_)) && !err.is_usage(), "{err}");
-    assert!(r.exists(&s1) && r.exists(&s3), "nothing may be deleted on refusal");
+    assert!(
+        matches!(err, PruneError::StateChanged(_)) && !err.is_usage(),
+        "{err}"
+    );
+    assert!(
+        r.exists(&s1) && r.exists(&s3),
+        "nothing may be deleted on refusal"
+    );
     assert!(audit::list(&r.b).unwrap().is_empty());
 }
 
@@ -320,30 +355,61 @@ fn plan_files_round_trip_and_bad_ones_are_rejected() {
     // Any change of content breaks the digest.
     let altered = text.replacen("\"grace_hours\": 24", "\"grace_hours\": 0", 1);
     assert_ne!(altered, text);
-    assert_eq!(Plan::from_bytes(altered.as_bytes()), Err(PlanError::DigestMismatch));
+    assert_eq!(
+        Plan::from_bytes(altered.as_bytes()),
+        Err(PlanError::DigestMismatch)
+    );
     // A consistent digest does not make a dangerous plan acceptable.
     let resealed = |f: &dyn Fn(&mut Plan)| {
         let mut q = p.clone();
         f(&mut q);
         Plan::from_bytes(&q.to_bytes())
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut Plan)>)> = vec![
-        ("config", Box::new(|q: &mut Plan| q.delete[0].key = "config".into())),
-        ("attestation", Box::new(|q: &mut Plan| q.delete[0].key = "attestations/db/x".into())),
-        ("escape", Box::new(|q: &mut Plan| {
-            let last = q.delete.len() - 1;
-            q.delete[last].key = "chunks/../config".into();
-        })),
-        ("kept snapshot", Box::new(|q: &mut Plan| {
-            let kept = q.sources[0].snapshots.iter().find(|v| v.keep).unwrap().key.clone();
-            q.delete[0].key = kept;
-        })),
-        ("locked removal", Box::new(|q: &mut Plan| {
-            let v = q.sources[0].snapshots.iter_mut().find(|v| !v.keep).unwrap();
-            v.retain_until = Some(q.created_at + Duration::days(1));
-        })),
-        ("reasonless keep", Box::new(|q: &mut Plan| q.sources[0].snapshots[0].reasons.clear())),
-        ("tag", Box::new(|q: &mut Plan| q.format = "something".into())),
+    type Edit = Box<dyn Fn(&mut Plan)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "config",
+            Box::new(|q: &mut Plan| q.delete[0].key = "config".into()),
+        ),
+        (
+            "attestation",
+            Box::new(|q: &mut Plan| q.delete[0].key = "attestations/db/x".into()),
+        ),
+        (
+            "escape",
+            Box::new(|q: &mut Plan| {
+                let last = q.delete.len() - 1;
+                q.delete[last].key = "chunks/../config".into();
+            }),
+        ),
+        (
+            "kept snapshot",
+            Box::new(|q: &mut Plan| {
+                let kept = q.sources[0]
+                    .snapshots
+                    .iter()
+                    .find(|v| v.keep)
+                    .unwrap()
+                    .key
+                    .clone();
+                q.delete[0].key = kept;
+            }),
+        ),
+        (
+            "locked removal",
+            Box::new(|q: &mut Plan| {
+                let v = q.sources[0].snapshots.iter_mut().find(|v| !v.keep).unwrap();
+                v.retain_until = Some(q.created_at + Duration::days(1));
+            }),
+        ),
+        (
+            "reasonless keep",
+            Box::new(|q: &mut Plan| q.sources[0].snapshots[0].reasons.clear()),
+        ),
+        (
+            "tag",
+            Box::new(|q: &mut Plan| q.format = "something".into()),
+        ),
     ];
     for (name, f) in cases {
         match resealed(&*f) {
@@ -355,11 +421,23 @@ fn plan_files_round_trip_and_bad_ones_are_rejected() {
         resealed(&|q: &mut Plan| q.version = 9),
         Err(PlanError::UnsupportedVersion(9))
     ));
-    for junk in [&b""[..], b"{}", b"[1,2]", b"\xff\xfe", b"{\"digest\":\"x\",\"plan\":{}}"] {
-        assert!(matches!(Plan::from_bytes(junk), Err(PlanError::Malformed(_))), "{junk:?}");
+    for junk in [
+        &b""[..],
+        b"{}",
+        b"[1,2]",
+        b"\xff\xfe",
+        b"{\"digest\":\"x\",\"plan\":{}}",
+    ] {
+        assert!(
+            matches!(Plan::from_bytes(junk), Err(PlanError::Malformed(_))),
+            "{junk:?}"
+        );
     }
     let unknown = text.replacen("\"digest\"", "\"extra\": 1, \"digest\"", 1);
-    assert!(matches!(Plan::from_bytes(unknown.as_bytes()), Err(PlanError::Malformed(_))));
+    assert!(matches!(
+        Plan::from_bytes(unknown.as_bytes()),
+        Err(PlanError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -378,16 +456,26 @@ fn a_backup_racing_the_prune_keeps_every_chunk_it_needs() {
     // After the plan, a backup reuses `b` (its manifest is already written)
     // and, still running, has extended `c`'s lock before referencing it.
     let (racer, _) = r.snapshot("db", Duration::ZERO, r.now + day(30), &[a, b]);
-    r.b.extend_retention(&format::chunk_key(&c), r.now + day(30)).unwrap();
+    r.b.extend_retention(&format::chunk_key(&c), r.now + day(30))
+        .unwrap();
 
     let report = r.apply(&p, &[]).unwrap();
     assert!(!r.exists(&s1));
     assert!(r.exists(&racer));
     for id in [a, b, c] {
-        assert!(r.exists(&format::chunk_key(&id)), "chunk {} was deleted", id.short());
+        assert!(
+            r.exists(&format::chunk_key(&id)),
+            "chunk {} was deleted",
+            id.short()
+        );
     }
     let bk = format::chunk_key(&b);
-    assert!(report.skipped.iter().any(|s| s.key == bk && s.reason.contains("referenced")));
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.key == bk && s.reason.contains("referenced"))
+    );
     // Storage refused `c` (locked again): reported, not clean.
     assert_eq!(report.refused.len(), 1, "{report:#?}");
     assert!(!report.clean());
@@ -412,7 +500,12 @@ fn the_newest_verified_snapshot_survives_any_policy() {
     assert!(r.exists(&s2) && !r.exists(&s1));
     assert!(r.exists(&format::chunk_key(&c2)));
     assert!(!r.exists(&format::chunk_key(&c1)));
-    assert!(report.skipped.iter().any(|s| s.key == s2 && s.reason.contains("verified")));
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.key == s2 && s.reason.contains("verified"))
+    );
 }
 
 #[test]
@@ -424,26 +517,53 @@ fn a_flood_of_forged_times_does_not_remove_a_real_snapshot() {
         keep_daily: Some(3),
         ..Policy::default()
     };
-    let real: Vec<String> = (1..=5).map(|d| r.snapshot("db", day(d), old, &[c]).0).collect();
+    let real: Vec<String> = (1..=5)
+        .map(|d| r.snapshot("db", day(d), old, &[c]).0)
+        .collect();
     let before = r.plan(policy, &[]).unwrap();
-    let kept_before: BTreeSet<String> = real.iter().filter(|k| !removed(&before).contains(*k)).cloned().collect();
+    let kept_before: BTreeSet<String> = real
+        .iter()
+        .filter(|k| !removed(&before).contains(*k))
+        .cloned()
+        .collect();
     // The writer (who holds the ID key) floods snapshots claiming times
     // years ahead and years back; storage stamps them all "just now".
     for i in 0..40i64 {
-        let claimed = if i % 2 == 0 { r.now + day(400 + i) } else { r.now - day(900 + i) };
+        let claimed = if i % 2 == 0 {
+            r.now + day(400 + i)
+        } else {
+            r.now - day(900 + i)
+        };
         r.snapshot_with("db", claimed, Duration::minutes(i), old, Vec::new());
     }
     let after = r.plan(policy, &[]).unwrap();
-    let kept_after: BTreeSet<String> = real.iter().filter(|k| !removed(&after).contains(*k)).cloned().collect();
+    let kept_after: BTreeSet<String> = real
+        .iter()
+        .filter(|k| !removed(&after).contains(*k))
+        .cloned()
+        .collect();
     // Today's bucket goes to a flood snapshot; yesterday's and the day
     // before's real snapshots keep theirs.
     assert_eq!(kept_before.len(), 3);
-    assert!(kept_after.contains(&real[0]) && kept_after.contains(&real[1]), "{kept_after:?}");
+    assert!(
+        kept_after.contains(&real[0]) && kept_after.contains(&real[1]),
+        "{kept_after:?}"
+    );
     assert!(kept_before.is_superset(&kept_after));
-    let flood: Vec<_> = after.sources[0].snapshots.iter().filter(|v| v.suspicious).collect();
+    let flood: Vec<_> = after.sources[0]
+        .snapshots
+        .iter()
+        .filter(|v| v.suspicious)
+        .collect();
     assert_eq!(flood.len(), 40);
-    assert!(after.sources[0].snapshots.iter().filter(|v| !v.suspicious).all(|v| v.claimed_time == v.trusted_time
-        || (v.claimed_time - v.trusted_time).abs() < Duration::seconds(1)));
+    assert!(
+        after.sources[0]
+            .snapshots
+            .iter()
+            .filter(|v| !v.suspicious)
+            .all(|v| v.claimed_time == v.trusted_time
+                || (v.claimed_time - v.trusted_time).abs() < Duration::seconds(1))
+    );
 }
 
 #[test]
@@ -482,7 +602,10 @@ fn promoted_snapshots_are_locked_to_their_keep_horizon_capped_per_run() {
     assert!(report.extended.iter().all(|e| e.capped && e.objects == 2));
     for k in [newest, format::chunk_key(&c)] {
         let until = r.b.head(&k).unwrap().unwrap().retain_until.unwrap();
-        assert!((until - (r.now + day(10))).abs() < Duration::seconds(2), "{k}: {until}");
+        assert!(
+            (until - (r.now + day(10))).abs() < Duration::seconds(2),
+            "{k}: {until}"
+        );
     }
 }
 
@@ -492,8 +615,14 @@ fn backup_code_cannot_reach_a_delete_backend() {
     for (name, text) in [
         ("vault/src/backup.rs", include_str!("../backup.rs")),
         ("vault/src/delta.rs", include_str!("../delta.rs")),
-        ("src/commands/backup.rs", include_str!("../../../src/commands/backup.rs")),
-        ("src/commands/daemon.rs", include_str!("../../../src/commands/daemon.rs")),
+        (
+            "src/commands/backup.rs",
+            include_str!("../../../src/commands/backup.rs"),
+        ),
+        (
+            "src/commands/daemon.rs",
+            include_str!("../../../src/commands/daemon.rs"),
+        ),
     ] {
         for banned in ["DeleteBackend", "open_delete", "delete_version", ".delete("] {
             assert!(!text.contains(banned), "{name} mentions {banned}");

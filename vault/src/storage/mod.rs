@@ -292,10 +292,7 @@ pub fn open_write_with(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dy
 
 /// Opens the backend with delete rights: for `prune --apply` only, which
 /// passes the pruner's own credentials in `opts` (never the writer's).
-pub fn open_delete_with(
-    url: &str,
-    opts: &BackendOptions,
-) -> StorageResult<Arc<dyn DeleteBackend>> {
+pub fn open_delete_with(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn DeleteBackend>> {
     if url.starts_with("s3://") {
         return Ok(Arc::new(S3Backend::open(url, &opts.s3, opts.lock_mode)?));
     }

@@ -789,7 +789,10 @@ impl ReadBackend for S3Backend {
                         .send(),
                 )
                 .map_err(|e| self.err("list versions of", prefix, e))?;
-            let strip = |k: Option<&str>| k.and_then(|k| k.strip_prefix(&self.prefix)).map(str::to_string);
+            let strip = |k: Option<&str>| {
+                k.and_then(|k| k.strip_prefix(&self.prefix))
+                    .map(str::to_string)
+            };
             for v in page.versions() {
                 if let Some(key) = strip(v.key()) {
                     f(VersionInfo {
