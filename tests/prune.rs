@@ -392,3 +392,25 @@ fn s3_prune_needs_its_own_profile_and_deletes_exact_versions() {
         "restore after prune differs"
     );
 }
+
+/// A manifest whose claimed time is far from when storage received it is a
+/// `suspicious_time` warning in verify (exit 0) and flagged in the plan.
+#[test]
+fn forged_claimed_times_are_flagged_by_verify_and_the_plan() {
+    let v = Vault::new(POLICY);
+    v.backup_bytes("db", &mixed_data(MIB, 7));
+    // Storage "received" it two hours after it claims it finished: as if the
+    // writer's clock ran two hours slow.
+    let manifest = &v.manifest_files()[0];
+    let f = std::fs::File::open(manifest).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(7200))
+        .unwrap();
+    let out = v.ok(&["verify", "--json"]);
+    let report = json(&out);
+    let warnings = report["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{report:#}");
+    assert_eq!(warnings[0]["kind"], "suspicious_time");
+    assert!(report["problems"].as_array().unwrap().is_empty());
+    let p = plan(&v, &v.path().join("plan.json"));
+    assert_eq!(p["sources"][0]["snapshots"][0]["suspicious"], true, "{p:#}");
+}
