@@ -414,3 +414,82 @@ fn forged_claimed_times_are_flagged_by_verify_and_the_plan() {
     let p = plan(&v, &v.path().join("plan.json"));
     assert_eq!(p["sources"][0]["snapshots"][0]["suspicious"], true, "{p:#}");
 }
+
+/// Another host backs up between plan and apply, reusing every chunk of the
+/// snapshot the plan removes: apply deletes the old manifest but keeps every
+/// chunk the new snapshot needs, and it restores byte for byte.
+#[test]
+fn a_backup_between_plan_and_apply_keeps_every_chunk_it_needs() {
+    let v = Vault::new(POLICY);
+    let d1 = mixed_data(4 * MIB, 21);
+    let d2 = mixed_data(4 * MIB, 22);
+    v.backup_bytes("db", &d1);
+    v.backup_bytes("db", &d2);
+    expire_locks(&v.repo());
+    let file = v.path().join("plan.json");
+    let p = plan(&v, &file);
+    assert_eq!(p["snapshots_removed"], 1, "{p:#}");
+    assert!(
+        p["delete"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["kind"] == "chunk"),
+        "the plan deletes d1's chunks: {p:#}"
+    );
+    let digest = p["digest"].as_str().unwrap().to_string();
+
+    // A second host (its own, empty catalog) backs up d1 again.
+    let (cfg2, state2) = v.other_host("state2");
+    std::fs::create_dir(&state2).unwrap();
+    std::fs::copy(v.state().join("id.key"), state2.join("id.key")).unwrap();
+    let input = v.path().join("d1.bin");
+    std::fs::write(&input, &d1).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg2)
+        .args(["backup", "--stdin", "db", "--json"])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let report = json(&v.ok(&[
+        "prune",
+        "--apply",
+        file.to_str().unwrap(),
+        "--confirm",
+        &digest,
+        "--json",
+    ]));
+    assert_eq!(
+        report["snapshots_deleted"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+    assert!(
+        report["objects_deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| !o["key"].as_str().unwrap().starts_with("chunks/")),
+        "a chunk the new snapshot needs was deleted: {report:#}"
+    );
+    assert!(
+        v.restore_bytes("db", "latest") == d1,
+        "the racing snapshot does not restore"
+    );
+    set_locks(
+        &v.repo(),
+        time::OffsetDateTime::now_utc().unix_timestamp() + 30 * 86400,
+    );
+    let verify = json(&v.ok(&["verify", "--read-data", "--json"]));
+    assert!(
+        verify["problems"].as_array().unwrap().is_empty(),
+        "{verify:#}"
+    );
+}
