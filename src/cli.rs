@@ -78,6 +78,15 @@ message names the check or object).\n\n".to_string() + EXIT_CODES)]
     /// Check this host and the storage: permissions, versioning and Object
     /// Lock, and that a locked canary cannot be deleted. Exit 1 on any FAIL.
     Doctor(DoctorArgs),
+    /// Remove snapshots the retention policy no longer keeps, in two
+    /// reviewed steps: `--plan FILE` (read-only) writes a plan and prints its
+    /// digest; `--apply FILE --confirm DIGEST` deletes exactly what it lists,
+    /// with the `[prune] profile` credentials.
+    #[command(after_help = "Exit 2 if the digest does not match the plan, the plan file is \
+malformed or altered, or `[prune] profile` is missing or equals the writer's profile; exit 1 if \
+the repository changed since the plan (nothing deleted: make a new plan) or storage refused or \
+failed a delete (reported, not retried).\n\n".to_string() + EXIT_CODES)]
+    Prune(PruneArgs),
     /// Maintain the local catalog (a cache of the repository).
     Catalog {
         #[command(subcommand)]
@@ -248,6 +257,23 @@ pub struct VerifyArgs {
     #[arg(long, short = 'i', env = "LOCKBOX_IDENTITY", value_name = "FILE")]
     pub identity: Option<PathBuf>,
     /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("step").required(true).args(["plan", "apply"])))]
+pub struct PruneArgs {
+    /// Compute a plan (read-only) and write it to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Apply the reviewed plan in FILE (needs --confirm).
+    #[arg(long, value_name = "FILE", requires = "confirm")]
+    pub apply: Option<PathBuf>,
+    /// The plan's digest, as its summary printed it.
+    #[arg(long, value_name = "DIGEST", requires = "apply")]
+    pub confirm: Option<String>,
+    /// Print the plan summary or the apply report as JSON.
     #[arg(long)]
     pub json: bool,
 }

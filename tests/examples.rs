@@ -107,6 +107,45 @@ fn pruner_deletes_but_never_bypasses_locks() {
     );
 }
 
+/// `lockbox prune --apply` needs exactly this: read and list versions,
+/// delete versions, put audit records (only under audit/), lengthen locks.
+/// The writer, whose profile prune refuses to use, has no delete at all.
+#[test]
+fn pruner_may_do_what_prune_apply_needs_and_the_writer_may_not_delete() {
+    let p = policy("pruner-policy.json");
+    let acts = actions(&p);
+    for needed in [
+        "s3:ListBucketVersions",
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:GetObjectRetention",
+        "s3:DeleteObjectVersion",
+        "s3:PutObject",
+        "s3:PutObjectRetention",
+    ] {
+        assert!(
+            acts.contains(&("Allow".into(), needed.into())),
+            "pruner lacks {needed}"
+        );
+    }
+    for st in p["Statement"].as_array().unwrap() {
+        let a = actions(&serde_json::json!({ "Statement": [st] }));
+        if st["Effect"] == "Allow" && a.iter().any(|(_, x)| x == "s3:PutObject") {
+            assert_eq!(st["Resource"], "arn:aws:s3:::BUCKET/PREFIX/audit/*", "{st}");
+        }
+    }
+    let writer = actions(&policy("writer-policy.json"));
+    for (effect, action) in &writer {
+        assert!(
+            !(effect == "Allow" && action.starts_with("s3:Delete")),
+            "the writer may {action}"
+        );
+    }
+    for denied in ["s3:DeleteObject", "s3:DeleteObjectVersion"] {
+        assert!(writer.contains(&("Deny".into(), denied.into())));
+    }
+}
+
 #[test]
 fn bucket_policy_denies_deletion_to_all_but_the_pruner() {
     let p = policy("bucket-policy.json");

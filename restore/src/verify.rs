@@ -56,6 +56,9 @@ pub enum ProblemKind {
     BadPlaintext,
     /// A delete marker or another version hides a good one (S3).
     Tampering,
+    /// Warning only: the time a manifest claims is far from when storage
+    /// received it (a wrong or forged writer clock).
+    SuspiciousTime,
 }
 
 impl ProblemKind {
@@ -71,6 +74,7 @@ impl ProblemKind {
             ProblemKind::CorruptObject => "corrupt_object",
             ProblemKind::BadPlaintext => "bad_plaintext",
             ProblemKind::Tampering => "tampering",
+            ProblemKind::SuspiciousTime => "suspicious_time",
         }
     }
 }
@@ -111,6 +115,11 @@ pub struct VerifyOptions {
     pub known: Vec<KnownSnapshot>,
     /// Objects checked in parallel.
     pub workers: usize,
+    /// Snapshots a prune audit record says were pruned: a chain gap whose
+    /// missing predecessor is one of them is not a problem.
+    pub pruned: HashSet<ObjectId>,
+    /// Claimed vs storage time beyond this is a `suspicious_time` warning.
+    pub time_tolerance: time::Duration,
 }
 
 impl Default for VerifyOptions {
@@ -124,6 +133,8 @@ impl Default for VerifyOptions {
             identities: None,
             known: Vec::new(),
             workers: 8,
+            pruned: HashSet::new(),
+            time_tolerance: time::Duration::minutes(15),
         }
     }
 }
@@ -157,6 +168,8 @@ pub struct VerifyReport {
     pub seconds: f64,
     pub results: Vec<SnapshotResult>,
     pub problems: Vec<Problem>,
+    /// Findings that do not fail verification (e.g. `suspicious_time`).
+    pub warnings: Vec<Problem>,
 }
 
 impl VerifyReport {
@@ -294,6 +307,7 @@ pub fn verify(
         for (snap, m) in &manifests {
             if let Some(prev) = m.previous
                 && !present.contains(&prev)
+                && !opts.pruned.contains(&prev)
             {
                 gaps.insert(prev.to_hex());
                 problems.push((
@@ -497,7 +511,39 @@ pub fn verify(
         seconds: clock.elapsed().as_secs_f64(),
         results,
         problems: problems.into_iter().map(|(_, p)| p).collect(),
+        warnings: suspicious_times(&manifests, opts.time_tolerance),
     })
+}
+
+/// Snapshots whose claimed write time (`finished_at`) is further than
+/// `tolerance` from the storage's timestamp of the manifest. Retention never
+/// uses the claimed time; this only points at a wrong or forged clock.
+fn suspicious_times(
+    manifests: &[(SnapshotRef, Manifest)],
+    tolerance: time::Duration,
+) -> Vec<Problem> {
+    manifests
+        .iter()
+        .filter_map(|(snap, m)| {
+            let stored = snap.last_modified?;
+            let skew = m.finished_at - stored;
+            (skew.abs() > tolerance).then(|| {
+                problem(
+                    ProblemKind::SuspiciousTime,
+                    snap,
+                    &snap.key,
+                    format!(
+                        "the manifest claims it was written at {}, storage received it at {} \
+                         ({}s apart, tolerance {}s); retention uses the storage's time",
+                        rfc3339(m.finished_at),
+                        rfc3339(stored),
+                        skew.whole_seconds(),
+                        tolerance.whole_seconds()
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Why `key` is not locked until `need`, if it is not (a missing object is

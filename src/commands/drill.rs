@@ -201,7 +201,7 @@ pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
     }))
 }
 
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `len` bytes into the buffer.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

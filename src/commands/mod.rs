@@ -8,6 +8,7 @@ mod drill;
 mod init;
 mod keygen;
 mod metrics;
+mod prune;
 mod quickstart;
 mod restore;
 mod snapshots;
@@ -65,6 +66,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => verify::run(&load_config(config_path)?, a),
         Command::Drill(a) => drill::run(&load_config(config_path)?, a),
         Command::Doctor(a) => doctor::run(&load_config(config_path)?, a),
+        Command::Prune(a) => prune::run(&load_config(config_path)?, a),
         Command::Catalog {
             command: CatalogCommand::Rebuild,
         } => catalog::rebuild(&load_config(config_path)?),
@@ -117,6 +119,17 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
         }
         if let Some(RepoError::Manifest(_)) = cause.downcast_ref::<RepoError>() {
             return EXIT_INTEGRITY;
+        }
+        if let Some(e) = cause.downcast_ref::<lockbox_vault::prune::PruneError>()
+            && e.is_usage()
+        {
+            return EXIT_USAGE;
+        }
+        if cause
+            .downcast_ref::<lockbox_vault::prune::PlanError>()
+            .is_some()
+        {
+            return EXIT_USAGE;
         }
         if let Some(lockbox_vault::lock::LockError::Busy { .. }) = cause.downcast_ref() {
             return EXIT_TEMPFAIL;

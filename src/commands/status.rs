@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use lockbox_vault::config::Config;
 use lockbox_vault::health::{self, Health, SourceStatus, StatusReport, human_duration};
+use lockbox_vault::prune::audit::LastPrune;
 use time::OffsetDateTime;
 
 use super::human_bytes;
@@ -32,13 +33,44 @@ pub fn load_report(config: &Config, only: Option<&str>) -> Result<StatusReport> 
     Ok(report)
 }
 
+/// The last prune recorded in the catalog (synced from the repository's
+/// audit records).
+fn last_prune(config: &Config) -> Result<Option<LastPrune>> {
+    let path = config.catalog_path();
+    Ok(match health::open_catalog(&path)? {
+        Some(c) => c.last_prune()?,
+        None => None,
+    })
+}
+
 pub fn run(config: &Config, args: StatusArgs) -> Result<ExitCode> {
     let report = load_report(config, args.source.as_deref())?;
+    let pruned = last_prune(config)?;
     let text = if args.json {
-        serde_json::to_string_pretty(&report)? + "\n"
+        let mut v = serde_json::to_value(&report)?;
+        v["last_prune"] = serde_json::to_value(&pruned)?;
+        serde_json::to_string_pretty(&v)? + "\n"
     } else {
         let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        table(&report, colour)
+        let mut t = table(&report, colour);
+        if let Some(p) = &pruned {
+            t.push_str(&format!(
+                "\nlast prune: {} on {}: {} snapshot(s), {} object version(s), {} deleted{} \
+                 (plan {})\n",
+                p.finished_at,
+                p.host,
+                p.snapshots_deleted,
+                p.objects_deleted,
+                human_bytes(p.bytes_deleted),
+                if p.objects_refused > 0 {
+                    format!(", {} refused by storage", p.objects_refused)
+                } else {
+                    String::new()
+                },
+                &p.plan_digest[..16.min(p.plan_digest.len())]
+            ));
+        }
+        t
     };
     // A closed pipe (`| head`) is an error main() handles quietly.
     std::io::stdout().lock().write_all(text.as_bytes())?;

@@ -103,6 +103,12 @@ pub fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         } else {
             cpus.max(2)
         },
+        // Predecessors removed by prune are not chain gaps.
+        pruned: lockbox_vault::prune::audit::pruned_snapshots(backend.as_ref())
+            .context("reading prune audit records")?
+            .into_iter()
+            .collect(),
+        time_tolerance: config.prune.time_tolerance(),
     };
     let started = OffsetDateTime::now_utc();
     let bar = Bar::restore();
@@ -167,6 +173,16 @@ fn print_human(r: &VerifyReport) {
                 .unwrap_or_default()
         ),
     };
+    for p in &r.warnings {
+        println!(
+            "WARNING {:<19} snapshot {} ({})  {}: {}",
+            p.kind.as_str(),
+            p.snapshot.as_deref().unwrap_or("-"),
+            p.source.as_deref().unwrap_or("-"),
+            p.object,
+            p.detail
+        );
+    }
     for p in &r.problems {
         println!(
             "PROBLEM {:<19} snapshot {} ({})  {}: {}",

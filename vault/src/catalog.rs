@@ -630,7 +630,42 @@ impl Catalog {
             report.added += 1;
         }
         report.attestations = self.sync_attestations(backend, id_key)?;
+        self.sync_last_prune(backend)?;
         Ok(report)
+    }
+
+    /// Caches the newest prune audit record's summary (meta `last_prune`)
+    /// for `status`; one LIST, and one GET when a newer record appeared.
+    fn sync_last_prune(&self, backend: &dyn ReadBackend) -> Result<(), CatalogError> {
+        use crate::prune::audit;
+        let keys = audit::list(backend).map_err(RepoError::from)?;
+        let Some(newest) = keys.iter().rev().find(|k| k.ends_with(".done")) else {
+            return Ok(());
+        };
+        if self.last_prune()?.is_some_and(|p| &p.key == newest) {
+            return Ok(());
+        }
+        match audit::read(backend, newest) {
+            Ok(r) => self.set_last_prune(&r.summary(newest)),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring unreadable prune audit record");
+                Ok(())
+            }
+        }
+    }
+
+    /// The last prune this catalog knows of.
+    pub fn last_prune(&self) -> Result<Option<crate::prune::audit::LastPrune>, CatalogError> {
+        Ok(self
+            .meta("last_prune")?
+            .and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
+    pub fn set_last_prune(&self, p: &crate::prune::audit::LastPrune) -> Result<(), CatalogError> {
+        self.set_meta(
+            "last_prune",
+            &serde_json::to_string(p).expect("summary serializes"),
+        )
     }
 
     /// Forgets every cached snapshot and chunk and reads them back from the

@@ -11,10 +11,12 @@ use crate::keys::Recipients;
 use crate::storage::{BackendOptions, LockMode, S3Settings};
 
 mod drill;
+mod prune;
 mod retention;
 pub use drill::{
     DEFAULT_ROW_TOLERANCE_PCT, DrillCheck, DrillConfig, ROW_TOLERANCE_FLOOR, expect_text,
 };
+pub use prune::PruneSection;
 pub use retention::RetentionSection;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,9 @@ pub struct Config {
     /// `[retention]`: the default retention policy of every source.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// `[prune]`: the pruner's credentials and limits.
+    #[serde(default)]
+    pub prune: PruneSection,
     /// Where the config was read from (for messages); not a TOML key.
     #[serde(skip)]
     pub path: PathBuf,
@@ -831,6 +836,9 @@ impl Config {
             .map_err(|(key, message)| invalid(&key, message))?;
         self.retention
             .timezone(daemon.timezone)
+            .map_err(|(key, message)| invalid(&key, message))?;
+        self.prune
+            .check()
             .map_err(|(key, message)| invalid(&key, message))?;
         for (i, s) in self.sources.iter_mut().enumerate() {
             let kind = s

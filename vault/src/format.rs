@@ -75,6 +75,13 @@ pub const CONFIG_KEY: &str = "config";
 pub const CHUNKS_PREFIX: &str = "chunks/";
 pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
 pub const ATTESTATIONS_PREFIX: &str = "attestations/";
+/// Prune's audit records: `audit/prune/<UTC time>-<plan digest, 16 hex>.<phase>`.
+pub const PRUNE_AUDIT_PREFIX: &str = "audit/prune/";
+pub const PRUNE_PLAN_TAG: &str = "lockbox-prune-plan";
+pub const PRUNE_PLAN_VERSION: u32 = 1;
+pub const PRUNE_RECORD_TAG: &str = "lockbox-prune-record";
+pub const PRUNE_RECORD_VERSION: u32 = 1;
+pub const MAX_PRUNE_RECORD_BYTES: u64 = 256 * 1024 * 1024;
 
 /// `chunks/<first two hex digits>/<64 hex digits>`: the fan-out keeps local
 /// directories small and spreads S3 request load over key prefixes.

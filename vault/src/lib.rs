@@ -9,6 +9,8 @@
 //! * [`storage`] — backend traits and the local write-once backend.
 //! * [`repository`] — the config object; listing and reading snapshots.
 //! * [`retention`] — retention policy selection (which snapshots a policy keeps, and why).
+//! * [`prune`] — the reviewed two-step prune: plan (read rights), apply (the pruner's
+//!   `DeleteBackend`), and its locked audit records.
 //! * [`manifest`] — snapshot manifests (public part + sealed part).
 //! * [`attestation`] — drill and verification records stored in the repository.
 //! * [`catalog`] — the local SQLite cache of the repository.
@@ -30,12 +32,13 @@
 //!
 //! Which operations may run at the same time, on one repository:
 //!
-//! | running ↓ / starting →         | backup, same source | backup, other source | restore | catalog rebuild | doctor |
-//! |---|---|---|---|---|---|
-//! | backup, this host               | no¹ (exit 75) | yes | yes | yes | yes |
-//! | backup, another host            | yes² | yes | yes | yes | yes |
-//! | restore                         | yes | yes | yes | yes | yes |
-//! | verify, drill                   | yes³ | yes | yes | yes | yes |
+//! | running ↓ / starting →         | backup, same source | backup, other source | restore | catalog rebuild | doctor | prune apply |
+//! |---|---|---|---|---|---|---|
+//! | backup, this host               | no¹ (exit 75) | yes | yes | yes | yes | yes⁴ |
+//! | backup, another host            | yes² | yes | yes | yes | yes | yes⁴ |
+//! | restore                         | yes | yes | yes | yes | yes | yes⁵ |
+//! | verify, drill                   | yes³ | yes | yes | yes | yes | yes⁵ |
+//! | prune apply                     | yes⁴ | yes⁴ | yes⁵ | yes | yes | not supported⁶ |
 //!
 //! ¹ The per-source run lock ([`lock`]) in the state directory.
 //! ³ Read-only but for a drill's attestation put (a new key). A verify that
@@ -43,9 +46,18 @@
 //! manifest is written last); a drill's scratch database is its own.
 //! ² Safe for the repository (content addressing, no shared mutable object,
 //! retention only extended); both snapshots name the same `previous`, a fork
-//! in the per-source chain. Prune (not built yet) is the one operation that
-//! will need care: it must never delete a chunk a concurrent backup may
-//! reference.
+//! in the per-source chain.
+//! ⁴ Prune deletes only versions whose lock has expired; a backup references a
+//! chunk only after locking it past its own snapshot (see [`prune`]): storage
+//! then refuses the delete, or the backup finds the chunk gone and stores it
+//! again. References are re-read at apply time; objects newer than the plan's
+//! grace period are never deleted.
+//! ⁵ Only expired snapshots go, manifest first: a restore or verify of a
+//! snapshot being pruned may fail with "not found"; one of a kept snapshot
+//! cannot.
+//! ⁶ Two applies of different plans at once are safe for kept data (each
+//! re-checks references) but may report each other's deletions as refusals or
+//! "already gone"; run prune from one place.
 
 pub mod attestation;
 pub mod backup;
@@ -61,6 +73,7 @@ pub mod ids;
 pub mod keys;
 pub mod lock;
 pub mod manifest;
+pub mod prune;
 pub mod repository;
 pub mod retention;
 pub mod scheduler;

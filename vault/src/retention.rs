@@ -2,8 +2,8 @@
 //!
 //! This module is pure (no storage, no clock of its own): the caller gives the
 //! snapshots, the policy, the timezone periods are counted in, and `now`.
-//! Nothing here deletes; `prune` (not built yet) will turn a [`Decision`] list
-//! into a reviewed plan.
+//! Nothing here deletes; [`crate::prune`] turns a [`Decision`] list into a
+//! reviewed plan.
 //!
 //! Rules, applied to each source's snapshots separately (like restic `forget`):
 //! * Snapshots are ordered newest first by their **trusted** time — the
@@ -46,7 +46,8 @@ use chrono_tz::Tz;
 use time::{Duration, OffsetDateTime};
 
 /// A retention policy: every rule is optional; none set keeps everything.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     pub keep_last: Option<u32>,
     pub keep_hourly: Option<u32>,
@@ -167,6 +168,9 @@ pub enum Reason {
     },
     /// The newest snapshot of its source (always kept).
     NewestOfSource,
+    /// The newest verified snapshot of its source (kept by prune whatever
+    /// the policy; [`select`] itself never gives this reason).
+    NewestVerified,
     /// Its lock has not expired.
     Locked { until: OffsetDateTime },
     /// The policy sets no rule.
@@ -179,6 +183,7 @@ impl fmt::Display for Reason {
             Reason::Last { rank } => write!(f, "last {rank}"),
             Reason::Bucket { period, label, .. } => write!(f, "{} {label}", period.name()),
             Reason::NewestOfSource => f.write_str("newest of source"),
+            Reason::NewestVerified => f.write_str("newest verified of source"),
             Reason::Locked { until } => write!(f, "locked until {}", rfc3339(*until)),
             Reason::NoPolicy => f.write_str("no retention policy"),
         }

@@ -1,5 +1,5 @@
-//! `[retention]` and the per-source `keep_*` keys: the policy `prune` (not
-//! built yet) will apply, selected by [`crate::retention`].
+//! `[retention]` and the per-source `keep_*` keys: the policy `prune`
+//! applies, selected by [`crate::retention`].
 //!
 //! A `[[source]]` that sets any `keep_*` key replaces the whole `[retention]`
 //! rule set for that source (keys are not merged one by one), so what a

@@ -89,5 +89,41 @@ pub fn run_all(b: &dyn DeleteBackend) {
             ("snapshots/s/b".to_string(), 2)
         ]
     );
+
+    // Versions: every listed version can be headed; exactly one is deleted
+    // by delete_version, and only once its retention has passed.
+    b.put("chunks/bb/gone", Bytes::from_static(b"old"), past)
+        .unwrap();
+    let mut versions = Vec::new();
+    b.list_versions("chunks/", &mut |v| {
+        versions.push(v);
+        Ok(())
+    })
+    .unwrap();
+    let locked = versions.iter().find(|v| v.key == "chunks/aa/one").unwrap();
+    let expired = versions.iter().find(|v| v.key == "chunks/bb/gone").unwrap();
+    assert!(!locked.delete_marker && locked.size == 5 && locked.last_modified.is_some());
+    let info = b
+        .head_version(&locked.key, locked.version.as_deref())
+        .unwrap()
+        .unwrap();
+    assert_locked_until(info.retain_until, later);
+    let err = b
+        .delete_version(&locked.key, locked.version.as_deref())
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Retained { .. }), "{err}");
+    b.delete_version(&expired.key, expired.version.as_deref())
+        .unwrap();
+    assert!(b.head("chunks/bb/gone").unwrap().is_none());
+    assert!(
+        b.delete_version(&expired.key, expired.version.as_deref())
+            .is_err()
+    );
+    // A deleted object cannot have its lock extended (a backup then stores it again).
+    assert!(
+        b.extend_retention("chunks/bb/gone", later)
+            .unwrap_err()
+            .is_not_found()
+    );
     b.flush().unwrap();
 }

@@ -268,6 +268,13 @@ impl WriteBackend for LocalBackend {
         // writers extending to different times can never shorten it.
         let object = fs::File::open(&path).map_err(|e| self.io("lock", key, e))?;
         object.lock().map_err(|e| self.io("lock", key, e))?;
+        // A prune may have unlinked it while we waited for the lock.
+        if !path.exists() {
+            return Err(StorageError::NotFound {
+                location: self.location(),
+                key: key.into(),
+            });
+        }
         let result = match self.read_retention(key, &path)? {
             Some(current) if current >= until => Ok(()),
             _ => self.write_retention(key, &path, until),
@@ -317,6 +324,36 @@ impl DeleteBackend for LocalBackend {
         // Objects are 0444; the directory's write bit is what governs unlink.
         fs::remove_file(&path).map_err(|e| self.io("delete", key, e))?;
         let _ = fs::remove_file(Self::retain_path(&path));
+        Ok(())
+    }
+
+    /// Checks the retention and unlinks under the object's file lock, the
+    /// one [`extend_retention`](WriteBackend::extend_retention) takes: a
+    /// backup extending the lock at the same moment either wins (the delete
+    /// is refused) or finds the object gone (and stores it again).
+    fn delete_version(&self, key: &str, version: Option<&str>) -> StorageResult<()> {
+        if version.is_some() {
+            return Err(StorageError::NotFound {
+                location: self.location(),
+                key: key.into(),
+            });
+        }
+        let path = self.path_of(key)?;
+        let object = fs::File::open(&path).map_err(|e| self.io("delete", key, e))?;
+        object.lock().map_err(|e| self.io("lock", key, e))?;
+        if let Some(until) = self.read_retention(key, &path)?
+            && until > OffsetDateTime::now_utc()
+        {
+            return Err(StorageError::Retained {
+                location: self.location(),
+                key: key.into(),
+                until: until.to_string(),
+                action: "delete it",
+            });
+        }
+        fs::remove_file(&path).map_err(|e| self.io("delete", key, e))?;
+        let _ = fs::remove_file(Self::retain_path(&path));
+        drop(object);
         Ok(())
     }
 }

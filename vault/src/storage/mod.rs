@@ -7,7 +7,11 @@
 //! * [`ReadBackend`] — get, head, list. Restore and verify need only this.
 //! * [`WriteBackend`] — adds put-with-retention and extend-retention. Backup
 //!   takes a `&dyn WriteBackend`, which has no delete.
-//! * [`DeleteBackend`] — adds delete. Only prune may obtain one.
+//! * [`DeleteBackend`] — adds delete (of a key, or of one version of it).
+//!   Only prune may obtain one.
+//!
+//! Listing versions ([`ReadBackend::list_versions`]) is a read: a prune plan
+//! is computed with read rights only, and names the exact versions to delete.
 //!
 //! Semantics every backend must provide (the conformance tests check them):
 //! a put never replaces an existing key; a retention is never shortened; a
@@ -40,6 +44,18 @@ pub struct ObjectInfo {
     pub size: u64,
     /// `None` when the backend did not report it (e.g. S3 LIST); ask `head`.
     pub retain_until: Option<OffsetDateTime>,
+    pub last_modified: Option<OffsetDateTime>,
+}
+
+/// One version of an object, or a delete marker, as a version listing
+/// reports it. Unversioned stores report one version per key, `version: None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub key: String,
+    /// The store's version id (`None` on unversioned stores).
+    pub version: Option<String>,
+    pub delete_marker: bool,
+    pub size: u64,
     pub last_modified: Option<OffsetDateTime>,
 }
 
@@ -184,6 +200,34 @@ pub trait ReadBackend: Send + Sync {
         })
     }
 
+    /// Calls `f` for every version and delete marker of every key under
+    /// `prefix` (in no particular order within a key). The default, for
+    /// unversioned stores, reports each listed object as one version `None`.
+    fn list_versions(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(VersionInfo) -> StorageResult<()>,
+    ) -> StorageResult<()> {
+        self.list(prefix, &mut |i| {
+            f(VersionInfo {
+                key: i.key,
+                version: None,
+                delete_marker: false,
+                size: i.size,
+                last_modified: i.last_modified,
+            })
+        })
+    }
+
+    /// Head of one version (`None`: the current one, the only one on
+    /// unversioned stores); `Ok(None)` if there is no such version.
+    fn head_version(&self, key: &str, version: Option<&str>) -> StorageResult<Option<ObjectInfo>> {
+        match version {
+            None => self.head(key),
+            Some(_) => Ok(None),
+        }
+    }
+
     /// Checks that the store can hold a repository safely (for S3: the
     /// bucket has versioning and Object Lock). `lockbox init` refuses to
     /// create a repository otherwise.
@@ -212,7 +256,13 @@ pub trait WriteBackend: ReadBackend {
 
 /// Deletion, for prune only. Refused while an object is retained.
 pub trait DeleteBackend: WriteBackend {
+    /// Deletes every version of `key`.
     fn delete(&self, key: &str) -> StorageResult<()>;
+    /// Deletes exactly one version (`None` on unversioned stores; versioned
+    /// stores refuse `None`, which would only add a delete marker). Refused
+    /// ([`StorageError::Retained`]) while that version is retained; not
+    /// found if the version is gone.
+    fn delete_version(&self, key: &str, version: Option<&str>) -> StorageResult<()>;
 }
 
 /// Backend settings beyond the URL (from the `[repository]` section).
@@ -259,6 +309,21 @@ pub fn open_unretried(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn
         url: url.into(),
         reason: "supported schemes: file:///absolute/path, s3://bucket/prefix".into(),
     })
+}
+
+/// Opens the backend with delete rights: for `prune --apply` only, which
+/// passes the pruner's own credentials in `opts` (never the writer's).
+pub fn open_delete_with(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn DeleteBackend>> {
+    if url.starts_with("s3://") {
+        return Ok(Arc::new(S3Backend::open(url, &opts.s3, opts.lock_mode)?));
+    }
+    match url.strip_prefix("file://") {
+        Some(path) if path.starts_with('/') => Ok(Arc::new(LocalBackend::open(path)?)),
+        _ => Err(StorageError::BadUrl {
+            url: url.into(),
+            reason: "supported schemes: file:///absolute/path, s3://bucket/prefix".into(),
+        }),
+    }
 }
 
 /// Opens the backend for reading only (restore, verify, snapshots).

@@ -1,0 +1,65 @@
+//! `[prune]`: the pruner's own credentials and the limits of one
+//! `lockbox prune --apply` run (see [`crate::prune`]).
+
+use serde::Deserialize;
+
+/// Default of `max_extend_days`: how far one run may push a promoted
+/// snapshot's lock beyond now. A yearly keep horizon is at most a year
+/// and a month away, so 400 days covers it in one run.
+pub const DEFAULT_MAX_EXTEND_DAYS: u32 = 400;
+/// Default of `grace_hours`: objects newer than the plan minus this are never
+/// deleted (longer than any backup should run).
+pub const DEFAULT_GRACE_HOURS: u32 = 24;
+/// Default of `time_tolerance_minutes`: a claimed time further than this
+/// from the storage's timestamp is reported as suspicious.
+pub const DEFAULT_TIME_TOLERANCE_MINUTES: u32 = 15;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSection {
+    /// AWS profile (shared config/credentials files) used only by
+    /// `prune --apply` on s3:// repositories; must differ from
+    /// `repository.s3.profile`, whose writer credentials cannot delete.
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub max_extend_days: Option<u32>,
+    #[serde(default)]
+    pub grace_hours: Option<u32>,
+    #[serde(default)]
+    pub time_tolerance_minutes: Option<u32>,
+}
+
+impl PruneSection {
+    pub fn max_extend_days(&self) -> u32 {
+        self.max_extend_days.unwrap_or(DEFAULT_MAX_EXTEND_DAYS)
+    }
+    pub fn grace_hours(&self) -> u32 {
+        self.grace_hours.unwrap_or(DEFAULT_GRACE_HOURS)
+    }
+    pub fn time_tolerance(&self) -> time::Duration {
+        time::Duration::minutes(i64::from(
+            self.time_tolerance_minutes
+                .unwrap_or(DEFAULT_TIME_TOLERANCE_MINUTES),
+        ))
+    }
+
+    pub(super) fn check(&self) -> Result<(), (String, String)> {
+        if self.profile.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            return Err(("prune.profile".into(), "must not be empty".into()));
+        }
+        if self.max_extend_days().max(1) > super::MAX_LOCK_DAYS {
+            return Err((
+                "prune.max_extend_days".into(),
+                format!("must be at most {}", super::MAX_LOCK_DAYS),
+            ));
+        }
+        if self.max_extend_days == Some(0) {
+            return Err((
+                "prune.max_extend_days".into(),
+                "must be at least 1 (it caps how far one run may extend locks)".into(),
+            ));
+        }
+        Ok(())
+    }
+}

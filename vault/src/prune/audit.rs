@@ -1,0 +1,171 @@
+//! Prune's audit trail: locked records of what each apply deleted.
+//!
+//! Every apply writes two records under `audit/prune/`: `.intent` before
+//! the first delete (the snapshots it is about to remove) and `.done` at the
+//! end (every version deleted, skipped or refused). Both are put with a lock
+//! of at least `lock_days`, so the trail outlives what it describes. `verify`
+//! reads them to tell a pruned predecessor from a deleted one, and catalog
+//! sync caches the newest `.done` record for `status`.
+//!
+//! Records are plain JSON, not name-checked: whoever may put objects can add
+//! one. They explain gaps, they do not authorise anything.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::format::{self, MAX_PRUNE_RECORD_BYTES, PRUNE_AUDIT_PREFIX, PRUNE_RECORD_TAG};
+use crate::ids::ObjectId;
+use crate::storage::{ReadBackend, StorageError, StorageResult, WriteBackend};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedSnapshot {
+    pub source: String,
+    pub id: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectVersion {
+    pub key: String,
+    pub version: Option<String>,
+}
+
+/// One audit record. JSON fields may be added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub format: String,
+    pub version: u32,
+    pub repository: String,
+    /// `intent` (written before deleting) or `done`.
+    pub phase: String,
+    pub plan_digest: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub host: String,
+    pub lockbox_version: String,
+    /// `intent`: the snapshots about to be removed; `done`: those removed.
+    pub snapshots_deleted: Vec<DeletedSnapshot>,
+    pub objects_deleted: Vec<ObjectVersion>,
+    pub bytes_deleted: u64,
+    pub objects_skipped: usize,
+    pub objects_refused: usize,
+    pub locks_extended: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("prune audit record {key}: {reason}")]
+    Malformed { key: String, reason: String },
+}
+
+/// The newest `.done` record's summary, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPrune {
+    pub key: String,
+    pub finished_at: String,
+    pub plan_digest: String,
+    pub host: String,
+    pub snapshots_deleted: usize,
+    pub objects_deleted: usize,
+    pub bytes_deleted: u64,
+    pub objects_refused: usize,
+}
+
+impl AuditRecord {
+    pub fn key(&self) -> String {
+        format!(
+            "{PRUNE_AUDIT_PREFIX}{}-{}.{}",
+            format::compact_time(self.started_at),
+            &self.plan_digest[..16.min(self.plan_digest.len())],
+            self.phase
+        )
+    }
+
+    pub fn summary(&self, key: &str) -> LastPrune {
+        LastPrune {
+            key: key.into(),
+            finished_at: self
+                .finished_at
+                .unwrap_or(self.started_at)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            plan_digest: self.plan_digest.clone(),
+            host: self.host.clone(),
+            snapshots_deleted: self.snapshots_deleted.len(),
+            objects_deleted: self.objects_deleted.len(),
+            bytes_deleted: self.bytes_deleted,
+            objects_refused: self.objects_refused,
+        }
+    }
+}
+
+/// Puts a record locked until `retain_until` and flushes; returns its key.
+pub fn write(
+    backend: &dyn WriteBackend,
+    record: &AuditRecord,
+    retain_until: OffsetDateTime,
+) -> StorageResult<String> {
+    let key = record.key();
+    let bytes = serde_json::to_vec_pretty(record).expect("record serializes");
+    backend.put(&key, Bytes::from(bytes), retain_until)?;
+    backend.flush()?;
+    Ok(key)
+}
+
+/// Every record key, oldest first.
+pub fn list(backend: &dyn ReadBackend) -> StorageResult<Vec<String>> {
+    let mut keys = Vec::new();
+    backend.list(PRUNE_AUDIT_PREFIX, &mut |i| {
+        keys.push(i.key);
+        Ok(())
+    })?;
+    Ok(keys)
+}
+
+pub fn read(backend: &dyn ReadBackend, key: &str) -> Result<AuditRecord, AuditError> {
+    let bytes = backend.get(key, MAX_PRUNE_RECORD_BYTES)?;
+    let r: AuditRecord = serde_json::from_slice(&bytes).map_err(|e| AuditError::Malformed {
+        key: key.into(),
+        reason: e.to_string(),
+    })?;
+    if r.format != PRUNE_RECORD_TAG {
+        return Err(AuditError::Malformed {
+            key: key.into(),
+            reason: format!("format tag is {:?}", r.format),
+        });
+    }
+    Ok(r)
+}
+
+/// Ids of every snapshot an audit record says prune removed (or was about
+/// to): `verify` does not report a chain gap for them.
+pub fn pruned_snapshots(backend: &dyn ReadBackend) -> Result<BTreeSet<ObjectId>, AuditError> {
+    let mut out = BTreeSet::new();
+    for key in list(backend)? {
+        match read(backend, &key) {
+            Ok(r) => out.extend(
+                r.snapshots_deleted
+                    .iter()
+                    .filter_map(|s| ObjectId::from_hex(&s.id).ok()),
+            ),
+            Err(e) => tracing::warn!(error = %e, "ignoring unreadable prune audit record"),
+        }
+    }
+    Ok(out)
+}
+
+/// The newest finished apply, if any.
+pub fn last_done(backend: &dyn ReadBackend) -> Result<Option<LastPrune>, AuditError> {
+    let keys = list(backend)?;
+    let Some(key) = keys.iter().rev().find(|k| k.ends_with(".done")) else {
+        return Ok(None);
+    };
+    Ok(Some(read(backend, key)?.summary(key)))
+}

@@ -1,0 +1,86 @@
+//! Prune: removing what the retention policy no longer keeps, in two steps
+//! with two sets of rights.
+//!
+//! * [`plan::compute`] (read rights only) lists the repository, applies each
+//!   source's policy ([`crate::retention`]) using the storage's own
+//!   timestamps, and writes a [`Plan`]: per source which snapshots are kept
+//!   and why, which object versions are to be deleted (removed snapshots'
+//!   manifests, then chunks no kept snapshot references), which locks of
+//!   promoted (monthly/yearly) snapshots are to be extended, and the
+//!   repository state it saw. Its digest (BLAKE3 of the canonical plan bytes)
+//!   is what the operator confirms.
+//! * [`apply::apply`] (the pruner's `DeleteBackend`) checks the digest,
+//!   re-reads the repository, refuses if a snapshot the plan deletes or keeps
+//!   changed, and deletes exactly the listed versions, manifests first, never
+//!   a chunk that any snapshot present at apply time references. Every run
+//!   leaves locked audit records ([`audit`]).
+//!
+//! Why a concurrent backup cannot lose a chunk: prune deletes only versions
+//! whose lock has expired, and storage refuses the rest. A backup references
+//! an existing chunk only after making sure it is locked at least until the
+//! new snapshot's retain-until (invariant 3), which is in the future: either
+//! its extension lands first and the delete is refused, or the delete lands
+//! first, the extension finds nothing, and the backup stores the chunk again
+//! (`backup::seal_one`). The local backend serialises the two under the
+//! object's file lock. The grace period (objects newer than the plan minus
+//! `grace_hours` are never deleted) and the reference re-check at apply time
+//! are a second line of defence, not the first.
+//!
+//! Nothing here trusts the writer's clock: a snapshot's age is its manifest
+//! object's LastModified (the oldest real version's, on S3), never the time
+//! the manifest claims.
+
+pub mod apply;
+pub mod audit;
+mod inventory;
+pub mod plan;
+
+#[cfg(test)]
+mod tests;
+
+pub use apply::{ApplyOptions, ApplyReport};
+pub use plan::{Plan, PlanError, PlanOptions};
+
+use crate::attestation::AttestationError;
+use crate::repository::RepoError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Attestation(#[from] AttestationError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(
+        "snapshot {key}: {reason}; prune cannot tell which chunks it references, so it refuses \
+         to plan or apply (upgrade Lockbox, or investigate the object)"
+    )]
+    UnknownReferences { key: String, reason: String },
+    #[error(
+        "the plan's digest is {actual}, but --confirm gave {confirmed}: review the plan file \
+         and confirm the digest its summary printed"
+    )]
+    DigestMismatch { actual: String, confirmed: String },
+    #[error("the plan was computed for repository {planned}, but this repository is {actual}")]
+    WrongRepository { planned: String, actual: String },
+    #[error(
+        "the repository changed since the plan was made ({0}); nothing was deleted: make a new plan"
+    )]
+    StateChanged(String),
+}
+
+impl PruneError {
+    /// A usage error (exit 2): the wrong plan, digest or repository.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            PruneError::DigestMismatch { .. }
+                | PruneError::WrongRepository { .. }
+                | PruneError::Plan(_)
+        )
+    }
+}
