@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 use super::{
     DeleteBackend, ObjectInfo, PutOutcome, ReadBackend, StorageError, StorageResult, Verified,
-    WriteBackend,
+    VersionInfo, WriteBackend,
 };
 
 /// The backend call a rule applies to.
@@ -272,6 +272,20 @@ impl<B: ReadBackend + ?Sized> ReadBackend for Faulty<B> {
         })
     }
 
+    fn list_versions(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(VersionInfo) -> StorageResult<()>,
+    ) -> StorageResult<()> {
+        self.before(Op::List, "list versions of", prefix)?;
+        self.inner.list_versions(prefix, f)
+    }
+
+    fn head_version(&self, key: &str, version: Option<&str>) -> StorageResult<Option<ObjectInfo>> {
+        self.before(Op::Head, "head", key)?;
+        self.inner.head_version(key, version)
+    }
+
     fn check_ready(&self) -> StorageResult<()> {
         self.inner.check_ready()
     }
@@ -310,5 +324,9 @@ impl<B: WriteBackend + ?Sized> WriteBackend for Faulty<B> {
 impl<B: DeleteBackend + ?Sized> DeleteBackend for Faulty<B> {
     fn delete(&self, key: &str) -> StorageResult<()> {
         self.inner.delete(key)
+    }
+
+    fn delete_version(&self, key: &str, version: Option<&str>) -> StorageResult<()> {
+        self.inner.delete_version(key, version)
     }
 }

@@ -313,12 +313,17 @@ pub fn open_unretried(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn
 
 /// Opens the backend with delete rights: for `prune --apply` only, which
 /// passes the pruner's own credentials in `opts` (never the writer's).
+/// Transient failures are retried like every other backend's.
 pub fn open_delete_with(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn DeleteBackend>> {
     if url.starts_with("s3://") {
-        return Ok(Arc::new(S3Backend::open(url, &opts.s3, opts.lock_mode)?));
+        let s3 = Arc::new(S3Backend::open(url, &opts.s3, opts.lock_mode)?);
+        return Ok(Arc::new(Retrying::new(s3, opts.retry)));
     }
     match url.strip_prefix("file://") {
-        Some(path) if path.starts_with('/') => Ok(Arc::new(LocalBackend::open(path)?)),
+        Some(path) if path.starts_with('/') => Ok(Arc::new(Retrying::new(
+            Arc::new(LocalBackend::open(path)?),
+            opts.retry,
+        ))),
         _ => Err(StorageError::BadUrl {
             url: url.into(),
             reason: "supported schemes: file:///absolute/path, s3://bucket/prefix".into(),

@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 
 use super::{
     DeleteBackend, ObjectInfo, PutOutcome, ReadBackend, StorageError, StorageResult, Verified,
-    WriteBackend,
+    VersionInfo, WriteBackend,
 };
 
 /// How often and how patiently to retry.
@@ -218,6 +218,51 @@ impl<B: ReadBackend + ?Sized> ReadBackend for Retrying<B> {
         }
     }
 
+    /// Retried only while nothing has been handed to `f`: versions of one
+    /// key come in no defined order, so a listing cannot be resumed safely.
+    fn list_versions(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(VersionInfo) -> StorageResult<()>,
+    ) -> StorageResult<()> {
+        let mut handed = false;
+        let mut from_f: Option<StorageError> = None;
+        let result = self.run("list versions of", prefix, || {
+            if handed {
+                // Already part-way: hand the error up rather than repeat.
+                return Err(StorageError::Io {
+                    location: self.inner.location(),
+                    op: "list versions of",
+                    key: prefix.to_string(),
+                    message: "the listing failed part-way and cannot be resumed".into(),
+                    transient: false,
+                });
+            }
+            self.inner.list_versions(prefix, &mut |v| {
+                handed = true;
+                f(v).map_err(|e| {
+                    let key = e.to_string();
+                    from_f = Some(e);
+                    StorageError::Io {
+                        location: String::new(),
+                        op: "list versions of",
+                        key,
+                        message: "stopped by the caller".into(),
+                        transient: false,
+                    }
+                })
+            })
+        });
+        match from_f {
+            Some(e) => Err(e),
+            None => result,
+        }
+    }
+
+    fn head_version(&self, key: &str, version: Option<&str>) -> StorageResult<Option<ObjectInfo>> {
+        self.run("head", key, || self.inner.head_version(key, version))
+    }
+
     fn check_ready(&self) -> StorageResult<()> {
         self.run("check", "the bucket", || self.inner.check_ready())
     }
@@ -247,9 +292,16 @@ impl<B: WriteBackend + ?Sized> WriteBackend for Retrying<B> {
     }
 }
 
+/// A refusal (still retained) is permanent and never retried; a transient
+/// failure is, and a delete that landed before its answer was lost comes
+/// back as not found, which prune reports as already gone.
 impl<B: DeleteBackend + ?Sized> DeleteBackend for Retrying<B> {
     fn delete(&self, key: &str) -> StorageResult<()> {
         self.run("delete", key, || self.inner.delete(key))
+    }
+
+    fn delete_version(&self, key: &str, version: Option<&str>) -> StorageResult<()> {
+        self.run("delete", key, || self.inner.delete_version(key, version))
     }
 }
 
