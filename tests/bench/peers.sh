@@ -329,21 +329,14 @@ meta cpu_stat_start "$(head -n1 /proc/stat)"
 meta started "$(date -Is)"
 meta reps "$REPS"
 
-for ((r = 1; r <= REF_REPS; r++)); do
+for e in "${REFS[@]}"; do meta "refcmd:${e%%$'\t'*}" "${e#*$'\t'}"; done
+refs() {  # refs REP
   for e in "${REFS[@]}"; do
     name=${e%%$'\t'*} cmd=${e#*$'\t'}
-    log "ref $name (rep $r)"
-    timed "ref:$name" refs ref "$r" /dev/null /dev/null "$(stat -c %s "$D1")" "set -o pipefail; $cmd" || true
+    log "ref $name (rep $1)"
+    timed "ref:$name" refs ref "$1" /dev/null /dev/null "$(stat -c %s "$D1")" "set -o pipefail; $cmd" || true
   done
-done
-for e in "${REFS[@]}"; do meta "refcmd:${e%%$'\t'*}" "${e#*$'\t'}"; done
-
-# ------------------------------------------------------------------ local repositories
-for ((r = 1; r <= REPS; r++)); do
-  for input in "${ACTIVE_INPUTS[@]}"; do
-    for t in "${ACTIVE[@]}"; do cycle "$t" "$input" "$r"; done
-  done
-done
+}
 
 # ------------------------------------------------------------------ S3
 s3_cycle() {  # s3_cycle TOOL REP: fresh moto, backup day 1, restore, requests
@@ -393,13 +386,24 @@ boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1").create_buc
   kill "$(cat "$W/moto.pid")" 2>/dev/null
   rm -rf "$W"
 }
-if [[ $S3 == 1 ]]; then
-  S3_TOOLS=(lockbox)
-  have restic && S3_TOOLS+=(restic)
-  for ((r = 1; r <= S3_REPS; r++)); do
+S3_TOOLS=()
+if [[ $S3 == 1 ]]; then S3_TOOLS=(lockbox); have restic && S3_TOOLS+=(restic); fi
+
+# ------------------------------------------------------------------ the run
+# Repetitions outermost: after the first one every figure has a value, so an
+# interrupted run still summarises (python3 tests/bench/summarize.py $WORK/run).
+last=$REPS; ((REF_REPS > last)) && last=$REF_REPS; ((S3_REPS > last)) && last=$S3_REPS
+for ((r = 1; r <= last; r++)); do
+  ((r <= REF_REPS)) && refs "$r"
+  if ((r <= REPS)); then
+    for input in "${ACTIVE_INPUTS[@]}"; do
+      for t in "${ACTIVE[@]}"; do cycle "$t" "$input" "$r"; done
+    done
+  fi
+  if ((r <= S3_REPS)); then
     for t in "${S3_TOOLS[@]}"; do log "s3 $t rep $r"; s3_cycle "$t" "$r"; done
-  done
-fi
+  fi
+done
 
 meta finished "$(date -Is)"
 meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
