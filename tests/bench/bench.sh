@@ -6,7 +6,7 @@
 #   INPUT_GIB_STREAM=8 tests/bench/bench.sh    # 8 GiB streamed through backup: peak RSS
 #
 # Env: SIZE_MIB (1024), REPS (3), WORK (/tmp/lockbox-bench; dumps cached in
-# $WORK/data), GEN (default: ../shared/bench/gen_dump.py beside the repo).
+# $WORK/data), GEN (default: tests/bench/gen_dump.py).
 # Each rep, fresh repository: backup day1 and day2 from stdin (added = growth of
 # `du -sb` of the repo); restore latest `-o -` > file and `-o FILE` (verified,
 # fsynced, renamed), each must be byte-identical to day2; references on day1:
@@ -16,7 +16,7 @@
 set -euo pipefail
 
 ROOT=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
-GEN=${GEN:-$ROOT/../shared/bench/gen_dump.py}
+GEN=${GEN:-$ROOT/tests/bench/gen_dump.py}
 SIZE_MIB=${SIZE_MIB:-1024} REPS=${REPS:-3} WORK=${WORK:-/tmp/lockbox-bench}
 INPUT_GIB_STREAM=${INPUT_GIB_STREAM:-}
 
