@@ -31,6 +31,11 @@ fn doctor_passes_on_an_object_lock_bucket_and_probes_another_profile() {
     let bucket = s.bucket(true);
     let mut v = Vault::s3(&s.endpoint, &bucket, "");
     v.ok(&["init"]);
+    // A backup host: the identity (kept beside the config by the harness)
+    // goes where doctor does not look, or doctor FAILs.
+    let kept = v.path().join("restore-host");
+    std::fs::create_dir(&kept).unwrap();
+    std::fs::rename(&v.identity, kept.join("identity.txt")).unwrap();
     // A second credential ("production's"), known to the SDK as a profile.
     let creds = v.path().join("aws-credentials");
     std::fs::write(
@@ -45,6 +50,7 @@ fn doctor_passes_on_an_object_lock_bucket_and_probes_another_profile() {
     }
     let out = v
         .cmd()
+        .env("HOME", v.path())
         .args(["doctor", "--json", "--as-profile", "prod"])
         .output()
         .unwrap();
