@@ -42,7 +42,6 @@ fn random_secret(tag: &str) -> String {
 }
 
 /// One process in which a secret was seen.
-#[derive(Debug)]
 struct Hit {
     pid: u32,
     what: &'static str,
@@ -182,11 +181,12 @@ impl Transcript {
     }
 
     fn assert_clean(&self, secrets: &[String]) {
-        assert!(
-            self.hits.is_empty(),
-            "secret seen in a process: {:#?}",
-            self.hits
-        );
+        let seen: Vec<String> = self
+            .hits
+            .iter()
+            .map(|h| format!("pid {} {}: {}", h.pid, h.what, h.text))
+            .collect();
+        assert!(seen.is_empty(), "secret seen in a process: {seen:#?}");
         for s in secrets {
             assert!(
                 !self.text.contains(s.as_str()),
