@@ -104,7 +104,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
         let name = format!("{prefix}/{}", e.file_name().to_string_lossy());
         if e.file_type().unwrap().is_dir() {
             walk(&e.path(), &name, out);
-        } else if !name.contains(".tmp") {
+        } else if !name.ends_with(".retain") && !name.contains("/.tmp") {
             out.insert(name);
         }
     }
