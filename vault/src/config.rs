@@ -699,6 +699,21 @@ impl SourceKind {
     }
 }
 
+/// `message (line L, column C)`: toml's own rendering draws the line with
+/// a caret over several lines; an error here is one line, like the rest.
+fn one_line(text: &str, message: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let message = message.trim_end();
+    match span {
+        Some(span) if span.start <= text.len() && text.is_char_boundary(span.start) => {
+            let before = &text[..span.start];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{message} (line {line}, column {column})")
+        }
+        _ => message.to_string(),
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
@@ -712,9 +727,36 @@ impl Config {
     }
 
     pub fn parse(text: &str, shown: &str) -> Result<Self, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_err = |message: String| ConfigError::Parse {
             path: shown.into(),
-            message: e.to_string().trim_end().to_string(),
+            message: message.trim_end().to_string(),
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| parse_err(one_line(text, e.message(), e.span())))?;
+        // serde_path_to_error records where in the document a type error or
+        // unknown key sits (`source[1].drill.check[0].sql`), which toml's
+        // own message (a line and column) does not spell out.
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message();
+            // "missing field `url`" / "unknown field `x`, expected …" are
+            // reported at the table; the key path ends in the field.
+            let field = ["missing field `", "unknown field `"]
+                .iter()
+                .find_map(|p| message.strip_prefix(p))
+                .and_then(|rest| rest.split('`').next());
+            let key = match (path.as_str(), field) {
+                (".", Some(f)) => f.to_string(),
+                (p, Some(f)) if !p.ends_with(&format!(".{f}")) && p != f => format!("{p}.{f}"),
+                (p, _) => p.to_string(),
+            };
+            let located = one_line(text, message, inner.span());
+            parse_err(if key == "." {
+                located
+            } else {
+                format!("{key}: {located}")
+            })
         })?;
         config.validate(shown)?;
         Ok(config)
@@ -774,6 +816,30 @@ impl Config {
             crate::storage::s3::parse_url(&repo.url)
                 .map_err(|e| invalid("repository.url", e.to_string()))?;
         } else {
+            // Checked here, not first when the backend opens, so the error
+            // names the key (and `lockbox doctor` can report it).
+            match repo.url.strip_prefix("file://") {
+                Some(path) if path.starts_with('/') && path.len() > 1 => {}
+                Some(_) => {
+                    return Err(invalid(
+                        "repository.url",
+                        format!(
+                            "{:?}: file:// URLs need an absolute path, e.g. file:///srv/lockbox",
+                            repo.url
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        "repository.url",
+                        format!(
+                            "{:?} is not a repository URL: use file:///absolute/path or \
+                             s3://bucket/prefix",
+                            repo.url
+                        ),
+                    ));
+                }
+            }
             if repo.s3.is_some() {
                 return Err(invalid(
                     "repository.s3",

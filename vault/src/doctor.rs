@@ -6,16 +6,13 @@
 //! is a probe, not a deletion path: the canary is written by this module
 //! and is the only key it ever names.
 
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
 use crate::config::Config;
 
+mod host;
 mod sources;
 use crate::repository::{self, RepoError};
 use crate::storage::s3::{self, LockMode, S3Backend};
@@ -49,7 +46,7 @@ fn check(name: &str, status: Status, detail: impl Into<String>) -> Check {
 /// delete probe with another AWS profile (e.g. production's credentials).
 pub fn run(config: &Config, as_profile: Option<&str>) -> Vec<Check> {
     let mut out = Vec::new();
-    file_checks(config, &mut out);
+    host::file_checks(config, &mut out);
     let opts = config.repository.backend_options();
     match storage::open_write_with(&config.repository.url, &opts) {
         Ok(backend) => match repository::load_config(backend.as_ref()) {
@@ -85,74 +82,8 @@ pub fn run(config: &Config, as_profile: Option<&str>) -> Vec<Check> {
         }
     }
     sources::checks(config, &mut out);
-    identity_checks(config, &mut out);
+    host::identity_checks(config, &mut out);
     out
-}
-
-fn mode_of(path: &Path) -> Option<u32> {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o777)
-}
-
-fn file_checks(config: &Config, out: &mut Vec<Check>) {
-    match mode_of(&config.path) {
-        Some(m) if m & 0o007 != 0 => out.push(check(
-            "config file permissions",
-            Status::Warn,
-            format!(
-                "{} is mode {m:o}, readable by everyone; it describes your databases: chmod 640",
-                config.path.display()
-            ),
-        )),
-        Some(m) => out.push(check(
-            "config file permissions",
-            Status::Pass,
-            format!("{} is mode {m:o}", config.path.display()),
-        )),
-        None => {}
-    }
-    match mode_of(&config.state_dir) {
-        Some(0o700) => out.push(check(
-            "state directory",
-            Status::Pass,
-            format!("{} is private (700)", config.state_dir.display()),
-        )),
-        Some(m) => out.push(check(
-            "state directory",
-            Status::Warn,
-            format!("{} is mode {m:o}: chmod 700", config.state_dir.display()),
-        )),
-        None => out.push(check(
-            "state directory",
-            Status::Fail,
-            format!(
-                "{} does not exist: run `lockbox init`",
-                config.state_dir.display()
-            ),
-        )),
-    }
-    let key = config.id_key_path();
-    match mode_of(&key) {
-        Some(0o600) => out.push(check(
-            "ID key file",
-            Status::Pass,
-            format!("{} (600)", key.display()),
-        )),
-        Some(m) => out.push(check(
-            "ID key file",
-            Status::Warn,
-            format!("{} is mode {m:o}: chmod 600", key.display()),
-        )),
-        None => out.push(check(
-            "ID key file",
-            Status::Fail,
-            format!(
-                "{} is missing: run `lockbox init` (or `init --identity` to join)",
-                key.display()
-            ),
-        )),
-    }
 }
 
 fn s3_checks(config: &Config, as_profile: Option<&str>, out: &mut Vec<Check>) {
@@ -395,87 +326,5 @@ where
             transient: true,
         }
         .to_string(),
-    }
-}
-
-/// Places an identity could sit on this host, other than where the
-/// operator explicitly keeps one for restores elsewhere.
-fn identity_candidates(config: &Config) -> Vec<PathBuf> {
-    let mut dirs = vec![config.state_dir.clone()];
-    // `lockbox.toml` given relatively has an empty parent: resolve it first.
-    if let Some(parent) = std::path::absolute(&config.path)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-    {
-        dirs.push(parent);
-    }
-    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
-        dirs.push(home.join(".config/lockbox"));
-        dirs.push(home.join(".config/age"));
-        dirs.push(home.clone());
-    }
-    let mut files = Vec::new();
-    for d in dirs {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_file()) {
-                files.push(e.path());
-            }
-        }
-    }
-    if let Some(p) = std::env::var_os("LOCKBOX_IDENTITY") {
-        files.push(PathBuf::from(p));
-    }
-    files
-}
-
-fn holds_identity(path: &Path) -> bool {
-    let mut head = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
-        .is_ok()
-        && head
-            .windows(b"AGE-SECRET-KEY-1".len())
-            .any(|w| w == b"AGE-SECRET-KEY-1")
-}
-
-fn identity_checks(config: &Config, out: &mut Vec<Check>) {
-    let found: Vec<String> = identity_candidates(config)
-        .into_iter()
-        .filter(|p| holds_identity(p))
-        .map(|p| p.display().to_string())
-        .collect();
-    out.push(if found.is_empty() {
-        check(
-            "no age identity on this host",
-            Status::Pass,
-            "none readable in the state directory, beside the config, in ~/.config/{lockbox,age}, \
-             ~ or $LOCKBOX_IDENTITY",
-        )
-    } else {
-        check(
-            "no age identity on this host",
-            Status::Warn,
-            format!(
-                "readable identity found: {}. A backup host needs only recipients; keep \
-                 identities on restore hosts",
-                found.join(", ")
-            ),
-        )
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_identities_by_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = dir.path().join("some-name.txt");
-        std::fs::write(&id, "# created\nAGE-SECRET-KEY-1QQQ\n").unwrap();
-        let other = dir.path().join("notes.txt");
-        std::fs::write(&other, "age1 recipients only\n").unwrap();
-        assert!(holds_identity(&id));
-        assert!(!holds_identity(&other));
     }
 }

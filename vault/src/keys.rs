@@ -176,6 +176,15 @@ pub fn read_id_key(path: &Path, repository_id: &str) -> Result<IdKey, KeyError> 
         tracing::warn!(path = %shown, "ID key file is readable by group or others; chmod 600 it");
     }
     let text = fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    parse_id_key(&text, repository_id, &shown)
+}
+
+/// Parses the text of an ID key file read from `shown`.
+pub fn parse_id_key(text: &str, repository_id: &str, shown: &str) -> Result<IdKey, KeyError> {
+    let err = |reason: String| KeyError::IdKeyFile {
+        path: shown.to_string(),
+        reason,
+    };
     let mut parts = text.split_whitespace();
     match (parts.next(), parts.next(), parts.next()) {
         (Some(ID_KEY_FILE_TAG), Some(repo), Some(hexkey)) => {

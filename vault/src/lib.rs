@@ -23,6 +23,7 @@
 //! * [`scheduler`] — cron schedules, periods and catch-up rules for the daemon.
 //! * [`state`] — the private state directory.
 //! * [`lock`] — per-source run locks (one backup of a source at a time per host).
+//! * `fuzzing` (hidden) — fuzz target bodies and seed corpora for every decoder of stored bytes.
 //!
 //! Architecture invariants:
 //! * Backup code holds a `WriteBackend`, which has no delete.
@@ -68,6 +69,8 @@ pub mod delta;
 pub mod doctor;
 pub mod envelope;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod ids;
 pub mod keys;

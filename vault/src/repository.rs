@@ -79,7 +79,7 @@ pub struct RepoConfig {
 }
 
 impl RepoConfig {
-    fn new(recipients: &Recipients, key: &IdKey) -> Result<Self, RepoError> {
+    pub(crate) fn new(recipients: &Recipients, key: &IdKey) -> Result<Self, RepoError> {
         let sealed = envelope::encrypt(recipients, key.as_bytes())
             .map_err(|e| RepoError::BadConfig(e.to_string()))?;
         Ok(Self {
@@ -119,6 +119,24 @@ impl RepoConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Parses and validates the bytes of a `config` object.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RepoError> {
+        // The version first: a newer config may not parse as this version's.
+        #[derive(Deserialize)]
+        struct Header {
+            version: u32,
+        }
+        if let Ok(h) = serde_json::from_slice::<Header>(bytes)
+            && h.version > REPOSITORY_VERSION
+        {
+            return Err(RepoError::UnsupportedVersion { found: h.version });
+        }
+        let config: RepoConfig =
+            serde_json::from_slice(bytes).map_err(|e| RepoError::BadConfig(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
     }
 
     /// Checks that `key` is this repository's ID key.
@@ -227,20 +245,7 @@ pub fn load_config(backend: &dyn ReadBackend) -> Result<RepoConfig, RepoError> {
         }
         Err(e) => return Err(e.into()),
     };
-    // The version first: a newer config may not parse as this version's.
-    #[derive(Deserialize)]
-    struct Header {
-        version: u32,
-    }
-    if let Ok(h) = serde_json::from_slice::<Header>(&bytes)
-        && h.version > REPOSITORY_VERSION
-    {
-        return Err(RepoError::UnsupportedVersion { found: h.version });
-    }
-    let config: RepoConfig =
-        serde_json::from_slice(&bytes).map_err(|e| RepoError::BadConfig(e.to_string()))?;
-    config.validate()?;
-    Ok(config)
+    RepoConfig::decode(&bytes)
 }
 
 /// A snapshot as found in a listing: its key and the id in its name.

@@ -64,7 +64,7 @@ fn command(
     if let Some(db) = database {
         cmd.arg(format!("--database={db}"));
     }
-    cmd.env_remove("MYSQL_PWD");
+    cmd.env_remove("MYSQL_PWD").env_remove(super::PASSWORD_ENV);
     Ok((cmd, file))
 }
 

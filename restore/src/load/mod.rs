@@ -555,6 +555,10 @@ fn scrub(text: &str, pw: Option<&Password>) -> String {
     }
 }
 
+/// The environment variable `restore --into` and `drill` read a target
+/// password from; removed from every child's environment.
+pub const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
+
 /// A private (0600) temporary file with `contents`, removed when dropped.
 fn secret_file(contents: &str) -> Result<tempfile::NamedTempFile, LoadError> {
     use std::os::unix::fs::PermissionsExt;

@@ -46,7 +46,10 @@ fn command(
         cmd.arg("--username").arg(u);
     }
     cmd.arg("--dbname").arg(database);
+    // The restore password reaches the tool only through the passfile,
+    // never through an inherited LOCKBOX_RESTORE_PASSWORD.
     cmd.env_remove("PGPASSWORD")
+        .env_remove(super::PASSWORD_ENV)
         .env_remove("PGSERVICE")
         .env("PGAPPNAME", "lockbox-restore");
     if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {

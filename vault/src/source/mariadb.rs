@@ -119,7 +119,8 @@ fn apply_exact_counts(meta: &mut serde_json::Map<String, serde_json::Value>, out
 /// Keeps a password meant for Lockbox (or a stray `MYSQL_PWD`) out of a
 /// child's environment: the tools read it from the defaults file only.
 fn scrub_env(cmd: &mut Command, db: &DatabaseSource) {
-    cmd.env_remove("MYSQL_PWD");
+    cmd.env_remove("MYSQL_PWD")
+        .env_remove("LOCKBOX_RESTORE_PASSWORD");
     if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
         cmd.env_remove(var);
     }
