@@ -274,9 +274,8 @@ fn postgres_passwords_leak_nowhere() {
         pg.url("postgres"),
     ));
     let env = [("LBT_SECRET_PG", source_pw.as_str())];
-    // Drills run without the source's password variable: restore-side tools
-    // (psql, pg_restore) still inherit another variable's value, a known gap
-    // (README, Development: Secrets).
+    // Drills run with the source's password variable set too: restore-side
+    // tools (psql, pg_restore) must not inherit it.
     let mut t = Transcript::default();
     t.ok(
         &v,
@@ -335,13 +334,13 @@ fn postgres_passwords_leak_nowhere() {
     t.ok(
         &v,
         &args(JSON_DEBUG, &["drill", &name, "--identity", id, "--json"]),
-        &[],
+        &env,
         &secrets,
     );
     t.ok(
         &v,
         &args(TEXT_DEBUG, &["drill", &name, "--identity", id]),
-        &[],
+        &env,
         &secrets,
     );
     for cmd in [

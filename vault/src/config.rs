@@ -723,6 +723,12 @@ impl Config {
         })?;
         let mut config = Self::parse(&text, &shown)?;
         config.path = path.to_path_buf();
+        crate::source::db::register_secret_env_names(
+            config
+                .sources
+                .iter()
+                .filter_map(|s| s.password_env.as_deref()),
+        );
         Ok(config)
     }
 

@@ -22,6 +22,8 @@ use crate::format::{self, CHUNK_MAX_SIZE};
 use crate::ids::{IdKey, ObjectId};
 use crate::keys::{self, Identities, KeyError, Recipients};
 use crate::manifest::{ChunkRef, DeltaBase, Manifest, ManifestError, SealedPart};
+use crate::prune::plan::{Deletion, ObjectKind, SourcePlan, StateEntry, Verdict};
+use crate::prune::{Plan, PlanError};
 use crate::repository::{RepoConfig, RepoError};
 
 /// The identity every seed is sealed to, so that mutated inputs reach the
@@ -42,6 +44,7 @@ pub const TARGETS: &[&str] = &[
     "attestation",
     "config_toml",
     "id_key_file",
+    "prune_plan",
 ];
 
 fn identities() -> Identities {
@@ -77,6 +80,8 @@ pub enum FuzzError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     /// The bytes decoded but broke a promise the decoder makes (a bug).
     #[error("decoder broke its contract: {0}")]
     Contract(String),
@@ -92,6 +97,7 @@ pub fn run(name: &str, data: &[u8]) -> Result<(), FuzzError> {
         "attestation" => attestation(data),
         "config_toml" => config_toml(data),
         "id_key_file" => id_key_file(data),
+        "prune_plan" => prune_plan(data),
         other => panic!("no fuzz target {other:?}"),
     }
 }
@@ -206,6 +212,98 @@ pub fn id_key_file(data: &[u8]) -> Result<(), FuzzError> {
     Ok(())
 }
 
+/// A prune plan file (what `prune --apply` reads back): a plan that decodes
+/// must encode again to the same digest, or apply would confirm one plan and
+/// run another.
+pub fn prune_plan(data: &[u8]) -> Result<(), FuzzError> {
+    let plan = Plan::from_bytes(data)?;
+    let again = Plan::from_bytes(&plan.to_bytes())
+        .map_err(|e| FuzzError::Contract(format!("a decoded plan does not decode again: {e}")))?;
+    if again.digest() != plan.digest() {
+        return Err(FuzzError::Contract(
+            "a decoded plan changed its digest on re-encoding".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A small valid plan: one source, one kept and one removed snapshot, the
+/// removed one's manifest and an unreferenced chunk to delete.
+fn seed_plan() -> Plan {
+    let t = |s: i64| OffsetDateTime::from_unix_timestamp(1_767_225_600 + s).expect("a time");
+    let kept_id = ObjectId::from_bytes([1; 32]);
+    let gone_id = ObjectId::from_bytes([2; 32]);
+    let kept_key = format::snapshot_key("orders", t(3600), &kept_id);
+    let gone_key = format::snapshot_key("orders", t(0), &gone_id);
+    let verdict = |id: &ObjectId, key: &str, at: i64, keep: bool| Verdict {
+        id: id.to_hex(),
+        key: key.to_string(),
+        trusted_time: t(at),
+        claimed_time: t(at),
+        suspicious: false,
+        retain_until: Some(t(at)),
+        keep,
+        reasons: if keep {
+            vec!["last 1".into()]
+        } else {
+            Vec::new()
+        },
+        keep_horizon: None,
+    };
+    Plan {
+        format: format::PRUNE_PLAN_TAG.into(),
+        version: format::PRUNE_PLAN_VERSION,
+        repository: "0123456789abcdef0123456789abcdef".into(),
+        location: "file:///srv/lockbox".into(),
+        created_at: t(7200),
+        timezone: "UTC".into(),
+        grace_hours: 24,
+        tolerance_seconds: 900,
+        sources: vec![SourcePlan {
+            source: "orders".into(),
+            policy: crate::retention::Policy {
+                keep_last: Some(1),
+                ..Default::default()
+            },
+            snapshots: vec![
+                verdict(&kept_id, &kept_key, 3600, true),
+                verdict(&gone_id, &gone_key, 0, false),
+            ],
+        }],
+        state: vec![
+            StateEntry {
+                key: gone_key.clone(),
+                versions: vec![Some("v1".into())],
+            },
+            StateEntry {
+                key: kept_key,
+                versions: vec![Some("v2".into())],
+            },
+        ],
+        delete: vec![
+            Deletion {
+                kind: ObjectKind::Manifest,
+                key: gone_key,
+                version: Some("v1".into()),
+                delete_marker: false,
+                size: 512,
+                last_modified: Some(t(0)),
+            },
+            Deletion {
+                kind: ObjectKind::Chunk,
+                key: format!("{}ab/{}", format::CHUNKS_PREFIX, "ab".repeat(32)),
+                version: Some("v3".into()),
+                delete_marker: false,
+                size: 2 << 20,
+                last_modified: Some(t(0)),
+            },
+        ],
+        held: Vec::new(),
+        extend: Vec::new(),
+        invalid: Vec::new(),
+    }
+}
+
 /// Valid encodings for target `name`: the corpus a fuzzer starts from.
 pub fn seeds(name: &str) -> Vec<Vec<u8>> {
     match name {
@@ -250,6 +348,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
             )
             .into_bytes(),
         ],
+        "prune_plan" => vec![seed_plan().to_bytes()],
         other => panic!("no fuzz target {other:?}"),
     }
 }

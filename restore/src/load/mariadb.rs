@@ -65,6 +65,8 @@ fn command(
         cmd.arg(format!("--database={db}"));
     }
     cmd.env_remove("MYSQL_PWD").env_remove(super::PASSWORD_ENV);
+    // Nor a source's password_env, which a drill's process also carries.
+    lockbox_vault::source::db::scrub_secret_env(&mut cmd);
     Ok((cmd, file))
 }
 

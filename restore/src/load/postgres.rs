@@ -52,6 +52,8 @@ fn command(
         .env_remove(super::PASSWORD_ENV)
         .env_remove("PGSERVICE")
         .env("PGAPPNAME", "lockbox-restore");
+    // Nor a source's password_env, which a drill's process also carries.
+    lockbox_vault::source::db::scrub_secret_env(&mut cmd);
     if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
         cmd.env("PGCONNECT_TIMEOUT", "30");
     }

@@ -124,6 +124,7 @@ fn scrub_env(cmd: &mut Command, db: &DatabaseSource) {
     if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
         cmd.env_remove(var);
     }
+    super::db::scrub_secret_env(cmd);
 }
 
 /// The SQL client as the source's account, batch output without column

@@ -84,6 +84,7 @@ fn configure(cmd: &mut Command, db: &DatabaseSource, passfile: Option<&Path>) {
     if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
         cmd.env_remove(var);
     }
+    super::db::scrub_secret_env(cmd);
     // A restore password meant for Lockbox is no business of the dump tool.
     cmd.env_remove("LOCKBOX_RESTORE_PASSWORD");
     if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {

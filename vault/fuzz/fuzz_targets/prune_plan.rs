@@ -1,0 +1,7 @@
+#![no_main]
+//! Fuzz target `prune_plan`: the body is `lockbox_vault::fuzzing`'s, shared with
+//! the CI smoke test `vault/tests/fuzz_smoke.rs`.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| lockbox_vault::fuzzing::fuzz_one("prune_plan", data));
