@@ -167,7 +167,7 @@ fn state_dir_full_before_and_during_a_backup() {
     let s = v.backup_bytes("db", &data);
     assert!(s["reused_chunks"].as_u64().unwrap() > 0, "{s}");
     assert!(v.restore_bytes("db", "latest") == data);
-    assert!(v.restore_bytes("db", &snaps[0]["short_id"].as_str().unwrap()) == first);
+    assert!(v.restore_bytes("db", snaps[0]["short_id"].as_str().unwrap()) == first);
     drop(fs);
 }
 

@@ -381,6 +381,27 @@ pub(super) fn spawn_dump(
     })
 }
 
+/// Names of every environment variable a loaded config says holds a
+/// password (`password_env` of any source), so that no database tool, dump
+/// or restore side, inherits another source's password: Lockbox reads its
+/// own copy from its environment, a child never needs one.
+static SECRET_ENV_NAMES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Records the `password_env` names of a config (called when one loads;
+/// names are only ever added, so a reload cannot un-hide a variable).
+pub fn register_secret_env_names<'a>(names: impl IntoIterator<Item = &'a str>) {
+    let mut set = SECRET_ENV_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    set.extend(names.into_iter().map(str::to_string));
+}
+
+/// Removes every registered password variable from a child's environment.
+pub fn scrub_secret_env(cmd: &mut Command) {
+    let set = SECRET_ENV_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    for name in set.iter() {
+        cmd.env_remove(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,26 +450,5 @@ mod tests {
             "bad [password removed] here [password removed]"
         );
         assert_eq!(format!("{s:?}"), "Secret(***)");
-    }
-}
-
-/// Names of every environment variable a loaded config says holds a
-/// password (`password_env` of any source), so that no database tool, dump
-/// or restore side, inherits another source's password: Lockbox reads its
-/// own copy from its environment, a child never needs one.
-static SECRET_ENV_NAMES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-
-/// Records the `password_env` names of a config (called when one loads;
-/// names are only ever added, so a reload cannot un-hide a variable).
-pub fn register_secret_env_names<'a>(names: impl IntoIterator<Item = &'a str>) {
-    let mut set = SECRET_ENV_NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    set.extend(names.into_iter().map(str::to_string));
-}
-
-/// Removes every registered password variable from a child's environment.
-pub fn scrub_secret_env(cmd: &mut Command) {
-    let set = SECRET_ENV_NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    for name in set.iter() {
-        cmd.env_remove(name);
     }
 }
