@@ -624,6 +624,47 @@ fn runtime(url: &str) -> StorageResult<tokio::runtime::Runtime> {
         })
 }
 
+impl S3Backend {
+    /// Pages through ListObjectVersions under `prefix` (relative to the
+    /// repository prefix), handing each page to `on_page`; `op` names the
+    /// operation in errors. The one paging loop `list` and `list_versions`
+    /// share.
+    fn each_versions_page(
+        &self,
+        prefix: &str,
+        op: &'static str,
+        on_page: &mut dyn FnMut(
+            &aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput,
+        ) -> StorageResult<()>,
+    ) -> StorageResult<()> {
+        let full = format!("{}{prefix}", self.prefix);
+        let (mut key_marker, mut vid_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .rt
+                .block_on(
+                    self.client
+                        .list_object_versions()
+                        .bucket(&self.bucket)
+                        .prefix(&full)
+                        .set_key_marker(key_marker.take())
+                        .set_version_id_marker(vid_marker.take())
+                        .send(),
+                )
+                .map_err(|e| self.err(op, prefix, e))?;
+            on_page(&page)?;
+            if page.is_truncated() == Some(true)
+                && (page.next_key_marker().is_some() || page.next_version_id_marker().is_some())
+            {
+                key_marker = page.next_key_marker().map(str::to_string);
+                vid_marker = page.next_version_id_marker().map(str::to_string);
+            } else {
+                return Ok(());
+            }
+        }
+    }
+}
+
 impl ReadBackend for S3Backend {
     fn location(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
@@ -650,24 +691,10 @@ impl ReadBackend for S3Backend {
         prefix: &str,
         f: &mut dyn FnMut(ObjectInfo) -> StorageResult<()>,
     ) -> StorageResult<()> {
-        let full = format!("{}{prefix}", self.prefix);
-        let (mut key_marker, mut vid_marker) = (None::<String>, None::<String>);
         // The newest real version of the key being collected; versions of one
         // key are contiguous and newest first, possibly across pages.
         let mut pending: Option<ObjectInfo> = None;
-        loop {
-            let page = self
-                .rt
-                .block_on(
-                    self.client
-                        .list_object_versions()
-                        .bucket(&self.bucket)
-                        .prefix(&full)
-                        .set_key_marker(key_marker.take())
-                        .set_version_id_marker(vid_marker.take())
-                        .send(),
-                )
-                .map_err(|e| self.err("list", prefix, e))?;
+        self.each_versions_page(prefix, "list", &mut |page| {
             let mut versions: Vec<_> = page.versions().iter().collect();
             // Key order, newest first within a key (S3 returns this order;
             // the sort is stable and only guards against stores that don't).
@@ -695,15 +722,8 @@ impl ReadBackend for S3Backend {
                     last_modified: v.last_modified().and_then(to_offset),
                 });
             }
-            if page.is_truncated() == Some(true)
-                && (page.next_key_marker().is_some() || page.next_version_id_marker().is_some())
-            {
-                key_marker = page.next_key_marker().map(str::to_string);
-                vid_marker = page.next_version_id_marker().map(str::to_string);
-            } else {
-                break;
-            }
-        }
+            Ok(())
+        })?;
         if let Some(p) = pending.take() {
             f(p)?;
         }
@@ -786,21 +806,7 @@ impl ReadBackend for S3Backend {
         prefix: &str,
         f: &mut dyn FnMut(VersionInfo) -> StorageResult<()>,
     ) -> StorageResult<()> {
-        let full = format!("{}{prefix}", self.prefix);
-        let (mut key_marker, mut vid_marker) = (None::<String>, None::<String>);
-        loop {
-            let page = self
-                .rt
-                .block_on(
-                    self.client
-                        .list_object_versions()
-                        .bucket(&self.bucket)
-                        .prefix(&full)
-                        .set_key_marker(key_marker.take())
-                        .set_version_id_marker(vid_marker.take())
-                        .send(),
-                )
-                .map_err(|e| self.err("list versions of", prefix, e))?;
+        self.each_versions_page(prefix, "list versions of", &mut |page| {
             let strip = |k: Option<&str>| {
                 k.and_then(|k| k.strip_prefix(&self.prefix))
                     .map(str::to_string)
@@ -827,15 +833,8 @@ impl ReadBackend for S3Backend {
                     })?;
                 }
             }
-            if page.is_truncated() == Some(true)
-                && (page.next_key_marker().is_some() || page.next_version_id_marker().is_some())
-            {
-                key_marker = page.next_key_marker().map(str::to_string);
-                vid_marker = page.next_version_id_marker().map(str::to_string);
-            } else {
-                return Ok(());
-            }
-        }
+            Ok(())
+        })
     }
 
     fn head_version(&self, key: &str, version: Option<&str>) -> StorageResult<Option<ObjectInfo>> {
