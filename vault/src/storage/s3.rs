@@ -8,7 +8,8 @@
 //! about S3 and Object Lock"):
 //!
 //! * put: PutObject with `If-None-Match: *`, so an existing key is never
-//!   given a new version (412 → [`PutOutcome::AlreadyExists`]); Object Lock
+//!   given a new version (412 → [`PutOutcome::AlreadyExists`]; a 409 from a
+//!   concurrent put of the same key is retried, never adopted); Object Lock
 //!   mode and retain-until (whole seconds, rounded up) and a CRC32 checksum on
 //!   every put.
 //! * extend_retention: for every version of the key that is not a delete
@@ -276,6 +277,8 @@ impl S3Backend {
                             | "RequestTimeout"
                             | "InternalError"
                             | "ServiceUnavailable"
+                            | "ConditionalRequestConflict"
+                            | "OperationAborted"
                     );
                 (transient, Some(status), code)
             }
@@ -874,14 +877,16 @@ impl WriteBackend for S3Backend {
         match self.rt.block_on(req.send()) {
             Ok(_) => Ok(PutOutcome::Created),
             Err(SdkError::ServiceError(se))
-                if matches!(se.raw().status().as_u16(), 412 | 409)
+                if se.raw().status().as_u16() == 412
                     || se.err().code() == Some("PreconditionFailed") =>
             {
-                // 412: the key exists. 409: a concurrent conditional put of
-                // the same key is in progress; content addressing makes it the
-                // same bytes, and a caller adopting it re-reads it anyway.
                 Ok(PutOutcome::AlreadyExists)
             }
+            // A 409 (ConditionalRequestConflict) means another writer's put
+            // of this key is still in flight and may yet fail: adopting it
+            // now could reference an object that never lands. It is
+            // transient (see `err`), so the retry decorator puts again and
+            // gets a 412 or lands the object itself.
             Err(e) => Err(self.err("write", key, e)),
         }
     }
