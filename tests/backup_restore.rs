@@ -33,6 +33,63 @@ fn round_trip_is_byte_identical_for_empty_tiny_and_large_inputs() {
     assert_eq!(out.stdout, vec![0x42]);
 }
 
+/// `-o -` with standard output redirected to a regular file: the bytes come
+/// out exactly, after whatever the file already held, with the file
+/// position left at their end, also when the file is opened for appending.
+#[test]
+fn restore_to_stdout_redirected_into_a_file() {
+    use std::io::{Seek, Write};
+    let v = Vault::new("");
+    let data = mixed_data(30 * 1024 * 1024, 7);
+    v.backup_bytes("db", &data);
+    let identity = v.identity.to_str().unwrap();
+    let args = [
+        "restore",
+        "latest",
+        "--source",
+        "db",
+        "--identity",
+        identity,
+        "--output",
+        "-",
+    ];
+
+    let path = v.path().join("stdout.bin");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(b"before\n").unwrap();
+    let status = v
+        .cmd()
+        .args(args)
+        .stdout(file.try_clone().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The shared file position moved past the restored bytes.
+    assert_eq!(
+        file.stream_position().unwrap(),
+        (b"before\n".len() + data.len()) as u64
+    );
+    file.write_all(b"after\n").unwrap();
+    drop(file);
+    let got = std::fs::read(&path).unwrap();
+    assert!(got.starts_with(b"before\n") && got.ends_with(b"after\n"));
+    assert!(got[7..got.len() - 6] == data[..], "restored bytes differ");
+
+    let appended = v.path().join("appended.bin");
+    std::fs::write(&appended, b"x").unwrap();
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&appended)
+        .unwrap();
+    let status = v.cmd().args(args).stdout(file).status().unwrap();
+    assert!(status.success());
+    let got = std::fs::read(&appended).unwrap();
+    assert!(
+        got[0] == b'x' && got[1..] == data[..],
+        "appended restore differs"
+    );
+}
+
 #[test]
 fn second_backup_of_same_input_stores_nothing_new() {
     let v = Vault::new("");

@@ -10,7 +10,8 @@
 //! Iterations: 10 locally and 5 on S3 by default (CI runs these);
 //! `LOCKBOX_CRASH_ITERATIONS=N` sets both, e.g. the long run
 //! `LOCKBOX_CRASH_ITERATIONS=50 cargo test --release --test crash -- --nocapture`.
-//! The seed is printed; `LOCKBOX_CRASH_SEED=N` replays a run.
+//! The seed is printed; `LOCKBOX_CRASH_SEED=N` replays a run. On S3 every
+//! 10 kills get a fresh server and vault (moto keeps all objects in memory).
 
 mod support;
 
@@ -121,8 +122,8 @@ fn verify_clean(v: &Vault, args: &[&str]) {
     );
 }
 
-fn crash_loop(test: &str, v: &Vault, chunks: ChunkLister, n: u64, len: usize) {
-    let mut rng = Rng(seed(test) | 1);
+fn crash_loop(test: &str, seed: u64, v: &Vault, chunks: ChunkLister, n: u64, len: usize) {
+    let mut rng = Rng(seed | 1);
     let input = v.path().join("input.bin");
 
     // Calibrate: how long one full backup of this size takes here.
@@ -233,33 +234,41 @@ fn sigkill_mid_backup_local() {
         }
         out
     });
-    crash_loop(
-        "sigkill_mid_backup_local",
-        &v,
-        chunks,
-        iterations(10),
-        48 * MIB,
-    );
+    let test = "sigkill_mid_backup_local";
+    crash_loop(test, seed(test), &v, chunks, iterations(10), 48 * MIB);
 }
+
+/// Kills per S3 test server: moto holds every object version in memory, so
+/// a long run starts a fresh server (and vault) for each batch rather than
+/// grow one server past what the machine has.
+const S3_BATCH: u64 = 10;
 
 #[test]
 fn sigkill_mid_backup_s3() {
-    let Some(s) = TestServer::start_or_skip("sigkill_mid_backup_s3") else {
-        return;
-    };
-    let bucket = s.bucket(true);
-    let v = Vault::s3(&s.endpoint, &bucket, "");
-    v.ok(&["init"]);
-    let reader = s.backend(&format!("s3://{bucket}/vault"), LockMode::Governance);
-    let chunks: ChunkLister = Box::new(move || {
-        let mut out = HashSet::new();
-        reader
-            .list("chunks/", &mut |i| {
-                out.insert(i.key);
-                Ok(())
-            })
-            .unwrap();
-        out
-    });
-    crash_loop("sigkill_mid_backup_s3", &v, chunks, iterations(5), 24 * MIB);
+    let test = "sigkill_mid_backup_s3";
+    let n = iterations(5);
+    let base_seed = seed(test);
+    for batch in 0..n.div_ceil(S3_BATCH) {
+        let Some(s) = TestServer::start_or_skip(test) else {
+            return;
+        };
+        let bucket = s.bucket(true);
+        let v = Vault::s3(&s.endpoint, &bucket, "");
+        v.ok(&["init"]);
+        let reader = s.backend(&format!("s3://{bucket}/vault"), LockMode::Governance);
+        let chunks: ChunkLister = Box::new(move || {
+            let mut out = HashSet::new();
+            reader
+                .list("chunks/", &mut |i| {
+                    out.insert(i.key);
+                    Ok(())
+                })
+                .unwrap();
+            out
+        });
+        let kills = S3_BATCH.min(n - batch * S3_BATCH);
+        let seed = base_seed.wrapping_add(batch);
+        eprintln!("{test}: batch {batch} ({kills} kills) on a fresh server, seed {seed}");
+        crash_loop(test, seed, &v, chunks, kills, 24 * MIB);
+    }
 }

@@ -69,10 +69,10 @@ impl<R: Read> Chunker<R> {
     }
 }
 
-impl<R: Read> Iterator for Chunker<R> {
-    type Item = std::io::Result<Vec<u8>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<R: Read> Chunker<R> {
+    /// The next chunk, copied into `buf` (cleared first) so callers can
+    /// recycle chunk buffers; `None` at the end of the stream.
+    pub fn next_into(&mut self, mut buf: Vec<u8>) -> Option<std::io::Result<Vec<u8>>> {
         if let Err(e) = self.fill() {
             return Some(Err(e));
         }
@@ -90,9 +90,18 @@ impl<R: Read> Iterator for Chunker<R> {
             mask_s << 1,
             mask_l << 1,
         );
-        let chunk = self.buf[self.start..self.start + len].to_vec();
+        buf.clear();
+        buf.extend_from_slice(&self.buf[self.start..self.start + len]);
         self.start += len;
-        Some(Ok(chunk))
+        Some(Ok(buf))
+    }
+}
+
+impl<R: Read> Iterator for Chunker<R> {
+    type Item = std::io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_into(Vec::new())
     }
 }
 

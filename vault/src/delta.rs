@@ -6,7 +6,10 @@
 //! chunk (`<chunk id>.zst`, mode 0600, never uploaded) plus `index`, which
 //! lists for each chunk position of the source's last successful backup the
 //! full chunk that serves as base there (the chunk itself, or its base when
-//! it was stored as a delta) and two sketches of that position's chunk.
+//! it was stored as a delta), the sketch of that position's chunk, and the
+//! chunk's id. The ids let the next backup take the sketch of an unchanged
+//! chunk from the index instead of computing it again: on a day-2 backup
+//! where most chunks are unchanged, sketching was the largest single cost.
 //! Each backup builds the next cache beside the current one (hard links for
 //! bases carried over, the zstd frame already made for new full chunks) and
 //! swaps it in after its manifest is written, so the cache always matches
@@ -175,6 +178,7 @@ fn insert_min(mins: &mut [u64; MIN_HASHES], g: u64) -> u64 {
 /// What the next cache records for one chunk position.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    chunk: ObjectId,
     base: ObjectId,
     sketch: Sketch,
 }
@@ -188,6 +192,8 @@ pub struct BaseCache {
     /// chunk that had it. An index, not an id: this map has ten entries per
     /// chunk and is the bulk of the memory the cache needs.
     by_feature: HashMap<u64, u32>,
+    /// The sketch of each chunk of the previous backup, by chunk id.
+    sketch_of: HashMap<ObjectId, Sketch>,
     entries: Mutex<Vec<Option<Entry>>>,
     pub max_percent: u32,
     /// A write failed because the file system is full (or over quota).
@@ -219,6 +225,7 @@ impl BaseCache {
             next,
             by_position: Vec::new(),
             by_feature: HashMap::new(),
+            sketch_of: HashMap::new(),
             entries: Mutex::new(Vec::new()),
             max_percent: opts.max_percent,
             full: Default::default(),
@@ -232,14 +239,23 @@ impl BaseCache {
                     for v in sketch.iter_mut() {
                         *v = u64::from_str_radix(f.next()?, 16).ok()?;
                     }
-                    f.next().is_none().then_some((base, sketch))
+                    // Indexes written before chunk ids were recorded end here.
+                    let chunk = match f.next() {
+                        Some(c) => Some(ObjectId::from_hex(c).ok()?),
+                        None => None,
+                    };
+                    f.next().is_none().then_some((base, sketch, chunk))
                 })();
-                let Some((base, sketch)) = parsed else {
+                let Some((base, sketch, chunk)) = parsed else {
                     tracing::warn!(cache = %cache.current.display(), "base cache index is damaged; no delta chunks this time");
                     cache.by_position.clear();
                     cache.by_feature.clear();
+                    cache.sketch_of.clear();
                     break;
                 };
+                if let Some(chunk) = chunk {
+                    cache.sketch_of.insert(chunk, sketch);
+                }
                 let at = cache.by_position.len() as u32;
                 cache.by_position.push(base);
                 for v in sketch.into_iter().filter(|v| *v != NO_FEATURE) {
@@ -272,6 +288,12 @@ impl BaseCache {
         voted.or_else(|| self.by_position.get(seq).filter(|b| *b != id).copied())
     }
 
+    /// The sketch the previous backup recorded for chunk `id`, if it had
+    /// that chunk: the same bytes, so the same sketch as computing it anew.
+    pub fn sketch_of(&self, id: &ObjectId) -> Option<Sketch> {
+        self.sketch_of.get(id).copied()
+    }
+
     fn file(dir: &Path, id: &ObjectId) -> PathBuf {
         dir.join(format!("{}.zst", id.to_hex()))
     }
@@ -289,7 +311,7 @@ impl BaseCache {
         }
     }
 
-    /// Records that position `seq` (sketches `sketch`) has base `base` in
+    /// Records that position `seq` (chunk `chunk`, sketch `sketch`) has base `base` in
     /// the next cache, and puts that base's file there: `frame` when the
     /// caller has its zstd frame, else a link to the current cache's file,
     /// else `plain` compressed anew. Failing to cache only loses a future
@@ -297,6 +319,7 @@ impl BaseCache {
     pub fn keep(
         &self,
         seq: usize,
+        chunk: ObjectId,
         sketch: &Sketch,
         base: ObjectId,
         frame: Option<&[u8]>,
@@ -341,6 +364,7 @@ impl BaseCache {
             entries.resize(seq + 1, None);
         }
         entries[seq] = Some(Entry {
+            chunk,
             base,
             sketch: *sketch,
         });
@@ -367,6 +391,8 @@ impl BaseCache {
             for v in e.sketch {
                 text.push_str(&format!(" {v:016x}"));
             }
+            text.push(' ');
+            text.push_str(&e.chunk.to_hex());
             text.push('\n');
         }
         let mut f = fs::OpenOptions::new()
@@ -456,21 +482,55 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pairs_by_sketch_then_position_and_survives_a_commit() {
+    /// A temporary cache root (kept alive by the returned directory), its
+    /// options, and a fixed id key.
+    fn cache_fixture() -> (tempfile::TempDir, DeltaOptions, IdKey) {
         let dir = tempfile::tempdir().unwrap();
         let opts = DeltaOptions {
             cache_root: dir.path().join("base-cache"),
             max_percent: 50,
         };
-        let key = IdKey::from_bytes([9; 32]);
+        (dir, opts, IdKey::from_bytes([9; 32]))
+    }
+
+    /// An index written before chunk ids were recorded still pairs chunks;
+    /// it only has no sketches to lend.
+    #[test]
+    fn index_without_chunk_ids_still_pairs() {
+        let (_dir, opts, key) = cache_fixture();
+        let a = crate::chunker::tests::pseudo_random(100_000, 1);
+        let ida = key.id_of(&a);
+        let cache = BaseCache::open(&opts, "src").unwrap();
+        cache.keep(0, ida, &sketches(&a), ida, None, Some(&a));
+        cache.commit().unwrap();
+        let index = opts.cache_root.join("src/index");
+        let text = fs::read_to_string(&index).unwrap();
+        let old: String = text
+            .lines()
+            .map(|l| format!("{}\n", l.rsplit_once(' ').unwrap().0))
+            .collect();
+        fs::write(&index, old).unwrap();
+
+        let cache = BaseCache::open(&opts, "src").unwrap();
+        let mut a2 = a.clone();
+        a2.extend_from_slice(b"changed tail");
+        assert_eq!(
+            cache.candidate(3, &key.id_of(&a2), &sketches(&a2)),
+            Some(ida)
+        );
+        assert_eq!(cache.sketch_of(&ida), None);
+    }
+
+    #[test]
+    fn pairs_by_sketch_then_position_and_survives_a_commit() {
+        let (dir, opts, key) = cache_fixture();
         let a = crate::chunker::tests::pseudo_random(100_000, 1);
         let b = crate::chunker::tests::pseudo_random(100_000, 2);
         let (ida, idb) = (key.id_of(&a), key.id_of(&b));
         let cache = BaseCache::open(&opts, "src").unwrap();
-        cache.keep(0, &sketches(&a), ida, None, Some(&a));
+        cache.keep(0, ida, &sketches(&a), ida, None, Some(&a));
         let frame = zstd::bulk::compress(&b, 3).unwrap();
-        cache.keep(1, &sketches(&b), idb, Some(&frame), None);
+        cache.keep(1, idb, &sketches(&b), idb, Some(&frame), None);
         cache.commit().unwrap();
 
         let cache = BaseCache::open(&opts, "src").unwrap();
@@ -487,6 +547,10 @@ mod tests {
         assert_eq!(cache.candidate(5, &key.id_of(&c), &sketches(&c)), None);
         // Never itself.
         assert_eq!(cache.candidate(0, &ida, &sketches(&a)), None);
+        // The previous backup's sketches come back by chunk id.
+        assert_eq!(cache.sketch_of(&ida), Some(sketches(&a)));
+        assert_eq!(cache.sketch_of(&idb), Some(sketches(&b)));
+        assert_eq!(cache.sketch_of(&other), None);
 
         // A damaged file is not used.
         let path = BaseCache::file(&cache.current, &ida);

@@ -161,6 +161,25 @@ impl Opener {
         Ok(out)
     }
 
+    /// Like [`Opener::open`], decompressing into `out` (cleared first), so a
+    /// caller can reuse one buffer per chunk instead of faulting in fresh
+    /// pages for every plaintext.
+    pub fn open_into(
+        &mut self,
+        identities: &Identities,
+        stored: &[u8],
+        plain_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EnvelopeError> {
+        let frame = decrypt(identities, stored, crate::format::MAX_OBJECT_BYTES as usize)?;
+        out.clear();
+        out.reserve(plain_len);
+        self.decompressor
+            .decompress_to_buffer(&frame, out)
+            .map_err(|e| EnvelopeError::Decompress(e.to_string()))?;
+        Ok(())
+    }
+
     /// Like [`Opener::open`] for a delta object whose base plaintext is `base`.
     pub fn open_delta(
         &mut self,

@@ -147,7 +147,11 @@ impl ReadBackend for LocalBackend {
     fn get(&self, key: &str, limit: u64) -> StorageResult<Bytes> {
         let path = self.path_of(key)?;
         let f = fs::File::open(&path).map_err(|e| self.io("read", key, e))?;
-        let mut buf = Vec::new();
+        // Sized from the file (capped by the limit): read_to_end through
+        // `take` gets no size hint and would grow the buffer by doubling,
+        // copying each object about twice over.
+        let size = f.metadata().map_or(0, |m| m.len()).min(limit);
+        let mut buf = Vec::with_capacity(size as usize + 1);
         f.take(limit + 1)
             .read_to_end(&mut buf)
             .map_err(|e| self.io("read", key, e))?;
