@@ -110,26 +110,59 @@ pub fn decrypt(
     stored: &[u8],
     limit: usize,
 ) -> Result<Vec<u8>, EnvelopeError> {
+    let mut out = Vec::new();
+    let n = decrypt_into(identities, stored, limit, &mut out)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Decrypts an age file into `buf`, returning the plaintext's length (the
+/// plaintext is `buf[..n]`; bytes past it are left over from earlier use).
+///
+/// `buf` is kept initialised and only ever grows, so a caller that reuses
+/// one buffer pays neither `read_to_end`'s zero-fill of spare capacity nor a
+/// page fault per 4 KiB of fresh allocation on every object. An age payload
+/// is never longer than its ciphertext, which bounds the buffer.
+fn decrypt_into(
+    identities: &Identities,
+    stored: &[u8],
+    limit: usize,
+    buf: &mut Vec<u8>,
+) -> Result<usize, EnvelopeError> {
     let decryptor =
         age::Decryptor::new_buffered(stored).map_err(|e| EnvelopeError::Decrypt(e.to_string()))?;
     let mut reader = decryptor.decrypt(identities.iter()).map_err(|e| match e {
         age::DecryptError::NoMatchingKeys => EnvelopeError::NoMatchingIdentity,
         other => EnvelopeError::Decrypt(other.to_string()),
     })?;
-    let mut out = Vec::with_capacity(limit.min(stored.len() + 64));
-    (&mut reader)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| EnvelopeError::Decrypt(e.to_string()))?;
-    if out.len() > limit {
-        return Err(EnvelopeError::TooLarge { limit });
+    // One byte more than may be returned, so an overlong payload is seen.
+    let want = stored.len().min(limit) + 1;
+    if buf.len() < want {
+        buf.resize(want, 0);
     }
-    Ok(out)
+    let mut n = 0;
+    while n < want {
+        match reader.read(&mut buf[n..want]) {
+            Ok(0) => return Ok(n),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(EnvelopeError::Decrypt(e.to_string())),
+        }
+    }
+    if want > limit {
+        Err(EnvelopeError::TooLarge { limit })
+    } else {
+        Err(EnvelopeError::Decrypt(
+            "payload longer than its ciphertext".into(),
+        ))
+    }
 }
 
-/// Per-thread decompression state for restore workers.
+/// Per-thread decompression state for restore workers: a zstd context and the
+/// buffer each object is decrypted into, reused from object to object.
 pub struct Opener {
     decompressor: zstd::bulk::Decompressor<'static>,
+    frame: Vec<u8>,
 }
 
 impl Default for Opener {
@@ -138,14 +171,28 @@ impl Default for Opener {
     }
 }
 
+fn zstd_error(e: usize) -> EnvelopeError {
+    EnvelopeError::Decompress(zstd::zstd_safe::get_error_name(e).to_string())
+}
+
+/// A zstd decoder may stop at the output's capacity, which for a recycled
+/// buffer can exceed the recorded length: the bound is checked here too.
+fn check_bound(out: &[u8], limit: usize) -> Result<(), EnvelopeError> {
+    if out.len() > limit {
+        return Err(EnvelopeError::TooLarge { limit });
+    }
+    Ok(())
+}
+
 impl Opener {
     pub fn new() -> Self {
         Self {
             decompressor: zstd::bulk::Decompressor::new().expect("zstd context"),
+            frame: Vec::new(),
         }
     }
 
-    /// Decrypts and decompresses one object whose plaintext must be exactly
+    /// Decrypts and decompresses one object whose plaintext must be at most
     /// `plain_len` bytes. The bound also defuses decompression bombs.
     pub fn open(
         &mut self,
@@ -153,11 +200,8 @@ impl Opener {
         stored: &[u8],
         plain_len: usize,
     ) -> Result<Vec<u8>, EnvelopeError> {
-        let frame = decrypt(identities, stored, crate::format::MAX_OBJECT_BYTES as usize)?;
-        let out = self
-            .decompressor
-            .decompress(&frame, plain_len)
-            .map_err(|e| EnvelopeError::Decompress(e.to_string()))?;
+        let mut out = Vec::new();
+        self.open_into(identities, stored, plain_len, &mut out)?;
         Ok(out)
     }
 
@@ -171,36 +215,55 @@ impl Opener {
         plain_len: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), EnvelopeError> {
-        let frame = decrypt(identities, stored, crate::format::MAX_OBJECT_BYTES as usize)?;
+        let n = decrypt_into(
+            identities,
+            stored,
+            crate::format::MAX_OBJECT_BYTES as usize,
+            &mut self.frame,
+        )?;
         out.clear();
         out.reserve(plain_len);
         self.decompressor
-            .decompress_to_buffer(&frame, out)
+            .decompress_to_buffer(&self.frame[..n], out)
             .map_err(|e| EnvelopeError::Decompress(e.to_string()))?;
-        Ok(())
+        check_bound(out, plain_len)
     }
 
-    /// Like [`Opener::open`] for a delta object whose base plaintext is `base`.
-    pub fn open_delta(
+    /// Like [`Opener::open_into`] for a delta object whose base plaintext is
+    /// `base`.
+    pub fn open_delta_into(
         &mut self,
         identities: &Identities,
         stored: &[u8],
         base: &[u8],
         plain_len: usize,
-    ) -> Result<Vec<u8>, EnvelopeError> {
-        let frame = decrypt(identities, stored, crate::format::MAX_OBJECT_BYTES as usize)?;
-        decompress_delta(base, &frame, plain_len)
+        out: &mut Vec<u8>,
+    ) -> Result<(), EnvelopeError> {
+        let n = decrypt_into(
+            identities,
+            stored,
+            crate::format::MAX_OBJECT_BYTES as usize,
+            &mut self.frame,
+        )?;
+        // A context per delta: a prefix must outlive the context it is
+        // referenced by, and deltas are few next to full chunks.
+        let mut dctx = zstd::zstd_safe::DCtx::create();
+        dctx.ref_prefix(base).map_err(zstd_error)?;
+        out.clear();
+        out.reserve(plain_len);
+        dctx.decompress(out, &self.frame[..n]).map_err(zstd_error)?;
+        check_bound(out, plain_len)
     }
 }
 
 /// Decodes a delta frame against its base, producing at most `limit` bytes.
 pub fn decompress_delta(base: &[u8], frame: &[u8], limit: usize) -> Result<Vec<u8>, EnvelopeError> {
     use zstd::zstd_safe::DCtx;
-    let zerr = |e: usize| EnvelopeError::Decompress(zstd::zstd_safe::get_error_name(e).to_string());
     let mut dctx = DCtx::create();
-    dctx.ref_prefix(base).map_err(zerr)?;
+    dctx.ref_prefix(base).map_err(zstd_error)?;
     let mut out = Vec::with_capacity(limit);
-    dctx.decompress(&mut out, frame).map_err(zerr)?;
+    dctx.decompress(&mut out, frame).map_err(zstd_error)?;
+    check_bound(&out, limit)?;
     Ok(out)
 }
 
@@ -243,6 +306,56 @@ mod tests {
             .open(&identities, &flipped, data.len())
             .unwrap_err();
         assert!(matches!(err, EnvelopeError::Decrypt(_)), "{err}");
+    }
+
+    /// One Opener and one output buffer reused across objects of different
+    /// sizes: each result is exactly its own plaintext (nothing left over from
+    /// a larger earlier object), and a recycled buffer's spare capacity does
+    /// not let a plaintext past its recorded length.
+    #[test]
+    fn reused_opener_and_buffer_give_exact_results_and_keep_the_bound() {
+        let (id, rcpt) = generate_identity();
+        let mut sealer = Sealer::new(Recipients::parse(&[rcpt]).unwrap());
+        let identities = Identities::from_x25519(vec![id]);
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let small = b"tiny".repeat(10);
+        let mut opener = Opener::new();
+        let mut out = Vec::new();
+        for data in [&big[..], &small[..], &big[..1_000_000], &small[..3]] {
+            let sealed = sealer.seal(data).unwrap();
+            opener
+                .open_into(&identities, &sealed, data.len(), &mut out)
+                .unwrap();
+            assert!(out == data, "{} bytes came back wrong", data.len());
+        }
+        // `out` now has room for 3 MB; the recorded length still binds.
+        let sealed = sealer.seal(&big[..5000]).unwrap();
+        let err = opener
+            .open_into(&identities, &sealed, 4999, &mut out)
+            .unwrap_err();
+        assert!(
+            matches!(err, EnvelopeError::TooLarge { limit: 4999 }),
+            "{err}"
+        );
+        // A delta through the same opener and buffer.
+        let mut changed = big.clone();
+        changed[1_234_567] ^= 0xff;
+        let frame = compress_delta(&big, &changed).unwrap();
+        let sealed = sealer.seal_frame(&frame).unwrap();
+        opener
+            .open_delta_into(&identities, &sealed, &big, changed.len(), &mut out)
+            .unwrap();
+        assert!(out == changed);
+        let err = opener
+            .open_delta_into(&identities, &sealed, &big, changed.len() - 1, &mut out)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EnvelopeError::TooLarge { .. } | EnvelopeError::Decompress(_)
+            ),
+            "{err}"
+        );
     }
 
     #[test]
