@@ -615,7 +615,13 @@ fn chunk_stream(
     let mut total = 0u64;
     let mut chunker = Chunker::new(reader);
     for seq in 0.. {
-        let Some(chunk) = chunker.next_into(pool.try_recv().unwrap_or_default()) else {
+        // Pool buffers are reserved at the largest chunk size, so a buffer
+        // is never reallocated as chunk sizes vary (only touched pages are
+        // resident).
+        let buf = pool
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(crate::format::CHUNK_MAX_SIZE));
+        let Some(chunk) = chunker.next_into_with(buf, |p| hasher.update(p)) else {
             break;
         };
         if shared.aborted() {
@@ -631,7 +637,6 @@ fn chunk_stream(
                 return None;
             }
         };
-        hasher.update(&chunk);
         total += chunk.len() as u64;
         shared.progress.read(chunk.len() as u64);
         if jobs.send((seq, chunk)).is_err() {
