@@ -205,6 +205,17 @@ impl Opener {
         Ok(out)
     }
 
+    /// Decrypts an object into the reused frame buffer; the frame is
+    /// `self.frame[..n]`.
+    fn decrypt_frame(
+        &mut self,
+        identities: &Identities,
+        stored: &[u8],
+    ) -> Result<usize, EnvelopeError> {
+        let limit = crate::format::MAX_OBJECT_BYTES as usize;
+        decrypt_into(identities, stored, limit, &mut self.frame)
+    }
+
     /// Like [`Opener::open`], decompressing into `out` (cleared first), so a
     /// caller can reuse one buffer per chunk instead of faulting in fresh
     /// pages for every plaintext.
@@ -215,12 +226,7 @@ impl Opener {
         plain_len: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), EnvelopeError> {
-        let n = decrypt_into(
-            identities,
-            stored,
-            crate::format::MAX_OBJECT_BYTES as usize,
-            &mut self.frame,
-        )?;
+        let n = self.decrypt_frame(identities, stored)?;
         out.clear();
         out.reserve(plain_len);
         self.decompressor
@@ -239,12 +245,7 @@ impl Opener {
         plain_len: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), EnvelopeError> {
-        let n = decrypt_into(
-            identities,
-            stored,
-            crate::format::MAX_OBJECT_BYTES as usize,
-            &mut self.frame,
-        )?;
+        let n = self.decrypt_frame(identities, stored)?;
         // A context per delta: a prefix must outlive the context it is
         // referenced by, and deltas are few next to full chunks.
         let mut dctx = zstd::zstd_safe::DCtx::create();
