@@ -315,9 +315,9 @@ fn fetch_verified(
 /// Plaintext buffers, handed back once written (or once a base has served
 /// its last delta) and reused by the workers. In this VM a fresh buffer per
 /// chunk cost a page fault per 4 KiB of output, about 80,000 per GiB
-/// restored. The pool holds no more buffers than can be in flight at once
-/// (read-ahead window plus the workers' own), so it adds nothing to the
-/// memory bound.
+/// restored. A buffer is only made when the pool is empty, so no more exist
+/// than are in flight at once (the read-ahead window, each worker's chunk,
+/// cached bases): the pool adds nothing to the memory bound.
 struct BufferPool {
     tx: crossbeam_channel::Sender<Vec<u8>>,
     rx: crossbeam_channel::Receiver<Vec<u8>>,
@@ -430,8 +430,9 @@ fn fetch_stored(
     // Version-aware read: on S3 a delete marker or a new version over the
     // key does not hide the locked original. The checks below repeat, except
     // that the hash of the very bytes `accept` last saw (same address and
-    // length of an immutable buffer) is not computed again: on a local
-    // repository that second BLAKE3 pass was 5 % of a restore's CPU.
+    // length of an immutable buffer) is not computed again: the retry
+    // decorator always checks what it returns, so that would be a second
+    // BLAKE3 pass over every stored byte.
     let last_check: Cell<Option<(usize, usize, bool)>> = Cell::new(None);
     let accept = |b: &[u8]| {
         let ok = b.len() as u64 == expected.0 && ObjectId::of_stored(b) == expected.1;
