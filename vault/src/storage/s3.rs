@@ -1076,6 +1076,88 @@ mod tests {
         assert_eq!(lock_secs(t + time::Duration::nanoseconds(1)), 4_000_000_001);
     }
 
+    /// Answers every request with HTTP `status` and an S3 error body with
+    /// `code`, after reading the whole request; returns the endpoint.
+    fn canned_error_server(status: u16, code: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 8192];
+                while !request_complete(&request) {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+                     <Error><Code>{code}</Code><Message>canned</Message></Error>"
+                );
+                let response = format!(
+                    "HTTP/1.1 {status} Canned\r\nContent-Type: application/xml\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes());
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn request_complete(request: &[u8]) -> bool {
+        let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return false;
+        };
+        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        request.len() >= end + 4 + length
+    }
+
+    /// A 412 means the key exists; a 409 (another put of the key still in
+    /// flight, which may yet fail) must not be taken for that: it is a
+    /// transient error, so the retry decorator puts again.
+    #[test]
+    fn a_409_conflict_is_retried_and_a_412_is_already_there() {
+        let open = |endpoint: String| {
+            let settings = S3Settings {
+                endpoint: Some(endpoint),
+                path_style: true,
+                ..Default::default()
+            };
+            S3Backend::open_with_static_credentials(
+                "s3://bucket/p",
+                &settings,
+                LockMode::Compliance,
+                "k",
+                "s",
+            )
+            .unwrap()
+        };
+        let until = OffsetDateTime::now_utc() + time::Duration::days(1);
+        let data = Bytes::from_static(b"chunk bytes");
+
+        let b = open(canned_error_server(412, "PreconditionFailed"));
+        let outcome = b.put("chunks/ab/ab01", data.clone(), until).unwrap();
+        assert_eq!(outcome, PutOutcome::AlreadyExists);
+
+        let b = open(canned_error_server(409, "ConditionalRequestConflict"));
+        let err = b.put("chunks/ab/ab01", data, until).unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("ConditionalRequestConflict") && text.contains("chunks/ab/ab01"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn connection_errors_are_transient_and_name_the_location() {
         // A port nobody listens on: bind, note it, close.
