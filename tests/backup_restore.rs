@@ -20,16 +20,7 @@ fn round_trip_is_byte_identical_for_empty_tiny_and_large_inputs() {
         );
     }
     // Restoring to stdout gives the same bytes.
-    let out = v.ok(&[
-        "restore",
-        "latest",
-        "--source",
-        "one",
-        "--identity",
-        v.identity.to_str().unwrap(),
-        "--output",
-        "-",
-    ]);
+    let out = v.ok(&v.restore_args("latest", "one", "-"));
     assert_eq!(out.stdout, vec![0x42]);
 }
 
@@ -42,17 +33,7 @@ fn restore_to_stdout_redirected_into_a_file() {
     let v = Vault::new("");
     let data = mixed_data(30 * 1024 * 1024, 7);
     v.backup_bytes("db", &data);
-    let identity = v.identity.to_str().unwrap();
-    let args = [
-        "restore",
-        "latest",
-        "--source",
-        "db",
-        "--identity",
-        identity,
-        "--output",
-        "-",
-    ];
+    let args = v.restore_args("latest", "db", "-");
 
     let path = v.path().join("stdout.bin");
     let mut file = std::fs::File::create(&path).unwrap();
@@ -217,16 +198,7 @@ fn sqlite_source_uses_online_backup_and_restores_a_working_database() {
     ));
     v.ok(&["backup", "app"]);
     let restored = v.path().join("app-restored.db");
-    v.ok(&[
-        "restore",
-        "latest",
-        "--source",
-        "app",
-        "--identity",
-        v.identity.to_str().unwrap(),
-        "--output",
-        restored.to_str().unwrap(),
-    ]);
+    v.ok(&v.restore_args("latest", "app", restored.to_str().unwrap()));
     let back = rusqlite::Connection::open(&restored).unwrap();
     let n: i64 = back
         .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -247,16 +219,7 @@ fn restore_refuses_to_clobber_an_existing_file_without_force() {
     v.backup_bytes("db", b"new contents");
     let target = v.path().join("existing.txt");
     std::fs::write(&target, b"precious").unwrap();
-    let args = [
-        "restore",
-        "latest",
-        "--source",
-        "db",
-        "--identity",
-        v.identity.to_str().unwrap(),
-        "--output",
-        target.to_str().unwrap(),
-    ];
+    let args = v.restore_args("latest", "db", target.to_str().unwrap());
     let (_, err) = v.fails(&args);
     assert!(err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");

@@ -159,12 +159,15 @@ impl Vault {
     }
 
     /// Restores `snapshot` of `source` to a file; returns its bytes.
-    pub fn restore_bytes(&self, source: &str, snapshot: &str) -> Vec<u8> {
-        let target = self
-            .path()
-            .join(format!("restored-{source}-{snapshot}.bin"));
-        let _ = std::fs::remove_file(&target);
-        self.ok(&[
+    /// `restore SNAPSHOT --source SOURCE` with this vault's identity, to
+    /// `output` (a path, or `-` for standard output).
+    pub fn restore_args<'a>(
+        &'a self,
+        snapshot: &'a str,
+        source: &'a str,
+        output: &'a str,
+    ) -> [&'a str; 8] {
+        [
             "restore",
             snapshot,
             "--source",
@@ -172,8 +175,16 @@ impl Vault {
             "--identity",
             self.identity.to_str().unwrap(),
             "--output",
-            target.to_str().unwrap(),
-        ]);
+            output,
+        ]
+    }
+
+    pub fn restore_bytes(&self, source: &str, snapshot: &str) -> Vec<u8> {
+        let target = self
+            .path()
+            .join(format!("restored-{source}-{snapshot}.bin"));
+        let _ = std::fs::remove_file(&target);
+        self.ok(&self.restore_args(snapshot, source, target.to_str().unwrap()));
         std::fs::read(&target).unwrap()
     }
 

@@ -246,26 +246,32 @@ impl Opener {
         out: &mut Vec<u8>,
     ) -> Result<(), EnvelopeError> {
         let n = self.decrypt_frame(identities, stored)?;
-        // A context per delta: a prefix must outlive the context it is
-        // referenced by, and deltas are few next to full chunks.
-        let mut dctx = zstd::zstd_safe::DCtx::create();
-        dctx.ref_prefix(base).map_err(zstd_error)?;
-        out.clear();
-        out.reserve(plain_len);
-        dctx.decompress(out, &self.frame[..n]).map_err(zstd_error)?;
-        check_bound(out, plain_len)
+        decompress_delta_into(base, &self.frame[..n], plain_len, out)
     }
 }
 
 /// Decodes a delta frame against its base, producing at most `limit` bytes.
 pub fn decompress_delta(base: &[u8], frame: &[u8], limit: usize) -> Result<Vec<u8>, EnvelopeError> {
-    use zstd::zstd_safe::DCtx;
-    let mut dctx = DCtx::create();
-    dctx.ref_prefix(base).map_err(zstd_error)?;
-    let mut out = Vec::with_capacity(limit);
-    dctx.decompress(&mut out, frame).map_err(zstd_error)?;
-    check_bound(&out, limit)?;
+    let mut out = Vec::new();
+    decompress_delta_into(base, frame, limit, &mut out)?;
     Ok(out)
+}
+
+/// Like [`decompress_delta`], into `out` (cleared first).
+fn decompress_delta_into(
+    base: &[u8],
+    frame: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), EnvelopeError> {
+    // A context per delta: a prefix must outlive the context it is
+    // referenced by, and deltas are few next to full chunks.
+    let mut dctx = zstd::zstd_safe::DCtx::create();
+    dctx.ref_prefix(base).map_err(zstd_error)?;
+    out.clear();
+    out.reserve(limit);
+    dctx.decompress(out, frame).map_err(zstd_error)?;
+    check_bound(out, limit)
 }
 
 #[cfg(test)]
