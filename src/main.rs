@@ -39,6 +39,17 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
+            if let Some(signal) = lockbox_vault::sys::stop_signal() {
+                // One line, whatever the error chain says: the tool was
+                // killed by us, and what matters is what was left behind.
+                tracing::debug!(error = %format!("{err:#}"), "stopped");
+                eprintln!(
+                    "error: interrupted by {}: {}",
+                    lockbox_vault::sys::signal_name(signal),
+                    lockbox_vault::sys::stop_note()
+                );
+                return ExitCode::from(lockbox_vault::sys::Interrupted { signal }.exit_code());
+            }
             if is_broken_pipe(&err) {
                 return ExitCode::from(1);
             }

@@ -3,9 +3,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use lockbox_vault::backup::{self, BackupSummary};
+use lockbox_vault::catalog::RunKind;
 use lockbox_vault::config::Config;
 use lockbox_vault::format::valid_source_name;
+use lockbox_vault::ids::ObjectId;
 use lockbox_vault::lock::{LockError, SourceLock};
+use lockbox_vault::run::{RunGuard, RunSuccess};
 use lockbox_vault::source::{self, DumpStream};
 use serde::Serialize;
 
@@ -14,7 +17,10 @@ use crate::cli::BackupArgs;
 use crate::progress::Bar;
 
 pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
-    let mut host = BackupHost::open(config)?;
+    lockbox_vault::sys::set_stop_note("no snapshot written");
+    // Opened by the first source's run, so that a repository that cannot be
+    // reached is recorded as that run's failure.
+    let mut host = None;
     if args.all {
         return run_all(config, &mut host, args.json);
     }
@@ -32,10 +38,11 @@ pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Locks, starts and backs up one source.
+/// Locks, starts and backs up one source; the run is recorded from the
+/// moment the lock is held, whatever fails after.
 fn backup_one(
     config: &Config,
-    host: &mut BackupHost,
+    host: &mut Option<BackupHost>,
     name: &str,
     from_stdin: bool,
 ) -> Result<BackupSummary> {
@@ -68,11 +75,52 @@ fn backup_one(
     };
     // Taken before the dump starts, so a busy source costs the database nothing.
     let _lock = SourceLock::acquire(&config.state_dir, name)?;
-    let stream = match stream {
+    let guard = RunGuard::begin(&config.catalog_path(), RunKind::Backup, name);
+    let result = run_guarded(config, host, name, stream)
+        .with_context(|| format!("backup of source {name} failed; no snapshot was written"));
+    match &result {
+        Ok(summary) => {
+            guard.succeed(RunSuccess {
+                snapshot: ObjectId::from_hex(&summary.snapshot).ok(),
+                input_bytes: summary.input_bytes,
+                added_bytes: summary.added_bytes,
+            });
+            tracing::info!(
+                source = %summary.source,
+                snapshot = %summary.short_id,
+                input_bytes = summary.input_bytes,
+                added_bytes = summary.added_bytes,
+                seconds = summary.seconds,
+                "backup finished"
+            );
+        }
+        Err(e) => {
+            let report = guard.fail(&format!("{e:#}"), e.as_ref());
+            tracing::error!(
+                source = %name,
+                outcome = report.outcome.as_str(),
+                error = %format!("{e:#}"),
+                "backup failed"
+            );
+        }
+    }
+    result
+}
+
+/// The part of a backup that runs under its run record.
+fn run_guarded(
+    config: &Config,
+    host: &mut Option<BackupHost>,
+    name: &str,
+    src: Option<&lockbox_vault::config::SourceConfig>,
+) -> Result<BackupSummary> {
+    let host = match host {
+        Some(h) => h,
+        None => host.insert(BackupHost::open(config)?),
+    };
+    let stream = match src {
         None => DumpStream::from_reader(name, "stdin", Box::new(std::io::stdin())),
-        Some(src) => source::open(src, &config.tmp_dir())
-            .with_context(|| format!("backup of source {name} failed; no snapshot was written"))?
-            .with_timeout(src.timeout()),
+        Some(src) => source::open(src, &config.tmp_dir())?.with_timeout(src.timeout()),
     };
     tracing::info!(source = %name, "backup started");
     let bar = Bar::backup();
@@ -84,17 +132,7 @@ fn backup_one(
         &bar,
     );
     bar.finish();
-    let summary = result
-        .with_context(|| format!("backup of source {name} failed; no snapshot was written"))?;
-    tracing::info!(
-        source = %summary.source,
-        snapshot = %summary.short_id,
-        input_bytes = summary.input_bytes,
-        added_bytes = summary.added_bytes,
-        seconds = summary.seconds,
-        "backup finished"
-    );
-    Ok(summary)
+    Ok(result?)
 }
 
 /// One source's result in `backup --all --json`. Fields may be added.
@@ -117,7 +155,7 @@ struct AllSummary {
     sources: Vec<SourceResult>,
 }
 
-fn run_all(config: &Config, host: &mut BackupHost, json: bool) -> Result<ExitCode> {
+fn run_all(config: &Config, host: &mut Option<BackupHost>, json: bool) -> Result<ExitCode> {
     if config.sources.is_empty() {
         return Err(anyhow!("no [[source]] in {}", config.path.display()));
     }
@@ -136,10 +174,13 @@ fn run_all(config: &Config, host: &mut BackupHost, json: bool) -> Result<ExitCod
                 }
             }
             Err(e) => {
+                if lockbox_vault::sys::stop_signal().is_some() {
+                    // The remaining sources are not started after a stop.
+                    return Err(e);
+                }
                 let busy = e
                     .chain()
                     .any(|c| matches!(c.downcast_ref(), Some(LockError::Busy { .. })));
-                tracing::error!(source = %src.name, error = %format!("{e:#}"), "backup failed");
                 SourceResult {
                     source: src.name.clone(),
                     outcome: if busy { "busy" } else { "failed" },

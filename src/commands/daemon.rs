@@ -9,9 +9,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -32,6 +31,10 @@ mod drills;
 /// How often the loop wakes to reap runs, start due ones and read signals.
 const TICK: Duration = Duration::from_millis(100);
 
+/// How long past its timeout a run may go on before the daemon kills it:
+/// the run stops its own dump at the timeout and records that itself.
+const BACKSTOP: Duration = Duration::from_secs(30);
+
 struct Slot {
     schedule: Schedule,
     jitter: Duration,
@@ -40,7 +43,7 @@ struct Slot {
 }
 
 struct Running {
-    child: Child,
+    child: lockbox_vault::sys::GroupChild,
     started: Instant,
     deadline: Option<Instant>,
     stdout: JoinHandle<Vec<u8>>,
@@ -70,6 +73,11 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     drills.configure(&config, OffsetDateTime::now_utc());
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut pending: VecDeque<String> = VecDeque::new();
+    // Due runs held for a free slot: since when, and whether the WARN for
+    // waiting longer than the schedule's period has been logged.
+    let mut waiting: HashMap<String, (OffsetDateTime, bool)> = HashMap::new();
+    // Marks left by a previous daemon are stale.
+    let _ = host.catalog.clear_waiting(None);
 
     // Catch-up: a source whose last success is older than one period runs now.
     let now = OffsetDateTime::now_utc();
@@ -125,6 +133,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
             slot.next = slot.schedule.next_run(now, slot.jitter);
         }
         let limit = config.daemon_settings().max_concurrent;
+        note_waiting(&pending, &running, &slots, &host, &mut waiting, limit);
         while running.len() < limit {
             let Some(name) = pending.pop_front() else {
                 break;
@@ -135,6 +144,11 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
             let timeout = slots.get(&name).and_then(|s| s.timeout);
             match start(&exe, &running_config, &name, log_format, timeout) {
                 Ok(r) => {
+                    if waiting.remove(&name).is_some()
+                        && let Err(e) = host.catalog.clear_waiting(Some(&name))
+                    {
+                        tracing::warn!(source = %name, error = %e, "could not clear the waiting mark");
+                    }
                     tracing::info!(source = %name, "run started");
                     running.insert(name, r);
                 }
@@ -162,6 +176,55 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     drills.finish(deadline);
     tracing::info!("daemon stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs and records each due run that no slot is free for, once when it
+/// starts waiting and once more (WARN) when it has waited longer than its
+/// schedule's period; `status` shows the mark.
+fn note_waiting(
+    pending: &VecDeque<String>,
+    running: &HashMap<String, Running>,
+    slots: &HashMap<String, Slot>,
+    host: &BackupHost,
+    waiting: &mut HashMap<String, (OffsetDateTime, bool)>,
+    limit: usize,
+) {
+    if running.len() < limit {
+        return;
+    }
+    let now = OffsetDateTime::now_utc();
+    for name in pending.iter().filter(|n| !running.contains_key(*n)) {
+        let period = slots
+            .get(name)
+            .and_then(|s| s.schedule.period_at(now))
+            .map_or(Duration::from_secs(86400), |p| {
+                Duration::from_secs(p.whole_seconds().max(1) as u64)
+            });
+        let (since, warned) = waiting.entry(name.clone()).or_insert_with(|| {
+            tracing::info!(
+                source = %name,
+                since = %fmt_time(now),
+                max_concurrent = limit,
+                busy = ?running.keys().collect::<Vec<_>>(),
+                "waiting for a slot since {}",
+                fmt_time(now)
+            );
+            if let Err(e) = host.catalog.set_waiting(name, now, period) {
+                tracing::warn!(source = %name, error = %e, "could not record the waiting mark");
+            }
+            (now, false)
+        });
+        if !*warned && (now - *since).whole_seconds() as u64 > period.as_secs() {
+            *warned = true;
+            tracing::warn!(
+                source = %name,
+                since = %fmt_time(*since),
+                period_seconds = period.as_secs(),
+                "waiting for a slot since {} (longer than the schedule's period): other runs                  hold every slot",
+                fmt_time(*since)
+            );
+        }
+    }
 }
 
 /// Copies the validated config file to `state_dir/daemon.toml` (0600,
@@ -240,19 +303,20 @@ fn start(
         .args(["-q", "backup", "--json", source])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so an abort also reaches the dump tool.
-        .process_group(0);
-    let mut child = cmd
-        .spawn()
+        .stderr(Stdio::piped());
+    // Its own process group, watched by a guardian: if the daemon itself is
+    // killed, the run goes too (and the run's guardian takes its dump tool).
+    let mut child = lockbox_vault::sys::spawn_group(&mut cmd)
         .with_context(|| format!("spawning {}", exe.display()))?;
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
+    let mut out = child.child.stdout.take().expect("piped");
+    let mut err = child.child.stderr.take().expect("piped");
     let started = Instant::now();
     Ok(Running {
         child,
         started,
-        deadline: timeout.map(|t| started + t),
+        // The run enforces its own timeout on the dump and records it as
+        // timed out; this later deadline only catches a run stuck elsewhere.
+        deadline: timeout.map(|t| started + t + BACKSTOP),
         stdout: std::thread::spawn(move || {
             let mut buf = Vec::new();
             let _ = out.read_to_end(&mut buf);
@@ -266,17 +330,6 @@ fn start(
     })
 }
 
-/// Kills a run's whole process group (the lockbox child and its dump tool).
-fn kill_group(child: &Child) {
-    let pgid = child.id() as libc::pid_t;
-    // SAFETY: kill(2) with a negative pid signals that process group; the
-    // group is the child's own (process_group(0)) and the child is not yet
-    // reaped, so its id cannot have been reused.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-}
-
 /// Collects finished runs and logs them; kills runs past their timeout, and
 /// with `abort_all` every run (shutdown after the grace period).
 fn reap(running: &mut HashMap<String, Running>, host: &BackupHost, abort_all: bool) {
@@ -287,16 +340,37 @@ fn reap(running: &mut HashMap<String, Running>, host: &BackupHost, abort_all: bo
         if abort_all || timed_out {
             let r = running.remove(&name).expect("listed above");
             finish_killed(&name, r, host, abort_all);
-        } else if let Ok(Some(status)) = r.child.try_wait() {
-            let r = running.remove(&name).expect("listed above");
+        } else if let Ok(Some(status)) = r.child.child.try_wait() {
+            let mut r = running.remove(&name).expect("listed above");
+            r.child.release();
+            let pid = r.child.child.id();
             finish(&name, r, status.code());
+            // A run that died without closing its row (crashed, killed by
+            // someone else) is closed now, not left "running".
+            match host.catalog.end_running(
+                pid,
+                RunOutcome::Interrupted,
+                "interrupted (process gone): the run's process ended without recording an outcome",
+            ) {
+                Ok(0) => {}
+                Ok(_) => {
+                    tracing::error!(source = %name, "the run's process ended without recording an outcome; recorded as interrupted")
+                }
+                Err(e) => {
+                    tracing::warn!(source = %name, error = %e, "could not check the run's record")
+                }
+            }
         }
     }
 }
 
 fn finish_killed(name: &str, mut r: Running, host: &BackupHost, shutdown: bool) {
-    kill_group(&r.child);
-    let _ = r.child.wait();
+    // SIGKILL: the run cannot record anything now; its guardian takes the
+    // dump tool's group, and the row is closed here.
+    r.child.kill_group();
+    let _ = r.child.child.wait();
+    r.child.release();
+    let pid = r.child.child.id();
     let _ = (r.stdout.join(), r.stderr.join());
     let seconds = r.started.elapsed().as_secs_f64();
     let (outcome, reason) = if shutdown {
@@ -305,14 +379,19 @@ fn finish_killed(name: &str, mut r: Running, host: &BackupHost, shutdown: bool) 
             "aborted: the daemon shut down before the run finished".to_string(),
         )
     } else {
-        (RunOutcome::Failed, format!("timed out after {seconds:.0}s"))
+        (
+            RunOutcome::TimedOut,
+            format!(
+                "timed out after {seconds:.0}s (the source's `timeout`); stopped by the daemon"
+            ),
+        )
     };
-    if let Err(e) = host.catalog.end_running(name, outcome, &reason) {
+    if let Err(e) = host.catalog.end_running(pid, outcome, &reason) {
         tracing::warn!(source = %name, error = %e, "could not record the run's end");
     }
     tracing::warn!(
         source = %name,
-        outcome = if shutdown { "aborted" } else { "failed" },
+        outcome = outcome.as_str(),
         seconds,
         reason = %reason,
         "run finished without a snapshot"

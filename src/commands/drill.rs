@@ -9,13 +9,14 @@ use anyhow::{Context, Result};
 use lockbox_restore::drill::{self, DrillPlan, DrillReport};
 use lockbox_restore::load::{self, DbTarget, Password};
 use lockbox_vault::attestation::{self, Attestation, PublicCheck};
-use lockbox_vault::catalog::{Catalog, VerificationKind, VerificationRow};
+use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome, VerificationKind, VerificationRow};
 use lockbox_vault::config::{Config, ConfigError, SourceKind};
 use lockbox_vault::format::{ATTESTATION_TAG, ATTESTATION_VERSION};
 use lockbox_vault::ids::IdKey;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::manifest::Manifest;
 use lockbox_vault::repository::{self, RepoConfig, SnapshotRef};
+use lockbox_vault::run::{RunGuard, RunSuccess};
 use lockbox_vault::{state, storage};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -59,6 +60,37 @@ pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
             format!("no source named {:?} in the config", args.source),
         )
     })?;
+    lockbox_vault::sys::set_stop_note("scratch database removed, nothing recorded as verified");
+    let guard = RunGuard::begin(&config.catalog_path(), RunKind::Drill, &source.name);
+    match drill_source(config, &args, source) {
+        Ok((code, None)) => {
+            guard.succeed(RunSuccess::default());
+            Ok(code)
+        }
+        Ok((code, Some(failure))) => {
+            let outcome = if failure == "interrupted" || lockbox_vault::sys::stop_signal().is_some()
+            {
+                RunOutcome::Interrupted
+            } else {
+                RunOutcome::Failed
+            };
+            guard.close(outcome, None, None, None, Some(&failure));
+            Ok(code)
+        }
+        Err(e) => {
+            guard.fail(&format!("{e:#}"), e.as_ref());
+            Err(e)
+        }
+    }
+}
+
+/// The drill itself; `Ok((code, Some(failure)))` for a drill that ran and
+/// failed.
+fn drill_source(
+    config: &Config,
+    args: &DrillArgs,
+    source: &lockbox_vault::config::SourceConfig,
+) -> Result<(ExitCode, Option<String>)> {
     let drill_cfg = source.drill.clone();
     let identity = args
         .identity
@@ -183,7 +215,7 @@ pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
         print_human(&report, attestation_key.as_deref());
     }
     if report.passed {
-        return Ok(ExitCode::SUCCESS);
+        return Ok((ExitCode::SUCCESS, None));
     }
     let failure = report.failure.as_deref().unwrap_or("failed");
     if !args.json {
@@ -192,13 +224,16 @@ pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
             report.short_id
         );
     }
-    Ok(ExitCode::from(if report.identity_failure {
-        EXIT_IDENTITY
-    } else if report.operational_failure || failure == "interrupted" {
-        EXIT_FAILURE
-    } else {
-        EXIT_INTEGRITY
-    }))
+    Ok((
+        ExitCode::from(if report.identity_failure {
+            EXIT_IDENTITY
+        } else if report.operational_failure || failure == "interrupted" {
+            EXIT_FAILURE
+        } else {
+            EXIT_INTEGRITY
+        }),
+        Some(failure.to_string()),
+    ))
 }
 
 pub(super) fn host_name() -> String {

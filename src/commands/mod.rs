@@ -57,6 +57,14 @@ pub const EXIT_TEMPFAIL: u8 = 75;
 pub fn run(cli: Cli) -> Result<ExitCode> {
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let config_path = cli.config.clone();
+    if matches!(
+        cli.command,
+        Command::Backup(_) | Command::Restore(_) | Command::Verify(_) | Command::Drill(_)
+    ) {
+        // Stop cleanly on SIGINT/SIGTERM/SIGHUP: tools' groups killed, the
+        // run recorded as interrupted, partial output removed.
+        lockbox_vault::sys::install_stop_handler().context("installing signal handlers")?;
+    }
     match cli.command {
         Command::Keygen(a) => keygen::run(a),
         Command::Init(a) => init::run(&load_config(config_path)?, a),

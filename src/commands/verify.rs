@@ -4,11 +4,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use lockbox_restore::verify::{self, KnownSnapshot, VerifyOptions, VerifyReport};
-use lockbox_vault::catalog::{Catalog, VerificationKind, VerificationRow};
+use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome, VerificationKind, VerificationRow};
 use lockbox_vault::config::Config;
 use lockbox_vault::ids::IdKey;
 use lockbox_vault::keys::{self, Identities};
 use lockbox_vault::repository::{self, RepoConfig};
+use lockbox_vault::run::{REPOSITORY_WIDE, RunGuard, RunSuccess};
 use lockbox_vault::storage::ReadBackend;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -48,6 +49,34 @@ pub(super) fn repo_key(
 }
 
 pub fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
+    lockbox_vault::sys::set_stop_note("nothing recorded as verified");
+    // Recorded on a backup host (it has a catalog); a restore host has none.
+    let guard = config.id_key_path().exists().then(|| {
+        RunGuard::begin(
+            &config.catalog_path(),
+            RunKind::Verify,
+            args.source.as_deref().unwrap_or(REPOSITORY_WIDE),
+        )
+    });
+    let result = verify_repository(config, &args);
+    if let Some(guard) = guard {
+        match &result {
+            Ok((_, Some(problem))) => {
+                guard.close(RunOutcome::Failed, None, None, None, Some(problem));
+            }
+            Ok((_, None)) => {
+                guard.succeed(RunSuccess::default());
+            }
+            Err(e) => {
+                guard.fail(&format!("{e:#}"), e.as_ref());
+            }
+        }
+    }
+    result.map(|(code, _)| code)
+}
+
+/// The verify itself; `Ok((code, Some(summary)))` when it found problems.
+fn verify_repository(config: &Config, args: &VerifyArgs) -> Result<(ExitCode, Option<String>)> {
     if let Some(pct) = args.sample
         && !(pct > 0.0 && pct <= 100.0)
     {
@@ -129,9 +158,21 @@ pub fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
         print_human(&report);
     }
     Ok(if report.ok() {
-        ExitCode::SUCCESS
+        (ExitCode::SUCCESS, None)
     } else {
-        ExitCode::from(EXIT_INTEGRITY)
+        let first = report
+            .problems
+            .first()
+            .map(|p| format!(": first {} {}: {}", p.kind.as_str(), p.object, p.detail))
+            .unwrap_or_default();
+        (
+            ExitCode::from(EXIT_INTEGRITY),
+            Some(format!(
+                "verify found {} problem(s) in {} snapshot(s){first}",
+                report.problems.len(),
+                report.results.iter().filter(|s| !s.passed).count()
+            )),
+        )
     })
 }
 

@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
-use crate::catalog::{Catalog, CatalogError, KnownChunk, RunOutcome};
+use crate::catalog::{Catalog, CatalogError, KnownChunk};
 use crate::chunker::Chunker;
 use crate::delta::{BaseCache, CacheError, DeltaOptions, Sketch, sketches};
 use crate::envelope::{self, EnvelopeError, Sealer};
@@ -50,18 +50,6 @@ const RECORD_BATCH: usize = 256;
 /// the catalog then fails to record.
 pub const STATE_MIN_FREE: u64 = 1 << 20;
 
-/// Bytes available to this user in the file system holding `dir`.
-fn free_bytes(dir: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
 /// Fails with [`BackupError::StateFull`] if the directory holding the
 /// catalog has less than [`STATE_MIN_FREE`] bytes free.
 fn check_state_space(catalog: &Catalog) -> Result<(), BackupError> {
@@ -69,7 +57,7 @@ fn check_state_space(catalog: &Catalog) -> Result<(), BackupError> {
     let Some(dir) = path.parent() else {
         return Ok(());
     };
-    match free_bytes(dir) {
+    match crate::sys::free_bytes(dir) {
         Some(free) if free < STATE_MIN_FREE => Err(BackupError::StateFull {
             dir: dir.display().to_string(),
             free,
@@ -95,6 +83,9 @@ pub enum BackupError {
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// A stop signal arrived; no manifest was written.
+    #[error(transparent)]
+    Interrupted(#[from] crate::sys::Interrupted),
     #[error(
         "state directory {dir} is full ({free} bytes free; a backup needs at least {need} there \
          for the catalog and the base cache): free space in it and run the backup again"
@@ -285,7 +276,9 @@ impl Shared<'_> {
     }
 }
 
-/// Runs one backup of `stream` and records the run in the catalog.
+/// Runs one backup of `stream`. The caller records the run
+/// ([`crate::run::RunGuard`]): it is opened before the source is, so a
+/// source that fails to start is recorded too.
 pub fn run(
     repo: &WriteRepo,
     catalog: &mut Catalog,
@@ -293,27 +286,9 @@ pub fn run(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupSummary, BackupError> {
-    let source = stream.source_name.clone();
-    // Before the run is recorded or the dump started: a full state
-    // directory is named at once, and the dump never runs.
+    // Before the dump is read: a full state directory is named at once.
     check_state_space(catalog)?;
-    let run_id = catalog.begin_run(&source)?;
-    let result = backup(repo, catalog, stream, opts, progress);
-    let (outcome, snap, input, added, err) = match &result {
-        Ok(s) => (
-            RunOutcome::Success,
-            ObjectId::from_hex(&s.snapshot).ok(),
-            s.input_bytes,
-            s.added_bytes,
-            None,
-        ),
-        Err(e) => (RunOutcome::Failed, None, 0, 0, Some(e.to_string())),
-    };
-    if let Err(e) = catalog.finish_run(run_id, outcome, snap.as_ref(), input, added, err.as_deref())
-    {
-        tracing::warn!(error = %e, "could not record the run in the catalog");
-    }
-    result
+    backup(repo, catalog, stream, opts, progress)
 }
 
 fn backup(
@@ -461,9 +436,16 @@ fn backup(
     let stream_hash = stream_hash.expect("chunker finished without error");
     // The last moment to refuse: past the manifest put, the snapshot exists.
     let full = match &cache {
+        _ if crate::sys::stop_signal().is_some() => {
+            crate::sys::check_stop().err().map(BackupError::from)
+        }
         Some(c) if c.is_full() => Some(BackupError::StateFull {
             dir: c.dir().display().to_string(),
-            free: c.dir().parent().and_then(free_bytes).unwrap_or(0),
+            free: c
+                .dir()
+                .parent()
+                .and_then(crate::sys::free_bytes)
+                .unwrap_or(0),
             need: STATE_MIN_FREE,
         }),
         _ => check_state_space(&shared.catalog.lock().unwrap()).err(),
@@ -625,6 +607,10 @@ fn chunk_stream(
             break;
         };
         if shared.aborted() {
+            return None;
+        }
+        if let Err(stop) = crate::sys::check_stop() {
+            shared.fail(stop.into());
             return None;
         }
         let chunk = match chunk {

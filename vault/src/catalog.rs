@@ -109,6 +109,8 @@ impl SnapshotRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
     pub id: i64,
+    /// What ran: `backup`, `drill` or `verify`.
+    pub kind: String,
     pub source: String,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -122,18 +124,46 @@ pub struct RunRow {
 pub enum RunOutcome {
     Success,
     Failed,
+    /// Stopped by a signal, or its process is gone (killed, power loss).
     Interrupted,
+    /// Ran past its `timeout` and was stopped.
+    TimedOut,
     /// Stopped on purpose (daemon shutdown after its grace period).
     Aborted,
 }
 
 impl RunOutcome {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             RunOutcome::Success => "success",
             RunOutcome::Failed => "failed",
             RunOutcome::Interrupted => "interrupted",
+            RunOutcome::TimedOut => "timed_out",
             RunOutcome::Aborted => "aborted",
+        }
+    }
+
+    /// Outcomes that make a source's health CRIT until a later run succeeds.
+    pub fn is_failure_str(outcome: &str) -> bool {
+        matches!(outcome, "failed" | "interrupted" | "timed_out")
+    }
+}
+
+/// What a run row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    Backup,
+    Drill,
+    Verify,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Backup => "backup",
+            RunKind::Drill => "drill",
+            RunKind::Verify => "verify",
         }
     }
 }
@@ -203,7 +233,11 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         let version: Option<i64> = self.meta("schema_version")?.and_then(|v| v.parse().ok());
         let repo = self.meta("repository_id")?;
-        if version != Some(SCHEMA_VERSION) || repo.as_deref() != Some(repository_id) {
+        // A catalog opened before the repository could be reached (to record
+        // a run) has no repository id yet: the first real one adopts it.
+        let adoptable = repo.as_deref() == Some("") || repository_id.is_empty();
+        if version != Some(SCHEMA_VERSION) || (repo.as_deref() != Some(repository_id) && !adoptable)
+        {
             if version.is_some() {
                 tracing::warn!(catalog = %self.path, "catalog belongs to another repository or schema; rebuilding it");
             }
@@ -242,11 +276,14 @@ impl Catalog {
                     UNIQUE (key, version, what));",
             )
             .map_err(|e| self.err(e))?;
+        self.migrate_runs()?;
         self.conn
             .execute_batch(verifications::SCHEMA)
             .map_err(|e| self.err(e))?;
         self.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
-        self.set_meta("repository_id", repository_id)?;
+        if !repository_id.is_empty() || self.meta("repository_id")?.is_none() {
+            self.set_meta("repository_id", repository_id)?;
+        }
         Ok(())
     }
 
@@ -470,21 +507,88 @@ impl Catalog {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    pub fn begin_run(&self, source: &str) -> Result<i64, CatalogError> {
-        // A run still marked running was cut off (killed, power loss).
-        self.conn
-            .execute(
-                "UPDATE runs SET outcome = 'interrupted' WHERE source = ?1 AND outcome = 'running'",
-                [source],
-            )
+    /// Run history is the one table a rebuild cannot restore, so it gains
+    /// columns in place instead of being dropped by a schema change.
+    fn migrate_runs(&self) -> Result<(), CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM pragma_table_info('runs')")
             .map_err(|e| self.err(e))?;
+        let have: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        for (column, decl) in [
+            ("kind", "TEXT NOT NULL DEFAULT 'backup'"),
+            ("pid", "INTEGER"),
+            ("pid_start", "INTEGER"),
+        ] {
+            if !have.iter().any(|h| h == column) {
+                self.conn
+                    .execute_batch(&format!("ALTER TABLE runs ADD COLUMN {column} {decl}"))
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a run row (`running`) for this process: its pid and start time
+    /// let any later reader tell a live run from one whose process is gone.
+    pub fn begin_run(&self, kind: RunKind, source: &str) -> Result<i64, CatalogError> {
+        let pid = std::process::id();
+        let start = crate::sys::process_start_ticks(pid);
         self.conn
             .execute(
-                "INSERT INTO runs(source, started_at, outcome) VALUES (?1, ?2, 'running')",
-                params![source, rfc3339(OffsetDateTime::now_utc())],
+                "INSERT INTO runs(kind, source, started_at, outcome, pid, pid_start)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+                params![
+                    kind.as_str(),
+                    source,
+                    rfc3339(OffsetDateTime::now_utc()),
+                    pid,
+                    start.map(|s| s as i64)
+                ],
             )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Marks every `running` row whose process is gone as interrupted
+    /// (`process gone`): a SIGKILL, a crash or a power loss leaves such
+    /// rows, and nothing else would ever close them. Returns how many.
+    pub fn resolve_dead_runs(&self) -> Result<usize, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, pid, pid_start FROM runs WHERE outcome = 'running'")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(i64, Option<i64>, Option<i64>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let mut resolved = 0;
+        for (id, pid, start) in rows {
+            let gone = match (pid, start) {
+                (Some(pid), Some(start)) => {
+                    crate::sys::process_alive(pid as u32, start as u64) == Some(false)
+                }
+                // Rows from before pids were recorded: nobody can still run them.
+                _ => true,
+            };
+            if gone {
+                resolved += self
+                    .conn
+                    .execute(
+                        "UPDATE runs SET outcome = 'interrupted', finished_at = ?2,
+                            error = coalesce(error, 'interrupted (process gone): the run''s                          process ended without recording an outcome (killed, crashed or the                          host lost power)')
+                         WHERE id = ?1 AND outcome = 'running'",
+                        params![id, rfc3339(OffsetDateTime::now_utc())],
+                    )
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(resolved)
     }
 
     pub fn finish_run(
@@ -514,34 +618,91 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    /// Marks a source's run still recorded as running (its process was
-    /// killed by the daemon) with `outcome` and `reason`.
+    /// Closes the runs process `pid` left `running` (the daemon killed it)
+    /// with `outcome` and `reason`. Returns how many rows it closed.
     pub fn end_running(
         &self,
-        source: &str,
+        pid: u32,
         outcome: RunOutcome,
         reason: &str,
-    ) -> Result<(), CatalogError> {
+    ) -> Result<usize, CatalogError> {
         self.conn
             .execute(
                 "UPDATE runs SET outcome = ?2, error = ?3, finished_at = ?4
-                 WHERE source = ?1 AND outcome = 'running'",
+                 WHERE pid = ?1 AND outcome = 'running'",
                 params![
-                    source,
+                    pid,
                     outcome.as_str(),
                     reason,
                     rfc3339(OffsetDateTime::now_utc())
                 ],
             )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records that the daemon holds a due run of `source` for a free slot
+    /// since `since` (kept until [`Catalog::clear_waiting`]).
+    pub fn set_waiting(
+        &self,
+        source: &str,
+        since: OffsetDateTime,
+        period: Duration,
+    ) -> Result<(), CatalogError> {
+        self.set_meta(
+            &format!("waiting:{source}"),
+            &format!("{} {}", since.unix_timestamp(), period.as_secs()),
+        )
+    }
+
+    pub fn clear_waiting(&self, source: Option<&str>) -> Result<(), CatalogError> {
+        let pattern = match source {
+            Some(s) => format!("waiting:{s}"),
+            None => "waiting:%".to_string(),
+        };
+        self.conn
+            .execute("DELETE FROM meta WHERE key LIKE ?1", [pattern])
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// Sources the daemon holds for a free slot.
+    pub fn waiting(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::health::Waiting>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM meta WHERE key LIKE 'waiting:%'")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let (since, period) = v.split_once(' ')?;
+                Some((
+                    k.strip_prefix("waiting:")?.to_string(),
+                    crate::health::Waiting {
+                        since: OffsetDateTime::from_unix_timestamp(since.parse().ok()?).ok()?,
+                        period: Duration::from_secs(period.parse().ok()?),
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    /// One run by id.
+    pub fn run(&self, id: i64) -> Result<Option<RunRow>, CatalogError> {
+        Ok(self.runs(None)?.into_iter().rev().find(|r| r.id == id))
     }
 
     pub fn runs(&self, source: Option<&str>) -> Result<Vec<RunRow>, CatalogError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, source, started_at, finished_at, outcome, snapshot, error FROM runs
+                "SELECT id, kind, source, started_at, finished_at, outcome, snapshot, error FROM runs
                  WHERE (?1 IS NULL OR source = ?1) ORDER BY id",
             )
             .map_err(|e| self.err(e))?;
@@ -549,12 +710,13 @@ impl Catalog {
             .query_map([source], |r| {
                 Ok(RunRow {
                     id: r.get(0)?,
-                    source: r.get(1)?,
-                    started_at: r.get(2)?,
-                    finished_at: r.get(3)?,
-                    outcome: r.get(4)?,
-                    snapshot: r.get(5)?,
-                    error: r.get(6)?,
+                    kind: r.get(1)?,
+                    source: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    outcome: r.get(5)?,
+                    snapshot: r.get(6)?,
+                    error: r.get(7)?,
                 })
             })
             .map_err(|e| self.err(e))?;

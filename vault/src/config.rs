@@ -186,10 +186,14 @@ pub struct SourceConfig {
     /// (e.g. `5m`), so many sources or hosts do not start at once.
     #[serde(default)]
     pub jitter: Option<String>,
-    /// Any kind: a daemon run still going after this long (e.g. `2h`) is
-    /// aborted: no snapshot, recorded as failed.
+    /// Any kind: a run still going after this long (e.g. `2h`; default
+    /// [`DEFAULT_TIMEOUT`]) is stopped: no snapshot, recorded as timed out.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// `postgres`: how long pg_dump waits for a table's shared lock before
+    /// failing (`--lock-wait-timeout`; default [`DEFAULT_LOCK_WAIT`]).
+    #[serde(default)]
+    pub lock_wait_timeout: Option<String>,
     /// Any kind: health is CRIT when the newest snapshot is older than this
     /// (default `[health] max_backup_age`).
     #[serde(default)]
@@ -289,7 +293,22 @@ pub struct DatabaseSource {
     pub url: Option<String>,
     pub password: Option<PasswordFrom>,
     pub dump_tool: String,
+    /// `postgres`: pg_dump's `--lock-wait-timeout`.
+    pub lock_wait_timeout: Option<std::time::Duration>,
 }
+
+/// A run's timeout when its source sets none. A dump that hangs (a
+/// `pg_dump` queued behind an `ACCESS EXCLUSIVE` lock waits forever) would
+/// otherwise hold its slot, and with it every other source's backups, for
+/// good. Twelve hours is far beyond a healthy dump of several terabytes at
+/// the rates dump tools reach, yet a daily source still misses at most one
+/// slot.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// pg_dump's wait for a table lock when the source sets none: long enough
+/// to ride out a migration's brief lock, short enough that a stuck lock
+/// fails the run with pg_dump's own message instead of hanging it.
+pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// True if a libpq URL carries a password, in its user info
 /// (`postgresql://user:secret@host/db`) or as a `password=` parameter.
@@ -437,10 +456,11 @@ impl SourceConfig {
                 crate::scheduler::parse_duration(s).expect("validated at load")
             })
     }
+    /// The source's run timeout: its own `timeout`, else [`DEFAULT_TIMEOUT`].
     pub fn timeout(&self) -> Option<std::time::Duration> {
-        self.timeout
-            .as_deref()
-            .map(|s| crate::scheduler::parse_duration(s).expect("validated at load"))
+        Some(self.timeout.as_deref().map_or(DEFAULT_TIMEOUT, |s| {
+            crate::scheduler::parse_duration(s).expect("validated at load")
+        }))
     }
 
     /// The source's health thresholds: its own keys, else `[health]`'s.
@@ -462,10 +482,14 @@ impl SourceConfig {
         if let Some(s) = &self.schedule {
             crate::scheduler::Schedule::parse(s, tz).map_err(|e| (key("schedule"), e))?;
         }
-        for (k, v) in [("jitter", &self.jitter), ("timeout", &self.timeout)] {
+        for (k, v) in [
+            ("jitter", &self.jitter),
+            ("timeout", &self.timeout),
+            ("lock_wait_timeout", &self.lock_wait_timeout),
+        ] {
             if let Some(v) = v {
                 let d = crate::scheduler::parse_duration(v).map_err(|e| (key(k), e))?;
-                if k == "timeout" && d.is_zero() {
+                if k != "jitter" && d.is_zero() {
                     return Err((key(k), "must be longer than 0s".into()));
                 }
             }
@@ -685,6 +709,13 @@ impl SourceConfig {
                 .dump_tool
                 .clone()
                 .unwrap_or_else(|| flavor.default_dump_tool().to_string()),
+            lock_wait_timeout: (flavor == DbFlavor::Postgres).then(|| {
+                self.lock_wait_timeout
+                    .as_deref()
+                    .map_or(DEFAULT_LOCK_WAIT, |s| {
+                        crate::scheduler::parse_duration(s).expect("validated at load")
+                    })
+            }),
         })
     }
 }

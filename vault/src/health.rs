@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::catalog::{
-    Catalog, CatalogError, RunRow, SnapshotRow, VerificationKind, VerificationRow,
+    Catalog, CatalogError, RunOutcome, RunRow, SnapshotRow, VerificationKind, VerificationRow,
 };
 use crate::config::{Config, Thresholds};
 use crate::format::SNAPSHOTS_PREFIX;
@@ -72,6 +72,16 @@ pub struct SourceFacts {
     /// First-seen times of tamper events that concern this source: on its
     /// manifests, or on shared objects (chunks, config) that may hold its data.
     pub tamper_seen: Vec<OffsetDateTime>,
+    /// The daemon is holding a due run of this source for a free slot.
+    pub waiting: Option<Waiting>,
+}
+
+/// A due run the daemon could not start yet (every slot busy).
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    pub since: OffsetDateTime,
+    /// The source's schedule period: waiting longer than this is WARN.
+    pub period: Duration,
 }
 
 /// The newest snapshot.
@@ -154,6 +164,8 @@ pub struct SourceStatus {
     /// interrupted.
     pub last_run_failed: bool,
     pub last_error: Option<LastError>,
+    /// The daemon has held a due run for a free slot since then.
+    pub waiting_since: Option<String>,
     pub last_verified: Option<LastVerified>,
     pub last_drill: Option<LastDrill>,
     pub snapshots: u64,
@@ -321,23 +333,17 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
         Some(_) => {}
     }
 
-    let finished_runs = facts.runs.iter().filter(|r| r.outcome != "running");
+    let of_kind = |kind: &'static str| {
+        facts
+            .runs
+            .iter()
+            .filter(move |r| r.kind == kind && r.outcome != "running")
+    };
+    let finished_runs = of_kind("backup");
     let last_finished = finished_runs.clone().next_back();
-    let last_run_failed =
-        last_finished.is_some_and(|r| r.outcome == "failed" || r.outcome == "interrupted");
+    let last_run_failed = last_finished.is_some_and(|r| RunOutcome::is_failure_str(&r.outcome));
     if let Some(r) = last_finished.filter(|_| last_run_failed) {
-        reasons.push((
-            Health::Warn,
-            format!(
-                "last run {} at {}{}",
-                r.outcome,
-                r.finished_at.as_deref().unwrap_or(&r.started_at),
-                r.error
-                    .as_deref()
-                    .map(|e| format!(": {}", one_line(e)))
-                    .unwrap_or_default()
-            ),
-        ));
+        reasons.push((Health::Crit, run_reason("last backup", r)));
     }
     let last_drill = last_of(VerificationKind::Drill).map(|v| LastDrill {
         snapshot: v.snapshot.clone(),
@@ -348,7 +354,7 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
     });
     if let Some(d) = last_drill.as_ref().filter(|d| !d.passed) {
         reasons.push((
-            Health::Warn,
+            Health::Crit,
             format!(
                 "last drill failed at {}: {}",
                 d.finished_at,
@@ -357,6 +363,37 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
                     .map_or_else(|| "no detail".into(), one_line)
             ),
         ));
+    } else if let Some(r) = of_kind("drill")
+        .next_back()
+        .filter(|r| RunOutcome::is_failure_str(&r.outcome))
+    {
+        // A drill that failed before it could restore anything (no
+        // identity, scratch server down) leaves no verification, only this.
+        reasons.push((Health::Crit, run_reason("last drill", r)));
+    }
+    let verify_damage = reasons
+        .iter()
+        .any(|r| r.1.starts_with("verify --read-data"));
+    if !verify_damage
+        && let Some(r) = of_kind("verify")
+            .next_back()
+            .filter(|r| RunOutcome::is_failure_str(&r.outcome))
+    {
+        reasons.push((Health::Crit, run_reason("last verify", r)));
+    }
+    if let Some(w) = &facts.waiting {
+        let waited = age(now, w.since);
+        if waited as u64 > w.period.as_secs() {
+            reasons.push((
+                Health::Warn,
+                format!(
+                    "waiting for a slot since {} ({}, longer than its schedule's period {}):                      other runs hold every slot (raise [daemon] max_concurrent, or lower the                      sources' timeout)",
+                    rfc3339(w.since),
+                    human_duration(waited as u64),
+                    human_duration(w.period.as_secs())
+                ),
+            ));
+        }
     }
 
     let mut backup_runs = BTreeMap::new();
@@ -378,7 +415,7 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
     let last_error = facts
         .runs
         .iter()
-        .rfind(|r| r.outcome == "failed" || r.outcome == "interrupted")
+        .rfind(|r| r.kind == "backup" && RunOutcome::is_failure_str(&r.outcome))
         .map(|r| LastError {
             at: r
                 .finished_at
@@ -405,12 +442,17 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
         configured: facts.configured,
         health: reasons.first().map_or(Health::Ok, |r| r.0),
         reasons: reasons.into_iter().map(|r| r.1).collect(),
-        last_run: facts.runs.last().map(|r| LastRun {
-            outcome: r.outcome.clone(),
-            started_at: r.started_at.clone(),
-            finished_at: r.finished_at.clone(),
-            error: r.error.clone(),
-        }),
+        waiting_since: facts.waiting.as_ref().map(|w| rfc3339(w.since)),
+        last_run: facts
+            .runs
+            .iter()
+            .rfind(|r| r.kind == "backup")
+            .map(|r| LastRun {
+                outcome: r.outcome.clone(),
+                started_at: r.started_at.clone(),
+                finished_at: r.finished_at.clone(),
+                error: r.error.clone(),
+            }),
         last_run_failed,
         last_error,
         last_drill,
@@ -435,6 +477,19 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
         last_backup,
         last_verified,
     }
+}
+
+/// "last backup failed at T: first line of the error".
+fn run_reason(what: &str, r: &RunRow) -> String {
+    format!(
+        "{what} {} at {}{}",
+        r.outcome.replace('_', " "),
+        r.finished_at.as_deref().unwrap_or(&r.started_at),
+        r.error
+            .as_deref()
+            .map(|e| format!(": {}", one_line(e)))
+            .unwrap_or_default()
+    )
 }
 
 /// An error message on one line, cut to a length a reason can carry.
@@ -497,6 +552,8 @@ pub fn report(
     let mut facts: BTreeMap<String, SourceFacts> = BTreeMap::new();
     let mut tamper_all = 0u64;
     let mut shared_tamper = Vec::new();
+    let mut repository_runs: Vec<RunRow> = Vec::new();
+    let mut waits: BTreeMap<String, Waiting> = BTreeMap::new();
     if let Some(cat) = catalog {
         let entry = |facts: &mut BTreeMap<String, SourceFacts>, s: &str| {
             facts.entry(s.to_string()).or_insert_with(|| SourceFacts {
@@ -512,10 +569,19 @@ pub fn report(
                 .snapshots
                 .push(s);
         }
+        // A run whose process is gone is closed before it is judged.
+        if let Err(e) = cat.resolve_dead_runs() {
+            tracing::debug!(error = %e, "could not close runs whose process is gone (read-only?)");
+        }
         for r in cat.runs(None)? {
+            if r.source == crate::run::REPOSITORY_WIDE {
+                repository_runs.push(r);
+                continue;
+            }
             entry(&mut facts, &r.source);
             facts.get_mut(&r.source).expect("inserted").runs.push(r);
         }
+        waits = cat.waiting()?;
         for v in cat.verifications(None)? {
             entry(&mut facts, &v.source);
             facts
@@ -558,6 +624,12 @@ pub fn report(
         });
         f.configured = configured.contains(name.as_str());
         f.tamper_seen.extend(shared_tamper.iter().copied());
+        if f.configured {
+            // A repository-wide verify concerns every source.
+            f.runs.extend(repository_runs.iter().cloned());
+            f.runs.sort_by_key(|r| r.id);
+        }
+        f.waiting = waits.remove(&name);
         if let Some(cat) = catalog {
             f.last_verified = cat.last_verified(&name)?;
         }

@@ -23,6 +23,9 @@
 //! * [`scheduler`] — cron schedules, periods and catch-up rules for the daemon.
 //! * [`state`] — the private state directory.
 //! * [`lock`] — per-source run locks (one backup of a source at a time per host).
+//! * [`run`] — the run record: every backup, drill and verify is recorded from the moment
+//!   its source is chosen until a guard closes it, whatever fails in between.
+//! * [`sys`] — process control: tools in their own process groups, stop signals, /proc.
 //! * `fuzzing` (hidden) — fuzz target bodies and seed corpora for every decoder of stored bytes.
 //!
 //! Architecture invariants:
@@ -79,7 +82,9 @@ pub mod manifest;
 pub mod prune;
 pub mod repository;
 pub mod retention;
+pub mod run;
 pub mod scheduler;
 pub mod source;
 pub mod state;
 pub mod storage;
+pub mod sys;

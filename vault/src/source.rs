@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -68,9 +68,9 @@ fn stderr_suffix(stderr: &str) -> String {
 
 type Finisher = Box<dyn FnOnce() -> Result<serde_json::Value, SourceError> + Send>;
 
-/// The dump tool's process, shared between the finisher (which reaps it)
-/// and a timeout watchdog (which may kill it first).
-type SharedChild = Arc<Mutex<Option<Child>>>;
+/// The dump tool's process group, shared between the finisher (which reaps
+/// it) and a timeout watchdog (which may kill it first).
+type SharedChild = Arc<Mutex<Option<crate::sys::GroupChild>>>;
 
 /// A dump in progress: read it to the end, then call [`DumpStream::finish`]
 /// to learn whether it is complete. Dropping it unfinished aborts the source
@@ -123,9 +123,8 @@ impl DumpStream {
             tracing::error!(source = %name, timeout = %shown, "source timed out; stopping the dump");
             if let Some(child) = child
                 && let Some(c) = child.lock().unwrap().as_mut()
-                && matches!(c.try_wait(), Ok(None))
             {
-                kill_tree(c);
+                c.kill_group();
             }
         });
         self.watchdog = Some(tx);
@@ -231,63 +230,16 @@ pub fn open(config: &SourceConfig, tmp_dir: &Path) -> Result<DumpStream, SourceE
     }
 }
 
-/// Kills and reaps the child if the stream is dropped unfinished.
+/// Kills and reaps the tool's group if the stream is dropped unfinished.
 struct ChildGuard {
     child: SharedChild,
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.lock().unwrap().take() {
-            kill_tree(&mut c);
-            let _ = c.wait();
-        }
+        // GroupChild's own drop kills, reaps and releases the group.
+        drop(self.child.lock().unwrap().take());
     }
-}
-
-/// Kills the child and everything it started (a shell wrapper's `sleep`
-/// would otherwise hold the dump pipe open). The tool stays in Lockbox's own
-/// process group, so the daemon's group kill still reaches it; its
-/// descendants are found through /proc. Only called on an unreaped child,
-/// whose pid cannot have been reused.
-fn kill_tree(c: &mut Child) {
-    for pid in descendants(c.id()) {
-        // SAFETY: kill(2) has no memory effects.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
-    let _ = c.kill();
-}
-
-/// Pids of all descendants of `root` (Linux /proc), deepest last.
-fn descendants(root: u32) -> Vec<i32> {
-    let mut parent_of: Vec<(i32, i32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may contain spaces and ')'.
-        let ppid = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if let Some(ppid) = ppid {
-            parent_of.push((pid, ppid));
-        }
-    }
-    let mut found = vec![root as i32];
-    let mut i = 0;
-    while i < found.len() {
-        let p = found[i];
-        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    found.remove(0);
-    found
 }
 
 /// Waits for the child to exit. Polls, so that a timeout watchdog can take
@@ -297,7 +249,9 @@ fn wait_shared(child: &SharedChild) -> io::Result<std::process::ExitStatus> {
         {
             let mut slot = child.lock().unwrap();
             let c = slot.as_mut().expect("child present until reaped");
-            if let Some(status) = c.try_wait()? {
+            if let Some(status) = c.child.try_wait()? {
+                // Stray background processes of the tool go with it.
+                c.release();
                 slot.take();
                 return Ok(status);
             }
@@ -316,7 +270,7 @@ pub fn spawn_command(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| SourceError::Spawn {
+    let mut group = crate::sys::spawn_group(&mut cmd).map_err(|e| SourceError::Spawn {
         source_name: source_name.into(),
         program: program.clone(),
         reason: if e.kind() == io::ErrorKind::NotFound {
@@ -325,8 +279,8 @@ pub fn spawn_command(
             e.to_string()
         },
     })?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
+    let stdout = group.child.stdout.take().expect("piped stdout");
+    let stderr = group.child.stderr.take().expect("piped stderr");
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let tail_writer = Arc::clone(&tail);
     let stderr_thread: JoinHandle<()> = std::thread::spawn(move || {
@@ -342,7 +296,7 @@ pub fn spawn_command(
             t.drain(..excess);
         }
     });
-    let shared: SharedChild = Arc::new(Mutex::new(Some(child)));
+    let shared: SharedChild = Arc::new(Mutex::new(Some(group)));
     let guard = ChildGuard {
         child: Arc::clone(&shared),
     };

@@ -41,6 +41,7 @@ fn snapshot(n: u8, age: i64) -> SnapshotRow {
 fn run(outcome: &str, age: i64, error: Option<&str>) -> RunRow {
     RunRow {
         id: 0,
+        kind: "backup".into(),
         source: "orders".into(),
         started_at: at(age + 60),
         finished_at: (outcome != "running").then(|| at(age)),
@@ -76,6 +77,14 @@ fn healthy() -> SourceFacts {
         last_verified: Some(drill.clone()),
         verifications: vec![drill],
         tamper_seen: vec![],
+        waiting: None,
+    }
+}
+
+fn run_of(kind: &str, outcome: &str, age: i64, error: Option<&str>) -> RunRow {
+    RunRow {
+        kind: kind.into(),
+        ..run(outcome, age, error)
     }
 }
 
@@ -153,8 +162,8 @@ fn verdicts_by_case() {
                 f.runs
                     .push(run("failed", 60, Some("pg_dump: connection refused\nmore")))
             },
-            Health::Warn,
-            "last run failed at 2026-11-21T11:59:00Z: pg_dump: connection refused more",
+            Health::Crit,
+            "last backup failed at 2026-11-21T11:59:00Z: pg_dump: connection refused more",
         ),
         (
             "a failure followed by a success is over",
@@ -170,8 +179,8 @@ fn verdicts_by_case() {
                 f.runs.push(run("interrupted", 120, None));
                 f.runs.push(run("running", 0, None));
             },
-            Health::Warn,
-            "last run interrupted",
+            Health::Crit,
+            "last backup interrupted",
         ),
         (
             "the newest drill failed",
@@ -179,8 +188,84 @@ fn verdicts_by_case() {
                 f.verifications
                     .push(verification(VerificationKind::Drill, HOUR, false))
             },
-            Health::Warn,
+            Health::Crit,
             "last drill failed at 2026-11-21T12:01:40Z: row count of orders differs",
+        ),
+        (
+            "a backup that timed out",
+            |f, _| {
+                f.runs.push(run(
+                    "timed_out",
+                    60,
+                    Some("source orders: timed out after 12h"),
+                ))
+            },
+            Health::Crit,
+            "last backup timed out at",
+        ),
+        (
+            "a drill that failed before restoring (no verification row)",
+            |f, _| {
+                f.runs.push(run_of(
+                    "drill",
+                    "failed",
+                    60,
+                    Some("drill target unreachable"),
+                ))
+            },
+            Health::Crit,
+            "last drill failed at 2026-11-21T11:59:00Z: drill target unreachable",
+        ),
+        (
+            "a later drill run that passed clears a failed one",
+            |f, _| {
+                f.runs
+                    .push(run_of("drill", "failed", 2 * HOUR, Some("unreachable")));
+                f.runs.push(run_of("drill", "success", HOUR, None));
+            },
+            Health::Ok,
+            "",
+        ),
+        (
+            "a verify run that failed",
+            |f, _| {
+                f.runs.push(run_of(
+                    "verify",
+                    "failed",
+                    60,
+                    Some("storage: access denied"),
+                ))
+            },
+            Health::Crit,
+            "last verify failed",
+        ),
+        (
+            "a drill or verify failure does not count as the last backup run",
+            |f, _| f.runs.push(run_of("verify", "success", 60, None)),
+            Health::Ok,
+            "",
+        ),
+        (
+            "waiting for a slot longer than the schedule's period",
+            |f, _| {
+                f.waiting = Some(Waiting {
+                    since: NOW - time::Duration::hours(2),
+                    period: Duration::from_secs(3600),
+                })
+            },
+            Health::Warn,
+            "waiting for a slot since 2026-11-21T10:00:00Z",
+        ),
+        (
+            "waiting for a slot within the period is fine",
+            |f, _| {
+                f.waiting = Some(Waiting {
+                    since: NOW - time::Duration::minutes(10),
+                    period: Duration::from_secs(3600),
+                })
+            },
+            Health::Ok,
+            "",
         ),
         (
             "the newest full verify failed: damaged data",
@@ -331,7 +416,9 @@ fn report_from_a_catalog() {
         &manifest("piped", t2, 10, 10),
     )
     .unwrap();
-    let r = cat.begin_run("orders").unwrap();
+    let r = cat
+        .begin_run(crate::catalog::RunKind::Backup, "orders")
+        .unwrap();
     cat.finish_run(r, RunOutcome::Success, None, 6000, 1000, None)
         .unwrap();
     cat.record_verification(&VerificationRow {

@@ -159,6 +159,9 @@ pub(super) fn open(
     let mut cmd = Command::new(&db.dump_tool);
     cmd.args(["--format=custom", "--compress=0", "--no-password"])
         .args(&conn);
+    if let Some(wait) = db.lock_wait_timeout {
+        cmd.arg(format!("--lock-wait-timeout={}", wait.as_millis()));
+    }
     configure(&mut cmd, db, pf_path.as_deref());
     db::spawn_dump(
         source_name,

@@ -1,0 +1,302 @@
+//! The run record. Every backup, drill and verify is recorded in the
+//! catalog from the moment its source is chosen: [`RunGuard::begin`] opens
+//! the row (`running`, with this process's pid and start time) before the
+//! configuration for the source is resolved, a tool is started or storage
+//! is reached, and one guard closes it, whatever happens in between:
+//!
+//! * [`RunGuard::finish`] with the result: `success`, or the outcome the
+//!   error implies ([`outcome_of`]: `interrupted` after a stop signal,
+//!   `timed_out` past the source's `timeout`, else `failed`) and the error
+//!   text (already free of secrets: sources scrub what tools print);
+//! * dropped unfinished (a panic unwinding): `interrupted`;
+//! * forced exit after a stop signal ([`crate::sys`]'s abort hooks):
+//!   `interrupted by SIGx`;
+//! * SIGKILL or power loss: nothing runs, and the row stays `running` until
+//!   a reader ([`Catalog::resolve_dead_runs`]) sees its process is gone.
+//!
+//! A catalog that cannot be written (a full state directory) never hides a
+//! failure: the guard logs it, and the caller still exits non-zero and
+//! notifies. Lock contention is not a run: callers take the source's lock
+//! before beginning one.
+
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::catalog::{Catalog, CatalogError, RunKind, RunOutcome};
+use crate::ids::ObjectId;
+
+/// The source name of a run that concerns the whole repository (a
+/// `verify` without `--source`); health applies it to every source.
+pub const REPOSITORY_WIDE: &str = "*";
+
+/// Facts of a finished run, for notifications and logs.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub kind: RunKind,
+    pub source: String,
+    pub outcome: RunOutcome,
+    pub started_at: OffsetDateTime,
+    pub finished_at: OffsetDateTime,
+    pub snapshot: Option<String>,
+    pub input_bytes: Option<u64>,
+    pub added_bytes: Option<u64>,
+    pub error: Option<String>,
+    /// The catalog could not record the run (it says why).
+    pub unrecorded: Option<String>,
+}
+
+impl RunReport {
+    pub fn duration_seconds(&self) -> f64 {
+        (self.finished_at - self.started_at)
+            .as_seconds_f64()
+            .max(0.0)
+    }
+}
+
+/// What a successful run produced.
+#[derive(Debug, Clone, Default)]
+pub struct RunSuccess {
+    pub snapshot: Option<ObjectId>,
+    pub input_bytes: u64,
+    pub added_bytes: u64,
+}
+
+/// An open run row; see the module doc.
+pub struct RunGuard {
+    catalog: PathBuf,
+    id: Option<i64>,
+    kind: RunKind,
+    source: String,
+    started_at: OffsetDateTime,
+    abort_hook: u64,
+    /// Why the row could not be opened, if it could not.
+    unrecorded: Option<String>,
+    closed: bool,
+}
+
+/// Opens the catalog at `path` to record a run, whether or not the
+/// repository has been reached yet: an existing catalog keeps its
+/// repository id, a new one adopts the first it is opened with.
+pub fn open_catalog(path: &Path) -> Result<Catalog, CatalogError> {
+    match crate::health::open_catalog(path)? {
+        Some(c) => Ok(c),
+        None => {
+            if let Some(dir) = path.parent() {
+                crate::state::ensure_private_dir(dir).map_err(|source| CatalogError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            }
+            Catalog::open(path, "")
+        }
+    }
+}
+
+impl RunGuard {
+    /// Records that `kind` of `source` has started. Never fails: when the
+    /// catalog cannot be written the run goes on unrecorded and the reason
+    /// is logged and kept for the report.
+    pub fn begin(catalog_path: &Path, kind: RunKind, source: &str) -> Self {
+        let started_at = OffsetDateTime::now_utc();
+        let opened = open_catalog(catalog_path).and_then(|c| {
+            // Rows of runs whose process died are closed before a new one
+            // opens, so "running" only ever means running.
+            if let Err(e) = c.resolve_dead_runs() {
+                tracing::warn!(error = %e, "could not close the rows of runs whose process is gone");
+            }
+            c.begin_run(kind, source)
+        });
+        let (id, unrecorded) = match opened {
+            Ok(id) => (Some(id), None),
+            Err(e) => {
+                tracing::error!(
+                    source = %source,
+                    kind = kind.as_str(),
+                    error = %e,
+                    "could not record the start of the run in the catalog; its outcome is \
+                     still reported (exit status, notifications, log)"
+                );
+                (None, Some(e.to_string()))
+            }
+        };
+        let abort_hook = match id {
+            Some(id) => {
+                let path = catalog_path.to_path_buf();
+                crate::sys::add_abort_hook(move || {
+                    let reason = match crate::sys::stop_signal() {
+                        Some(s) => format!(
+                            "interrupted by {}: the run did not stop in time and was ended",
+                            crate::sys::signal_name(s)
+                        ),
+                        None => "interrupted".to_string(),
+                    };
+                    let _ = close_row(
+                        &path,
+                        id,
+                        RunOutcome::Interrupted,
+                        None,
+                        0,
+                        0,
+                        Some(&reason),
+                    );
+                })
+            }
+            None => 0,
+        };
+        tracing::debug!(source = %source, kind = kind.as_str(), run = ?id, "run recorded as running");
+        Self {
+            catalog: catalog_path.to_path_buf(),
+            id,
+            kind,
+            source: source.to_string(),
+            started_at,
+            abort_hook,
+            unrecorded,
+            closed: false,
+        }
+    }
+
+    pub fn id(&self) -> Option<i64> {
+        self.id
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn kind(&self) -> RunKind {
+        self.kind
+    }
+
+    /// Closes the run as a success.
+    pub fn succeed(self, s: RunSuccess) -> RunReport {
+        self.close(
+            RunOutcome::Success,
+            s.snapshot.as_ref(),
+            Some(s.input_bytes),
+            Some(s.added_bytes),
+            None,
+        )
+    }
+
+    /// Closes the run with the outcome `cause` implies and `message` (the
+    /// whole error chain, as the user sees it).
+    pub fn fail(self, message: &str, cause: &(dyn std::error::Error + 'static)) -> RunReport {
+        let outcome = outcome_of(cause);
+        self.close(outcome, None, None, None, Some(message))
+    }
+
+    /// Closes the run with an explicit outcome.
+    pub fn close(
+        mut self,
+        outcome: RunOutcome,
+        snapshot: Option<&ObjectId>,
+        input_bytes: Option<u64>,
+        added_bytes: Option<u64>,
+        error: Option<&str>,
+    ) -> RunReport {
+        self.closed = true;
+        crate::sys::remove_abort_hook(self.abort_hook);
+        let mut unrecorded = self.unrecorded.take();
+        if let Some(id) = self.id {
+            let written = close_row(
+                &self.catalog,
+                id,
+                outcome,
+                snapshot,
+                input_bytes.unwrap_or(0),
+                added_bytes.unwrap_or(0),
+                error,
+            );
+            if let Err(e) = written {
+                tracing::error!(
+                    source = %self.source,
+                    kind = self.kind.as_str(),
+                    outcome = outcome.as_str(),
+                    error = %e,
+                    "could not record the end of the run in the catalog; the next reader \
+                     marks it interrupted"
+                );
+                unrecorded = Some(e.to_string());
+            }
+        }
+        RunReport {
+            kind: self.kind,
+            source: self.source.clone(),
+            outcome,
+            started_at: self.started_at,
+            finished_at: OffsetDateTime::now_utc(),
+            snapshot: snapshot.map(|s| s.to_hex()),
+            input_bytes,
+            added_bytes,
+            error: error.map(str::to_string),
+            unrecorded,
+        }
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        crate::sys::remove_abort_hook(self.abort_hook);
+        if let Some(id) = self.id {
+            let reason = if std::thread::panicking() {
+                "interrupted: Lockbox failed internally (a panic); see the log"
+            } else {
+                "interrupted: the run ended without recording an outcome"
+            };
+            let _ = close_row(
+                &self.catalog,
+                id,
+                RunOutcome::Interrupted,
+                None,
+                0,
+                0,
+                Some(reason),
+            );
+        }
+    }
+}
+
+fn close_row(
+    path: &Path,
+    id: i64,
+    outcome: RunOutcome,
+    snapshot: Option<&ObjectId>,
+    input_bytes: u64,
+    added_bytes: u64,
+    error: Option<&str>,
+) -> Result<(), CatalogError> {
+    let catalog = open_catalog(path)?;
+    catalog.finish_run(id, outcome, snapshot, input_bytes, added_bytes, error)
+}
+
+/// The outcome an error implies: a stop signal → `interrupted`, a source's
+/// timeout → `timed_out`, anything else → `failed`.
+pub fn outcome_of(err: &(dyn std::error::Error + 'static)) -> RunOutcome {
+    if crate::sys::stop_signal().is_some() {
+        return RunOutcome::Interrupted;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(c) = cause {
+        if c.downcast_ref::<crate::sys::Interrupted>().is_some() {
+            return RunOutcome::Interrupted;
+        }
+        if let Some(crate::source::SourceError::TimedOut { .. }) = c.downcast_ref() {
+            return RunOutcome::TimedOut;
+        }
+        // `transparent` variants hand `source()` past the wrapped error.
+        match c.downcast_ref::<crate::backup::BackupError>() {
+            Some(crate::backup::BackupError::Source(crate::source::SourceError::TimedOut {
+                ..
+            })) => return RunOutcome::TimedOut,
+            Some(crate::backup::BackupError::Interrupted(_)) => return RunOutcome::Interrupted,
+            _ => {}
+        }
+        cause = c.source();
+    }
+    RunOutcome::Failed
+}

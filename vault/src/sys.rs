@@ -1,0 +1,387 @@
+//! Process control: the one place that starts tools in their own process
+//! group, stops them, reacts to stop signals and asks the kernel about
+//! processes. Every `unsafe` call of the crate for these lives here.
+//!
+//! Why process groups: a dump tool is often a tree (`sh -c 'pg_dump … |
+//! gzip'`, a wrapper's `sleep`). Killing only the direct child leaves the
+//! rest running and holding the dump pipe open. Each tool Lockbox starts is
+//! the leader of its own group, so one `kill(-pgid)` reaches the whole tree,
+//! and a terminal's Ctrl-C reaches Lockbox only: Lockbox then stops the
+//! groups it started, records the run and exits itself.
+//!
+//! Why a guardian: if Lockbox is SIGKILLed (OOM killer, `kill -9`, a
+//! daemon's last resort) nothing in it runs. Each group gets a tiny
+//! `/bin/sh` watching a pipe whose write end only Lockbox holds; the kernel
+//! closes that pipe when Lockbox dies, however it dies, and the guardian
+//! then kills the group. (`PR_SET_PDEATHSIG` would reach the direct child
+//! only, and fires when the spawning *thread* ends, not the process.)
+
+use std::io::{self, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+/// How long a stopped group gets between SIGTERM and SIGKILL.
+pub const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// How long after a stop signal the process may take to wind down on its
+/// own (kill its tools, record the run, remove partial output) before the
+/// signal thread does the essentials itself and exits. Long enough for the
+/// pipeline to drain, short enough for a person at a terminal.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The stop signal received, 0 while none.
+static STOP: AtomicI32 = AtomicI32::new(0);
+
+/// Process groups started through [`spawn_group`] and not yet released.
+static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+type Hook = Box<dyn Fn() + Send>;
+
+/// Last-resort work for a process that does not wind down in time after a
+/// stop signal (see [`STOP_DEADLINE`]): record runs, remove partial files.
+static ABORT_HOOKS: Mutex<Vec<(u64, Hook)>> = Mutex::new(Vec::new());
+static NEXT_HOOK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// What the CLI prints after "interrupted by SIGx: " (e.g. "no snapshot
+/// written"); set by the command that is running.
+static STOP_NOTE: Mutex<&'static str> = Mutex::new("stopped");
+
+/// The run was stopped by a signal; nothing it was writing was published.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("interrupted by {}", signal_name(*.signal))]
+pub struct Interrupted {
+    pub signal: i32,
+}
+
+impl Interrupted {
+    /// The conventional exit status of a process stopped by this signal.
+    pub fn exit_code(self) -> u8 {
+        (128 + self.signal).clamp(0, 255) as u8
+    }
+}
+
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        s => format!("signal {s}"),
+    }
+}
+
+/// The stop signal received so far, if any.
+pub fn stop_signal() -> Option<i32> {
+    match STOP.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// `Err(Interrupted)` once a stop signal has arrived: long loops call it so
+/// a stop ends them at the next step.
+pub fn check_stop() -> Result<(), Interrupted> {
+    match stop_signal() {
+        None => Ok(()),
+        Some(signal) => Err(Interrupted { signal }),
+    }
+}
+
+/// Sets what a stop leaves behind, for the one line the CLI prints.
+pub fn set_stop_note(note: &'static str) {
+    *STOP_NOTE.lock().unwrap() = note;
+}
+
+pub fn stop_note() -> &'static str {
+    *STOP_NOTE.lock().unwrap()
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP stop this process cleanly: the signal is
+/// remembered ([`stop_signal`]), every process group started through
+/// [`spawn_group`] is stopped (SIGTERM, SIGKILL after [`TERM_GRACE`]), and
+/// the work in progress notices through [`check_stop`] or its tool's death.
+/// If the process is still alive [`STOP_DEADLINE`] later (or on a second
+/// signal), the abort hooks run and it exits with 128 + the signal.
+/// For one-shot commands; the daemon has its own shutdown.
+pub fn install_stop_handler() -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("stop-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if STOP
+                    .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    // A second signal: the person means it.
+                    hard_exit(STOP.load(Ordering::SeqCst));
+                }
+                tracing::warn!(signal = %signal_name(signal), "stop requested; stopping the run");
+                stop_all_groups();
+                std::thread::spawn(move || {
+                    std::thread::sleep(STOP_DEADLINE);
+                    tracing::error!("the run did not stop in time; exiting");
+                    hard_exit(signal);
+                });
+            }
+        })?;
+    Ok(())
+}
+
+/// Runs the abort hooks, prints the stop line and exits without unwinding.
+fn hard_exit(signal: i32) -> ! {
+    stop_all_groups_now();
+    let hooks = std::mem::take(&mut *ABORT_HOOKS.lock().unwrap_or_else(|p| p.into_inner()));
+    for (_, hook) in hooks {
+        hook();
+    }
+    eprintln!(
+        "error: interrupted by {}: {}",
+        signal_name(signal),
+        stop_note()
+    );
+    // SAFETY: _exit ends the process at once; no Rust state is used after.
+    unsafe { libc::_exit(128 + signal) }
+}
+
+/// Registers work for a forced exit after a stop signal; returns a handle
+/// for [`remove_abort_hook`].
+pub fn add_abort_hook(hook: impl Fn() + Send + 'static) -> u64 {
+    let id = NEXT_HOOK.fetch_add(1, Ordering::Relaxed);
+    ABORT_HOOKS.lock().unwrap().push((id, Box::new(hook)));
+    id
+}
+
+pub fn remove_abort_hook(id: u64) {
+    ABORT_HOOKS.lock().unwrap().retain(|(i, _)| *i != id);
+}
+
+/// Removes `path` if the process is forced to exit (a partial output).
+pub fn remove_on_abort(path: &Path) -> u64 {
+    let path: PathBuf = path.to_path_buf();
+    add_abort_hook(move || {
+        let _ = std::fs::remove_file(&path);
+    })
+}
+
+fn stop_all_groups() {
+    let groups = GROUPS.lock().unwrap().clone();
+    for &pgid in &groups {
+        signal_group(pgid, libc::SIGTERM);
+    }
+    if groups.is_empty() {
+        return;
+    }
+    std::thread::spawn(move || {
+        std::thread::sleep(TERM_GRACE);
+        let still = GROUPS.lock().unwrap().clone();
+        for pgid in groups.into_iter().filter(|g| still.contains(g)) {
+            signal_group(pgid, libc::SIGKILL);
+        }
+    });
+}
+
+fn stop_all_groups_now() {
+    let groups = GROUPS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for pgid in groups {
+        signal_group(pgid, libc::SIGKILL);
+    }
+}
+
+/// Sends `signal` to every process of group `pgid`.
+pub fn signal_group(pgid: i32, signal: i32) {
+    if pgid <= 1 {
+        return; // never the whole session or every process
+    }
+    // SAFETY: kill(2) has no memory effects; a negative pid names a group.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+/// A tool started as the leader of its own process group, watched by a
+/// guardian that kills the group if Lockbox dies first.
+pub struct GroupChild {
+    pub child: Child,
+    guardian: Option<Guardian>,
+}
+
+struct Guardian {
+    process: Child,
+    pipe: ChildStdin,
+}
+
+impl GroupChild {
+    pub fn pgid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Kills the whole group at once (SIGKILL).
+    pub fn kill_group(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal_group(self.pgid(), libc::SIGKILL);
+        }
+    }
+
+    /// Stops the group: SIGTERM, then SIGKILL after `grace`; waits for the
+    /// leader and releases the group.
+    pub fn terminate(&mut self, grace: Duration) -> io::Result<std::process::ExitStatus> {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal_group(self.pgid(), libc::SIGTERM);
+            let deadline = std::time::Instant::now() + grace;
+            while std::time::Instant::now() < deadline {
+                if self.child.try_wait()?.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if self.child.try_wait()?.is_none() {
+                signal_group(self.pgid(), libc::SIGKILL);
+            }
+        }
+        let status = self.child.wait()?;
+        self.release();
+        Ok(status)
+    }
+
+    /// After the leader has been reaped: kills what is left of its group (a
+    /// tool's stray background process), then tells the guardian to stand
+    /// down. The group's id cannot have been reused while any member lives.
+    pub fn release(&mut self) {
+        let pgid = self.pgid();
+        signal_group(pgid, libc::SIGKILL);
+        GROUPS.lock().unwrap().retain(|g| *g != pgid);
+        if let Some(mut g) = self.guardian.take() {
+            let _ = g.pipe.write_all(b"done\n");
+            drop(g.pipe);
+            let _ = g.process.wait();
+        }
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        if self.guardian.is_some() {
+            if matches!(self.child.try_wait(), Ok(None)) {
+                signal_group(self.pgid(), libc::SIGKILL);
+                let _ = self.child.wait();
+            }
+            self.release();
+        }
+    }
+}
+
+/// Starts `cmd` as the leader of a new process group, registered for stop
+/// signals and watched by a guardian (see the module doc).
+pub fn spawn_group(cmd: &mut Command) -> io::Result<GroupChild> {
+    cmd.process_group(0);
+    let child = cmd.spawn()?;
+    let pgid = child.id() as i32;
+    GROUPS.lock().unwrap().push(pgid);
+    // The guardian reads one line; EOF (Lockbox gone) makes `read` fail and
+    // the group is killed. Its own group, so a terminal's Ctrl-C does not
+    // reach it.
+    let guardian = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "read _ || kill -s KILL -- -\"$1\" 2>/dev/null",
+            "lockbox-guard",
+        ])
+        .arg(pgid.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .ok()
+        .and_then(|mut p| {
+            let pipe = p.stdin.take()?;
+            Some(Guardian { process: p, pipe })
+        });
+    if guardian.is_none() {
+        tracing::warn!(
+            "could not start the guardian of a tool's process group (/bin/sh); if Lockbox \
+             is killed, the tool may outlive it"
+        );
+    }
+    Ok(GroupChild { child, guardian })
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat`
+/// field 22): with the pid, it names a process across pid reuse. `None`
+/// for a process that is gone, zombies included (an orphan's zombie waits
+/// for a reaper that, in a container, may never come).
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid …": comm may contain spaces and ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Whether the process `pid` that started at `start_ticks` still runs.
+/// `None` when it cannot be told (no /proc).
+pub fn process_alive(pid: u32, start_ticks: u64) -> Option<bool> {
+    if !Path::new("/proc/self/stat").exists() {
+        return None;
+    }
+    Some(process_start_ticks(pid) == Some(start_ticks))
+}
+
+/// Bytes available to this user in the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value of the plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_alive_and_a_wrong_one_is_not() {
+        let pid = std::process::id();
+        let start = process_start_ticks(pid).expect("own /proc entry");
+        assert_eq!(process_alive(pid, start), Some(true));
+        assert_eq!(process_alive(pid, start + 1), Some(false));
+    }
+
+    #[test]
+    fn a_group_kill_reaches_grandchildren() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("grandchild.pid");
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!("sleep 60 & echo $! > {}; wait", marker.display()));
+        let mut g = spawn_group(&mut cmd).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let grandchild: u32 = loop {
+            if let Ok(t) = std::fs::read_to_string(&marker)
+                && let Ok(p) = t.trim().parse()
+            {
+                break p;
+            }
+            assert!(std::time::Instant::now() < deadline, "no grandchild");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let start = process_start_ticks(grandchild).unwrap();
+        g.terminate(Duration::from_secs(1)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(process_alive(grandchild, start), Some(false));
+    }
+}
