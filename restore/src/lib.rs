@@ -30,6 +30,9 @@ pub use pipeline::RestoreProgress;
 pub enum RestoreError {
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// A stop signal arrived; the partial output was removed.
+    #[error(transparent)]
+    Interrupted(#[from] lockbox_vault::sys::Interrupted),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("snapshot {snapshot}: chunk #{index} ({key}) is missing from the repository")]

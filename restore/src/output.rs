@@ -12,6 +12,15 @@ pub struct FileTarget {
     target: PathBuf,
     force: bool,
     temp: Option<BufWriter<tempfile::NamedTempFile>>,
+    /// Removes the temporary file if a stop signal forces an exit (no
+    /// destructor runs then).
+    abort_hook: u64,
+}
+
+impl Drop for FileTarget {
+    fn drop(&mut self) {
+        lockbox_vault::sys::remove_abort_hook(self.abort_hook);
+    }
 }
 
 impl FileTarget {
@@ -31,10 +40,12 @@ impl FileTarget {
                 path: shown,
                 reason: format!("creating a temporary file in {}: {e}", dir.display()),
             })?;
+        let abort_hook = lockbox_vault::sys::remove_on_abort(temp.path());
         Ok(Self {
             target: target.to_path_buf(),
             force,
             temp: Some(BufWriter::with_capacity(1 << 20, temp)),
+            abort_hook,
         })
     }
 

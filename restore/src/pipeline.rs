@@ -130,6 +130,9 @@ pub(crate) fn run(
                 }
                 Err(e) => return stop(e),
             }
+            if let Err(stopped) = lockbox_vault::sys::check_stop() {
+                return stop(stopped.into());
+            }
             while let Some(data) = pending.remove(&next) {
                 for piece in data.chunks(WRITE_PIECE) {
                     hasher.update(piece);

@@ -19,8 +19,16 @@ const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
 
 pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
     if let Some(url) = &args.into {
+        lockbox_vault::sys::set_stop_note(
+            "the load was stopped; the target database may hold part of the dump",
+        );
         return run_into(config, &args, url);
     }
+    lockbox_vault::sys::set_stop_note(if args.output.as_deref() == Some(Path::new("-")) {
+        "the output on stdout is incomplete"
+    } else {
+        "no output written"
+    });
     let output = args
         .output
         .as_deref()

@@ -73,6 +73,9 @@ pub enum BackupError {
     Source(#[from] SourceError),
     #[error("reading the dump of source {source_name}: {reason}")]
     Read { source_name: String, reason: String },
+    /// The source's `timeout` expired while its dump was being read.
+    #[error("reading the dump of source {source_name}: {reason}")]
+    TimedOut { source_name: String, reason: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -615,6 +618,13 @@ fn chunk_stream(
         }
         let chunk = match chunk {
             Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                shared.fail(BackupError::TimedOut {
+                    source_name: source.to_string(),
+                    reason: e.to_string(),
+                });
+                return None;
+            }
             Err(e) => {
                 shared.fail(BackupError::Read {
                     source_name: source.to_string(),

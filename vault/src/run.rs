@@ -292,7 +292,8 @@ pub fn outcome_of(err: &(dyn std::error::Error + 'static)) -> RunOutcome {
         match c.downcast_ref::<crate::backup::BackupError>() {
             Some(crate::backup::BackupError::Source(crate::source::SourceError::TimedOut {
                 ..
-            })) => return RunOutcome::TimedOut,
+            }))
+            | Some(crate::backup::BackupError::TimedOut { .. }) => return RunOutcome::TimedOut,
             Some(crate::backup::BackupError::Interrupted(_)) => return RunOutcome::Interrupted,
             _ => {}
         }

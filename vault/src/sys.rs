@@ -265,6 +265,32 @@ impl GroupChild {
     }
 }
 
+/// Like [`Command::output`], with the tool in its own process group (see
+/// [`spawn_group`]): a stop signal or Lockbox's death reaches it too.
+pub fn output_in_group(cmd: &mut Command) -> io::Result<std::process::Output> {
+    use std::io::Read;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut g = spawn_group(cmd)?;
+    let mut out = g.child.stdout.take().expect("piped");
+    let mut err = g.child.stderr.take().expect("piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let mut stdout = Vec::new();
+    let read = out.read_to_end(&mut stdout);
+    let stderr = err_thread.join().unwrap_or_default();
+    let status = g.child.wait()?;
+    g.release();
+    read?;
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
 impl Drop for GroupChild {
     fn drop(&mut self) {
         if self.guardian.is_some() {

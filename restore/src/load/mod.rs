@@ -617,11 +617,8 @@ fn run_tool(
         None => Stdio::null(),
     };
     tracing::debug!(tool = %tool, what, target, "running");
-    let out = cmd
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
+    cmd.stdin(stdin);
+    let out = lockbox_vault::sys::output_in_group(&mut cmd)
         .map_err(|e| LoadError::Spawn {
             target: target.into(),
             tool: tool.clone(),

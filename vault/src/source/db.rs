@@ -184,7 +184,7 @@ pub(super) fn run_checked(
 ) -> Result<String, SourceError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.stdin(std::process::Stdio::null());
-    let out = cmd.output().map_err(|e| SourceError::Database {
+    let out = crate::sys::output_in_group(&mut cmd).map_err(|e| SourceError::Database {
         source_name: source_name.into(),
         what: format!("cannot start {program:?}"),
         reason: e.to_string(),
@@ -218,7 +218,7 @@ pub(super) fn run_query(
 ) -> Result<String, Option<SourceError>> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.stdin(std::process::Stdio::null());
-    let out = match cmd.output() {
+    let out = match crate::sys::output_in_group(&mut cmd) {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(source = %source_name, program = %program, error = %e,
