@@ -165,16 +165,14 @@ fn a_slow_source_is_never_run_twice_and_sigterm_aborts_it_cleanly() {
     );
     let r = runs(&v, "slow");
     assert_eq!(r.last().map(|x| x.0.as_str()), Some("aborted"), "{r:?}");
-    // The sleeping dump tool went down with its run (same process group).
-    let out = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 30; echo end"])
-        .output();
-    if let Ok(out) = out {
-        assert!(
-            String::from_utf8_lossy(&out.stdout).trim().is_empty(),
-            "dump tool survived the abort"
-        );
-    }
+    // The sleeping dump tool went down with its run: the run's guardian
+    // kills the tool's process group once the run is gone.
+    poll("the dump tool to go with its run", 5, || {
+        std::process::Command::new("pgrep")
+            .args(["-f", "sleep 30; echo end"])
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim().is_empty())
+    });
 }
 
 #[test]
@@ -227,14 +225,14 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
 }
 
 #[test]
-fn a_run_past_its_timeout_is_killed_and_recorded_failed() {
+fn a_run_past_its_timeout_is_stopped_and_recorded_timed_out() {
     let v = Vault::new(&SLOW.replace(
         "schedule = \"* * * * * *\"",
         "schedule = \"0 0 1 1 *\"\ntimeout = \"1s\"",
     ));
     let d = Daemon::start(&v);
     poll("the timeout", 60, || {
-        runs(&v, "slow").iter().any(|r| r.0 == "failed")
+        runs(&v, "slow").iter().any(|r| r.0 == "timed_out")
     });
     let r = runs(&v, "slow");
     assert!(
@@ -245,4 +243,42 @@ fn a_run_past_its_timeout_is_killed_and_recorded_failed() {
     let (code, _, _) = d.stop();
     assert_eq!(code, Some(0));
     assert_eq!(snapshot_count(&v, "slow"), 0);
+}
+
+#[test]
+fn a_source_waiting_for_a_slot_is_logged_and_warned_in_status() {
+    // One slot, held by a dump that sleeps; the per-second source waits.
+    let v = Vault::new(&format!(
+        "[daemon]\nmax_concurrent = 1\nshutdown_grace = \"1s\"\nlisten = \"off\"\n{}{TICK}",
+        SLOW.replace("* * * * * *", "0 0 1 1 *")
+    ));
+    let d = Daemon::start(&v);
+    poll("the wait to be logged", 60, || {
+        d.log().contains("waiting for a slot since")
+    });
+    let tick = || {
+        let out = v.ok(&["status", "--json"]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        s["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["source"] == "tick")
+            .cloned()
+            .unwrap()
+    };
+    poll("status to warn about the wait", 30, || {
+        let t = tick();
+        t["waiting_since"].is_string()
+            && t["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_str().unwrap().starts_with("waiting for a slot since"))
+    });
+    poll("the WARN after the schedule's period", 30, || {
+        d.log().contains("longer than the schedule's period")
+    });
+    let (code, _, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
 }

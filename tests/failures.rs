@@ -327,7 +327,11 @@ fn hanging_source(marker: &str) -> String {
 fn stop_signals_leave_no_process_no_running_row_and_no_snapshot() {
     let marker = db::unique("stop");
     let v = Vault::new(&hanging_source(&marker));
-    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
+    for (sig, code) in [
+        (libc::SIGINT, 130),
+        (libc::SIGTERM, 143),
+        (libc::SIGHUP, 129),
+    ] {
         let mut child = start_hanging_backup(&v, &marker);
         signal(&child, sig);
         let status = child.wait().unwrap();

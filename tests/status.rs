@@ -158,12 +158,17 @@ fn status_check_and_metrics_follow_the_catalog() {
         Some(1.0)
     );
 
-    // A later failing drill: WARN with its detail.
+    // A later failing drill: CRIT with its detail.
     record_drill(&v, &snap, false, 1.0);
     let (code, out) = run_check(&v, &["--source", "orders"]);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 2, "{out}");
     assert!(out.contains("last drill failed"), "{out}");
     assert!(out.contains("row count of orders differs"), "{out}");
+
+    // A passing drill clears it.
+    record_drill(&v, &snap, true, 1.0);
+    let (code, out) = run_check(&v, &["--source", "orders"]);
+    assert_eq!(code, 0, "{out}");
 
     // A threshold shorter than the backup's age: CRIT once the clock passes it.
     let text = std::fs::read_to_string(&v.config).unwrap();
@@ -182,7 +187,7 @@ fn status_check_and_metrics_follow_the_catalog() {
             assert!(out.contains("older than max_backup_age 2s"), "{out}");
             break;
         }
-        assert_eq!(code, 1, "{out}");
+        assert_eq!(code, 0, "{out}");
         assert!(Instant::now() < deadline, "never went stale: {out}");
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -215,3 +215,68 @@ fn daemon_serves_status_metrics_and_a_page_people_can_read() {
     );
     eprintln!("status page screenshot: {}", shot.display());
 }
+
+/// A scheduled source whose dump fails before it starts (the database it
+/// names does not exist) and one whose dump exits non-zero: the daemon's
+/// runs are recorded, and `/status`, `/metrics` and the page say CRIT.
+#[test]
+fn daemon_runs_that_fail_are_critical_on_status_metrics_and_the_page() {
+    let v = Vault::new(
+        "[daemon]\nlisten = \"127.0.0.1:0\"\n\
+         [[source]]\nname = \"gone\"\nkind = \"postgres\"\nhost = \"127.0.0.1\"\n\
+         port = 5432\nuser = \"postgres\"\ndatabase = \"lbt_no_such_database_9d1\"\n\
+         schedule = \"* * * * * *\"\n\
+         [[source]]\nname = \"exits\"\nkind = \"command\"\n\
+         command = [\"sh\", \"-c\", \"echo half; exit 3\"]\nschedule = \"* * * * * *\"\n",
+    );
+    let mut d = Daemon::start(&v);
+    let addr = d.address();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let (code, _, body) = get(&addr, "/status");
+        assert_eq!(code, 200, "{body}");
+        let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let failed = |name: &str| {
+            s["sources"].as_array().unwrap().iter().any(|x| {
+                x["source"] == name && x["last_run"]["outcome"] == "failed" && x["health"] == "CRIT"
+            })
+        };
+        if failed("gone") && failed("exits") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon runs not recorded as failed: {s}\n{}",
+            std::fs::read_to_string(&d.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status["health"], "CRIT", "{status}");
+    let gone = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["source"] == "gone")
+        .unwrap();
+    let reasons = gone["reasons"].as_array().unwrap();
+    assert!(
+        reasons.iter().any(|r| {
+            let r = r.as_str().unwrap();
+            r.starts_with("last backup failed") && r.contains("lbt_no_such_database_9d1")
+        }),
+        "{reasons:?}"
+    );
+    let (_, _, metrics) = get(&addr, "/metrics");
+    for name in ["gone", "exits"] {
+        let labels = format!(r#"source="{name}""#);
+        assert_eq!(
+            sample(&metrics, "lockbox_last_run_failed", &labels),
+            Some(1.0),
+            "{name}"
+        );
+        assert_eq!(sample(&metrics, "lockbox_health", &labels), Some(2.0));
+    }
+    let (_, _, page) = get(&addr, "/");
+    assert!(page.contains("CRIT"), "{page}");
+    assert!(page.contains("last backup failed"), "{page}");
+}

@@ -124,7 +124,23 @@ impl Repo {
             max_in_flight: 4,
             delta: None,
         };
-        backup::run(&repo, &mut catalog, stream, &opts, &NoProgress)
+        // Recorded as the CLI records it: the guard opens the run first.
+        let path = self.dir.path().join("catalog.db");
+        let guard = lockbox_vault::run::RunGuard::begin(
+            &path,
+            lockbox_vault::catalog::RunKind::Backup,
+            "db",
+        );
+        let result = backup::run(&repo, &mut catalog, stream, &opts, &NoProgress);
+        match &result {
+            Ok(_) => {
+                guard.succeed(lockbox_vault::run::RunSuccess::default());
+            }
+            Err(e) => {
+                guard.fail(&e.to_string(), e);
+            }
+        }
+        result
     }
 
     fn snapshots(&self) -> usize {

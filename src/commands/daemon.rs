@@ -23,6 +23,8 @@ use lockbox_vault::scheduler::Schedule;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use lockbox_vault::catalog::Catalog;
+
 use super::{BackupHost, EXIT_TEMPFAIL};
 use crate::cli::LogFormat;
 
@@ -62,10 +64,27 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     // Children run on the configuration the daemon validated, not on
     // whatever the file holds at the moment they start.
     let mut running_config = pin_config(config_path, &config)?;
-    let mut host = BackupHost::open(&config)?;
-    host.catalog
-        .sync(host.repo.backend.as_ref(), &host.repo.id_key)
-        .context("refreshing the catalog from the repository")?;
+    // The daemon starts even when storage cannot be reached: each run then
+    // records its own failure, and health says so. A daemon that exited
+    // instead would only be a failed unit nobody watches.
+    let catalog = lockbox_vault::run::open_catalog(&config.catalog_path())
+        .with_context(|| format!("opening the catalog {}", config.catalog_path().display()))?;
+    match BackupHost::open(&config).and_then(|mut host| {
+        host.catalog
+            .sync(host.repo.backend.as_ref(), &host.repo.id_key)
+            .context("refreshing the catalog from the repository")
+    }) {
+        Ok(report) => tracing::debug!(
+            added = report.added,
+            removed = report.removed,
+            "catalog synced"
+        ),
+        Err(e) => tracing::error!(
+            error = %format!("{e:#}"),
+            "cannot reach the repository at start; scheduled runs go ahead and record their own \
+             failures"
+        ),
+    }
     let exe = std::env::current_exe().context("locating the lockbox binary")?;
     let status_server = super::web::StatusServer::start(&config);
     let mut slots = build_slots(&config, OffsetDateTime::now_utc())?;
@@ -77,12 +96,12 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     // waiting longer than the schedule's period has been logged.
     let mut waiting: HashMap<String, (OffsetDateTime, bool)> = HashMap::new();
     // Marks left by a previous daemon are stale.
-    let _ = host.catalog.clear_waiting(None);
+    let _ = catalog.clear_waiting(None);
 
     // Catch-up: a source whose last success is older than one period runs now.
     let now = OffsetDateTime::now_utc();
     for (name, slot) in &slots {
-        let last = last_success(&host, name);
+        let last = last_success(&catalog, name);
         if slot.schedule.catch_up_due(now, last) {
             tracing::info!(source = %name, last_success = ?last.map(fmt_time), "catch-up: overdue at start");
             pending.push_back(name.clone());
@@ -118,7 +137,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
                 }
             }
         }
-        reap(&mut running, &host, false);
+        reap(&mut running, &catalog, false);
         drills.tick(&exe, &running_config, log_format);
         let now = OffsetDateTime::now_utc();
         for (name, slot) in slots.iter_mut() {
@@ -133,7 +152,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
             slot.next = slot.schedule.next_run(now, slot.jitter);
         }
         let limit = config.daemon_settings().max_concurrent;
-        note_waiting(&pending, &running, &slots, &host, &mut waiting, limit);
+        note_waiting(&pending, &running, &slots, &catalog, &mut waiting, limit);
         while running.len() < limit {
             let Some(name) = pending.pop_front() else {
                 break;
@@ -145,7 +164,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
             match start(&exe, &running_config, &name, log_format, timeout) {
                 Ok(r) => {
                     if waiting.remove(&name).is_some()
-                        && let Err(e) = host.catalog.clear_waiting(Some(&name))
+                        && let Err(e) = catalog.clear_waiting(Some(&name))
                     {
                         tracing::warn!(source = %name, error = %e, "could not clear the waiting mark");
                     }
@@ -169,10 +188,10 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     let deadline = Instant::now() + grace;
     drills.interrupt();
     while !running.is_empty() && Instant::now() < deadline {
-        reap(&mut running, &host, false);
+        reap(&mut running, &catalog, false);
         std::thread::sleep(Duration::from_millis(20));
     }
-    reap(&mut running, &host, true);
+    reap(&mut running, &catalog, true);
     drills.finish(deadline);
     tracing::info!("daemon stopped");
     Ok(ExitCode::SUCCESS)
@@ -185,7 +204,7 @@ fn note_waiting(
     pending: &VecDeque<String>,
     running: &HashMap<String, Running>,
     slots: &HashMap<String, Slot>,
-    host: &BackupHost,
+    catalog: &Catalog,
     waiting: &mut HashMap<String, (OffsetDateTime, bool)>,
     limit: usize,
 ) {
@@ -209,7 +228,7 @@ fn note_waiting(
                 "waiting for a slot since {}",
                 fmt_time(now)
             );
-            if let Err(e) = host.catalog.set_waiting(name, now, period) {
+            if let Err(e) = catalog.set_waiting(name, now, period) {
                 tracing::warn!(source = %name, error = %e, "could not record the waiting mark");
             }
             (now, false)
@@ -220,7 +239,8 @@ fn note_waiting(
                 source = %name,
                 since = %fmt_time(*since),
                 period_seconds = period.as_secs(),
-                "waiting for a slot since {} (longer than the schedule's period): other runs                  hold every slot",
+                "waiting for a slot since {} (longer than the schedule's period): other runs \
+                 hold every slot",
                 fmt_time(*since)
             );
         }
@@ -275,8 +295,8 @@ fn build_slots(config: &Config, now: OffsetDateTime) -> Result<HashMap<String, S
     Ok(slots)
 }
 
-fn last_success(host: &BackupHost, source: &str) -> Option<OffsetDateTime> {
-    let rows = host.catalog.snapshots(Some(source)).ok()?;
+fn last_success(catalog: &Catalog, source: &str) -> Option<OffsetDateTime> {
+    let rows = catalog.snapshots(Some(source)).ok()?;
     let last = rows.last()?;
     OffsetDateTime::parse(&last.started_at, &Rfc3339).ok()
 }
@@ -332,14 +352,14 @@ fn start(
 
 /// Collects finished runs and logs them; kills runs past their timeout, and
 /// with `abort_all` every run (shutdown after the grace period).
-fn reap(running: &mut HashMap<String, Running>, host: &BackupHost, abort_all: bool) {
+fn reap(running: &mut HashMap<String, Running>, catalog: &Catalog, abort_all: bool) {
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
         let r = running.get_mut(&name).expect("listed above");
         let timed_out = r.deadline.is_some_and(|d| Instant::now() >= d);
         if abort_all || timed_out {
             let r = running.remove(&name).expect("listed above");
-            finish_killed(&name, r, host, abort_all);
+            finish_killed(&name, r, catalog, abort_all);
         } else if let Ok(Some(status)) = r.child.child.try_wait() {
             let mut r = running.remove(&name).expect("listed above");
             r.child.release();
@@ -347,10 +367,10 @@ fn reap(running: &mut HashMap<String, Running>, host: &BackupHost, abort_all: bo
             finish(&name, r, status.code());
             // A run that died without closing its row (crashed, killed by
             // someone else) is closed now, not left "running".
-            match host.catalog.end_running(
+            match catalog.end_running(
                 pid,
                 RunOutcome::Interrupted,
-                "interrupted (process gone): the run's process ended without recording an outcome",
+                lockbox_vault::catalog::PROCESS_GONE,
             ) {
                 Ok(0) => {}
                 Ok(_) => {
@@ -364,7 +384,7 @@ fn reap(running: &mut HashMap<String, Running>, host: &BackupHost, abort_all: bo
     }
 }
 
-fn finish_killed(name: &str, mut r: Running, host: &BackupHost, shutdown: bool) {
+fn finish_killed(name: &str, mut r: Running, catalog: &Catalog, shutdown: bool) {
     // SIGKILL: the run cannot record anything now; its guardian takes the
     // dump tool's group, and the row is closed here.
     r.child.kill_group();
@@ -386,7 +406,7 @@ fn finish_killed(name: &str, mut r: Running, host: &BackupHost, shutdown: bool) 
             ),
         )
     };
-    if let Err(e) = host.catalog.end_running(pid, outcome, &reason) {
+    if let Err(e) = catalog.end_running(pid, outcome, &reason) {
         tracing::warn!(source = %name, error = %e, "could not record the run's end");
     }
     tracing::warn!(

@@ -35,6 +35,10 @@ pub use verifications::{VerificationKind, VerificationRow};
 
 const SCHEMA_VERSION: i64 = 1;
 
+/// The error of a run closed because its process is gone.
+pub const PROCESS_GONE: &str = "interrupted (process gone): the run's process ended without \
+     recording an outcome (killed, crashed, or the host lost power)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog {path}: {source}")]
@@ -581,9 +585,9 @@ impl Catalog {
                     .conn
                     .execute(
                         "UPDATE runs SET outcome = 'interrupted', finished_at = ?2,
-                            error = coalesce(error, 'interrupted (process gone): the run''s                          process ended without recording an outcome (killed, crashed or the                          host lost power)')
+                            error = coalesce(error, ?3)
                          WHERE id = ?1 AND outcome = 'running'",
-                        params![id, rfc3339(OffsetDateTime::now_utc())],
+                        params![id, rfc3339(OffsetDateTime::now_utc()), PROCESS_GONE],
                     )
                     .map_err(|e| self.err(e))?;
             }

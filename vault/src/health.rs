@@ -387,7 +387,9 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
             reasons.push((
                 Health::Warn,
                 format!(
-                    "waiting for a slot since {} ({}, longer than its schedule's period {}):                      other runs hold every slot (raise [daemon] max_concurrent, or lower the                      sources' timeout)",
+                    "waiting for a slot since {} ({}, longer than its schedule's period {}): \
+                     other runs hold every slot (raise [daemon] max_concurrent, or lower the \
+                     sources' timeout)",
                     rfc3339(w.since),
                     human_duration(waited as u64),
                     human_duration(w.period.as_secs())

@@ -184,7 +184,17 @@ impl RunGuard {
     /// whole error chain, as the user sees it).
     pub fn fail(self, message: &str, cause: &(dyn std::error::Error + 'static)) -> RunReport {
         let outcome = outcome_of(cause);
-        self.close(outcome, None, None, None, Some(message))
+        // After a stop signal the tool's own error ("killed by signal 2")
+        // is a consequence; the cause is the signal.
+        let message = match crate::sys::stop_signal() {
+            Some(s) => format!(
+                "interrupted by {}: {} ({message})",
+                crate::sys::signal_name(s),
+                crate::sys::stop_note()
+            ),
+            None => message.to_string(),
+        };
+        self.close(outcome, None, None, None, Some(&message))
     }
 
     /// Closes the run with an explicit outcome.

@@ -103,7 +103,7 @@ pub fn stop_note() -> &'static str {
 
 /// Makes SIGINT, SIGTERM and SIGHUP stop this process cleanly: the signal is
 /// remembered ([`stop_signal`]), every process group started through
-/// [`spawn_group`] is stopped (SIGTERM, SIGKILL after [`TERM_GRACE`]), and
+/// [`spawn_group`] is stopped (SIGINT, SIGKILL after [`TERM_GRACE`]), and
 /// the work in progress notices through [`check_stop`] or its tool's death.
 /// If the process is still alive [`STOP_DEADLINE`] later (or on a second
 /// signal), the abort hooks run and it exits with 128 + the signal.
@@ -170,10 +170,15 @@ pub fn remove_on_abort(path: &Path) -> u64 {
     })
 }
 
+/// SIGINT first, as a terminal's Ctrl-C would send it: database clients
+/// take it as "cancel", ask the server to stop the statement and exit
+/// (psql, pg_dump and pg_restore send a cancel request; mariadb kills its
+/// query), so the server side is not left running a dropped connection's
+/// work. What is still alive [`TERM_GRACE`] later is killed.
 fn stop_all_groups() {
     let groups = GROUPS.lock().unwrap().clone();
     for &pgid in &groups {
-        signal_group(pgid, libc::SIGTERM);
+        signal_group(pgid, libc::SIGINT);
     }
     if groups.is_empty() {
         return;
@@ -320,6 +325,9 @@ pub fn spawn_group(cmd: &mut Command) -> io::Result<GroupChild> {
             "lockbox-guard",
         ])
         .arg(pgid.to_string())
+        // Nothing of Lockbox's environment (it may hold a password
+        // variable); `read` and `kill` are shell builtins.
+        .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -618,16 +618,15 @@ fn run_tool(
     };
     tracing::debug!(tool = %tool, what, target, "running");
     cmd.stdin(stdin);
-    let out = lockbox_vault::sys::output_in_group(&mut cmd)
-        .map_err(|e| LoadError::Spawn {
-            target: target.into(),
-            tool: tool.clone(),
-            reason: if e.kind() == std::io::ErrorKind::NotFound {
-                "program not found; install the database client tools".into()
-            } else {
-                e.to_string()
-            },
-        })?;
+    let out = lockbox_vault::sys::output_in_group(&mut cmd).map_err(|e| LoadError::Spawn {
+        target: target.into(),
+        tool: tool.clone(),
+        reason: if e.kind() == std::io::ErrorKind::NotFound {
+            "program not found; install the database client tools".into()
+        } else {
+            e.to_string()
+        },
+    })?;
     let stderr = scrub(&String::from_utf8_lossy(&out.stderr), pw);
     if !out.status.success() {
         return Err(LoadError::Tool {

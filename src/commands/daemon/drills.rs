@@ -7,20 +7,20 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lockbox_vault::config::Config;
 use lockbox_vault::scheduler::Schedule;
+use lockbox_vault::sys::{self, GroupChild};
 use time::OffsetDateTime;
 
 use crate::cli::LogFormat;
 
 struct Run {
-    child: Child,
+    child: GroupChild,
     started: Instant,
     stdout: JoinHandle<Vec<u8>>,
     stderr: JoinHandle<Vec<u8>>,
@@ -90,13 +90,14 @@ impl Drills {
     fn reap(&mut self) {
         let mut done = Vec::new();
         for (name, r) in self.running.iter_mut() {
-            if matches!(r.child.try_wait(), Ok(Some(_))) {
+            if matches!(r.child.child.try_wait(), Ok(Some(_))) {
                 done.push(name.clone());
             }
         }
         for name in done {
             let mut r = self.running.remove(&name).expect("listed above");
-            let code = r.child.wait().ok().and_then(|s| s.code());
+            let code = r.child.child.wait().ok().and_then(|s| s.code());
+            r.child.release();
             log_finished(&name, r, code);
         }
     }
@@ -105,7 +106,7 @@ impl Drills {
     /// drill stops and drops its scratch database).
     pub(super) fn interrupt(&mut self) {
         for r in self.running.values() {
-            signal_group(&r.child, libc::SIGINT);
+            sys::signal_group(r.child.pgid(), libc::SIGINT);
         }
     }
 
@@ -116,18 +117,11 @@ impl Drills {
             std::thread::sleep(Duration::from_millis(20));
         }
         for (name, mut r) in self.running.drain() {
-            signal_group(&r.child, libc::SIGKILL);
-            let _ = r.child.wait();
+            r.child.kill_group();
+            let _ = r.child.child.wait();
+            r.child.release();
             tracing::warn!(source = %name, "drill killed at shutdown; its scratch database may be left (lockbox_drill_*)");
         }
-    }
-}
-
-fn signal_group(child: &Child, sig: libc::c_int) {
-    // SAFETY: kill(2) on the child's own process group (process_group(0));
-    // the child is not reaped yet, so the id cannot have been reused.
-    unsafe {
-        libc::kill(-(child.id() as libc::pid_t), sig);
     }
 }
 
@@ -137,8 +131,8 @@ fn start(
     source: &str,
     log_format: LogFormat,
 ) -> std::io::Result<Run> {
-    let mut child = Command::new(exe)
-        .arg("--config")
+    let mut cmd = Command::new(exe);
+    cmd.arg("--config")
         .arg(config_path)
         .arg("--log-format")
         .arg(match log_format {
@@ -149,11 +143,10 @@ fn start(
         .env_remove("LOCKBOX_IDENTITY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
+        .stderr(Stdio::piped());
+    let mut child = sys::spawn_group(&mut cmd)?;
+    let mut out = child.child.stdout.take().expect("piped");
+    let mut err = child.child.stderr.take().expect("piped");
     Ok(Run {
         child,
         started: Instant::now(),
