@@ -420,11 +420,7 @@ fn report_from_a_catalog() {
 /// at their defaults.
 #[test]
 fn shipped_example_sets_health_keys_at_their_defaults() {
-    let c = Config::parse(
-        include_str!("../../../examples/lockbox.toml"),
-        "examples/lockbox.toml",
-    )
-    .unwrap();
+    let c = Config::parse(&crate::config::shipped_example(), "examples/lockbox.toml").unwrap();
     assert_eq!(c.default_thresholds(), DEFAULTS);
     let orders = c.source("orders").unwrap();
     assert_eq!(orders.thresholds(c.default_thresholds()), DEFAULTS);
@@ -436,7 +432,7 @@ fn shipped_example_sets_health_keys_at_their_defaults() {
         max_backup_age: Duration::from_secs(8 * 86400),
         ..DEFAULTS
     };
-    let text = include_str!("../../../examples/lockbox.toml").replace(
+    let text = crate::config::shipped_example().replace(
         "timeout = \"2h\"\nmax_backup_age = \"26h\"",
         "timeout = \"2h\"\nmax_backup_age = \"8d\"",
     );
