@@ -76,7 +76,17 @@ fn healthy() -> SourceFacts {
         last_verified: Some(drill.clone()),
         verifications: vec![drill],
         tamper_seen: vec![],
+        catalog_rebuilt: None,
     }
+}
+
+fn rebuilt(age: i64, refilled: bool) -> Option<crate::catalog::Rebuilt> {
+    Some(crate::catalog::Rebuilt {
+        rebuilt_at: at(age),
+        reason: "file is not a database".into(),
+        kept_as: "/var/lib/lockbox/catalog.sqlite.corrupt-20261120T120000Z".into(),
+        refilled_at: refilled.then(|| at(age - 5)),
+    })
 }
 
 const DEFAULTS: Thresholds = Thresholds {
@@ -200,6 +210,26 @@ fn verdicts_by_case() {
         (
             "tamper event a month ago is counted but no longer red",
             |f, _| f.tamper_seen.push(NOW - time::Duration::days(30)),
+            Health::Ok,
+            "",
+        ),
+        (
+            "catalog rebuilt yesterday",
+            |f, _| f.catalog_rebuilt = rebuilt(DAY, true),
+            Health::Warn,
+            "catalog was unreadable (file is not a database) and was rebuilt from the \
+             repository at 2026-11-20T12:00:00Z; the unreadable copy is kept at \
+             /var/lib/lockbox/catalog.sqlite.corrupt-20261120T120000Z",
+        ),
+        (
+            "catalog rebuilt but not refilled yet",
+            |f, _| f.catalog_rebuilt = rebuilt(HOUR, false),
+            Health::Warn,
+            "(not refilled yet: the next backup",
+        ),
+        (
+            "catalog rebuilt 8 days ago is no longer a warning",
+            |f, _| f.catalog_rebuilt = rebuilt(8 * DAY, true),
             Health::Ok,
             "",
         ),
@@ -409,6 +439,7 @@ fn report_from_a_catalog() {
     assert_eq!(report.health, Health::Crit);
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["sources"][1]["health"], "CRIT");
+    assert!(json["repository"]["catalog_rebuilt"].is_null(), "{json}");
     assert!(
         json["sources"][1]["last_backup"]
             .get("started_unix")
