@@ -140,6 +140,58 @@ fn config_errors_exit_2_and_name_the_key() {
     );
 }
 
+/// The example's placeholder recipient (whose secret was destroyed), a
+/// pasted secret key and an SSH key are refused before anything is
+/// written, with exit 2; the secret key is never echoed.
+#[test]
+fn init_refuses_recipients_that_make_backups_unrestorable() {
+    let v = Vault::uninitialised(None, "", Vec::new());
+    let text = std::fs::read_to_string(&v.config).unwrap();
+    let secret = std::fs::read_to_string(&v.identity)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .expect("keygen wrote a secret key")
+        .to_string();
+    let cases = [
+        (
+            "age1tschlyzc9szedr8h0drsh9v2t4zwrgfl9c4psrslrvh2wzx70a5qe972mp".to_string(),
+            "repository.recipients[0]: the placeholder from examples/lockbox.toml, whose secret \
+             key nobody has: backups to it could never be restored; run `lockbox keygen --output \
+             FILE` and paste the recipient it prints",
+        ),
+        (
+            secret.clone(),
+            "repository.recipients[0]: a secret key, not a recipient: paste its public recipient \
+             (`age-keygen -y FILE`), and keep the secret key off the backup host",
+        ),
+        (
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN"
+                .to_string(),
+            "repository.recipients[0]: SSH recipients are not supported; use an age X25519 \
+             recipient (age1…)",
+        ),
+    ];
+    for (recipient, message) in cases {
+        std::fs::write(&v.config, text.replace(&v.recipient, &recipient)).unwrap();
+        for args in [&["init"][..], &["backup", "--all"]] {
+            let out = v.cmd().args(args).output().unwrap();
+            // Checked first, so a failing assertion never prints the secret.
+            for output in [&out.stdout, &out.stderr] {
+                let shown = String::from_utf8_lossy(output);
+                assert!(
+                    !shown.contains(&secret[16..]) && !shown.contains("AGE-SECRET-KEY"),
+                    "{args:?}: the secret key is echoed"
+                );
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(message), "{args:?}: {err}");
+        }
+        assert!(!v.repo().exists(), "nothing was written");
+    }
+}
+
 #[test]
 fn a_restore_host_lists_snapshots_with_its_identity_alone() {
     let v = Vault::new("");

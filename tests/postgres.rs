@@ -332,6 +332,7 @@ fn doctor_checks_the_backup_role_is_read_only() {
     // dropped while the database still holds grants to it.
     let reader = db::TempRole::create(PG, SECRET, "GRANT pg_read_all_data TO {role};");
     let writer = db::TempRole::create(PG, SECRET, "GRANT pg_read_all_data TO {role};");
+    let admin = db::TempRole::create(PG, SECRET, "ALTER ROLE {role} SUPERUSER;");
     let src = TempDb::create(PG, "pgdoc");
     src.sql("create table t (id int); create table u (id int);");
     src.sql(&format!(
@@ -340,7 +341,7 @@ fn doctor_checks_the_backup_role_is_read_only() {
         w = writer.name
     ));
     let v = Vault::new(&format!(
-        "{}{}{}",
+        "{}{}{}{}",
         source("reader", &src.name, "password_env = \"LBT_PG_PASSWORD\"").replace(
             "user = \"postgres\"",
             &format!("user = \"{}\"", reader.name)
@@ -350,6 +351,8 @@ fn doctor_checks_the_backup_role_is_read_only() {
             &format!("user = \"{}\"", writer.name)
         ),
         source("super", &src.name, ""),
+        source("admin", &src.name, "password_env = \"LBT_PG_PASSWORD\"")
+            .replace("user = \"postgres\"", &format!("user = \"{}\"", admin.name)),
     ));
     let out = v
         .cmd()
@@ -386,15 +389,29 @@ fn doctor_checks_the_backup_role_is_read_only() {
         )),
         "{detail}"
     );
+    // `postgres` is the cluster's bootstrap superuser: never told to demote
+    // itself, but to back up as a dedicated role.
     let s = find("super");
     assert_eq!(s["status"], "WARN");
-    assert!(s["detail"].as_str().unwrap().contains("superuser"), "{s}");
+    let detail = s["detail"].as_str().unwrap();
     assert!(
-        s["detail"]
-            .as_str()
-            .unwrap()
-            .contains("GRANT pg_read_all_data"),
+        detail.contains("role postgres is the cluster's bootstrap superuser")
+            && detail.contains("examples/roles/postgres.sql")
+            && detail.contains("GRANT pg_read_all_data TO lockbox_backup")
+            && detail.contains("set user = \"lockbox_backup\"")
+            && detail.contains("in source super"),
         "{s}"
+    );
+    assert!(!detail.contains("NOSUPERUSER"), "{s}");
+    // Another superuser may be demoted if it exists only for backups.
+    let a = find("admin");
+    assert_eq!(a["status"], "WARN");
+    let detail = a["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("role {} is a superuser", admin.name))
+            && detail.contains("set user = \"lockbox_backup\"")
+            && detail.contains(&format!("ALTER ROLE \"{}\" NOSUPERUSER", admin.name)),
+        "{a}"
     );
     // A role that can only read backs up fine.
     let out = v

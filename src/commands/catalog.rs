@@ -5,6 +5,8 @@ use lockbox_vault::config::Config;
 
 use super::BackupHost;
 
+/// `lockbox catalog rebuild`: reads every snapshot back from the repository.
+/// An unreadable catalog file is moved aside first (by `BackupHost::open`).
 pub fn rebuild(config: &Config) -> Result<ExitCode> {
     let mut host = BackupHost::open(config)?;
     let report = host

@@ -195,7 +195,26 @@ impl BackupHost {
                  init; backups encrypt to the repository's (changing recipients is not supported yet)"
             );
         }
-        let catalog = Catalog::open(&config.catalog_path(), &repo.config.id)?;
+        // An unreadable catalog is moved aside and replaced here; the new one
+        // is refilled from the repository before use. A failed refill does
+        // not stop the backup (the catalog is only a cache): it is retried
+        // by the next run, and `status` says the catalog is not refilled.
+        let mut catalog = Catalog::open(&config.catalog_path(), &repo.config.id)?;
+        match catalog.refill_if_rebuilt(repo.backend.as_ref(), &repo.id_key) {
+            Ok(None) => {}
+            Ok(Some(r)) => tracing::info!(
+                catalog = %catalog.path(),
+                snapshots = r.added,
+                attestations = r.attestations,
+                "catalog rebuilt from the repository"
+            ),
+            Err(e) => tracing::warn!(
+                catalog = %catalog.path(),
+                error = %e,
+                "the rebuilt catalog could not be refilled from the repository; the next run \
+                 tries again"
+            ),
+        }
         Ok(Self { repo, catalog })
     }
 }

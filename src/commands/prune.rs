@@ -34,11 +34,16 @@ pub fn run(config: &Config, args: PruneArgs) -> Result<ExitCode> {
 
 /// Snapshots this host's catalog records as verified (passing drill or
 /// full verify); attestations in the repository are read by the library.
+/// An unreadable catalog is an error, not an empty set: `verify` records
+/// live only here, and a prune must not plan without them. It is read
+/// as it is, never repaired.
 fn catalog_verified(config: &Config, repo_id: &str) -> Result<BTreeSet<ObjectId>> {
-    if !config.catalog_path().exists() {
+    let Some(catalog) = Catalog::open_existing(&config.catalog_path())? else {
+        return Ok(BTreeSet::new());
+    };
+    if catalog.meta("repository_id")?.as_deref() != Some(repo_id) {
         return Ok(BTreeSet::new());
     }
-    let catalog = Catalog::open(&config.catalog_path(), repo_id)?;
     Ok(catalog
         .verifications(None)?
         .into_iter()

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use lockbox_vault::config::Config;
 use lockbox_vault::health::{self, Health, SourceStatus, StatusReport, human_duration};
 use lockbox_vault::prune::audit::LastPrune;
@@ -16,9 +16,8 @@ use crate::cli::{CheckArgs, StatusArgs};
 
 /// The status of every source (or only `only`), now.
 pub fn load_report(config: &Config, only: Option<&str>) -> Result<StatusReport> {
-    let path = config.catalog_path();
-    let catalog = health::open_catalog(&path)
-        .with_context(|| format!("reading the catalog {}", path.display()))?;
+    // Its errors name the catalog and, when it is unreadable, what to do.
+    let catalog = health::open_catalog(&config.catalog_path())?;
     let mut report = health::report(config, catalog.as_ref(), OffsetDateTime::now_utc())?;
     if let Some(name) = only {
         report.sources.retain(|s| s.source == name);
@@ -151,6 +150,12 @@ fn table(report: &StatusReport, colour: bool) -> String {
     for (r, s) in rows.iter().zip(&report.sources) {
         out.push_str(&line(r, Some(s.health)));
     }
+    // Every source carries the catalog's warning; it is shown once.
+    let catalog_warning = report
+        .repository
+        .catalog_rebuilt
+        .as_ref()
+        .and_then(|c| c.warning.as_deref());
     let troubled: Vec<&SourceStatus> = report
         .sources
         .iter()
@@ -158,8 +163,18 @@ fn table(report: &StatusReport, colour: bool) -> String {
         .collect();
     if !troubled.is_empty() {
         out.push('\n');
+        if let Some(w) = catalog_warning {
+            out.push_str(&format!(
+                "{} catalog: {w}\n",
+                paint("WARN", Health::Warn, colour)
+            ));
+        }
         for s in troubled {
-            for reason in &s.reasons {
+            for reason in s
+                .reasons
+                .iter()
+                .filter(|r| Some(r.as_str()) != catalog_warning)
+            {
                 out.push_str(&format!(
                     "{} {}: {reason}\n",
                     paint(s.health.as_str(), s.health, colour),

@@ -2,8 +2,10 @@
 //! directory, so dedup and listings need no storage round trip.
 //!
 //! It is only a cache. Every snapshot and chunk row can be rebuilt from the
-//! repository (`rebuild`); a schema or repository mismatch wipes and
-//! rebuilds it. Run history is the one thing only the catalog holds.
+//! repository (`rebuild`). A catalog of another repository is wiped; one
+//! that is unreadable (corrupt, not a database) or of another schema version
+//! is moved aside and started afresh, and the caller refills it (see
+//! `catalog/repair.rs`). Run history is the one thing only the catalog holds.
 //!
 //! Trust rule for dedup: a chunk row means "this object was durable and
 //! locked until `retain_until`". A row is written only after the backend's
@@ -30,9 +32,13 @@ use crate::manifest::Manifest;
 use crate::repository::{self, RepoError};
 use crate::storage::{ReadBackend, TamperEvent};
 
+mod repair;
 mod verifications;
+pub use repair::Rebuilt;
 pub use verifications::{VerificationKind, VerificationRow};
 
+/// The layout of the tables below. A catalog of another version is moved
+/// aside and rebuilt from the repository by `open` (see `catalog/repair.rs`).
 const SCHEMA_VERSION: i64 = 1;
 
 /// The error of a run closed because its process is gone.
@@ -53,6 +59,19 @@ pub enum CatalogError {
         #[source]
         source: std::io::Error,
     },
+    /// SQLite reports the file damaged (SQLITE_CORRUPT, SQLITE_NOTADB) or
+    /// its integrity check fails. `Catalog::open` moves such a file aside.
+    #[error(
+        "the catalog at {path} is unreadable ({reason}): the next backup rebuilds it from the \
+         repository, or run `lockbox catalog rebuild`"
+    )]
+    Unreadable { path: String, reason: String },
+    /// Written by a Lockbox with another catalog layout.
+    #[error(
+        "the catalog at {path} has schema version {found}, this lockbox uses {SCHEMA_VERSION}: \
+         the next backup rebuilds it from the repository, or run `lockbox catalog rebuild`"
+    )]
+    OtherSchema { path: String, found: i64 },
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -180,12 +199,19 @@ pub struct SyncReport {
     pub attestations: usize,
 }
 
-/// Maps an SQLite error to the catalog's, naming the file. A free function
-/// so it can be used while a transaction borrows the connection.
+/// Maps an SQLite error to the catalog's, naming the file; damage is
+/// `Unreadable`, so it says what to do. A free function so it can be used
+/// while a transaction borrows the connection.
 fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
-    move |source| CatalogError::Sqlite {
-        path: path.to_string(),
-        source,
+    move |source| match repair::damage(&source) {
+        Some(reason) => CatalogError::Unreadable {
+            path: path.to_string(),
+            reason,
+        },
+        None => CatalogError::Sqlite {
+            path: path.to_string(),
+            source,
+        },
     }
 }
 
@@ -195,8 +221,19 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 impl Catalog {
     /// Opens (creating if needed) the catalog for `repository_id`. A catalog
-    /// of another repository or schema is wiped: it is only a cache.
+    /// of another repository is wiped: it is only a cache. One that is
+    /// unreadable or of another schema version is moved aside and replaced
+    /// by an empty one that records why ([`Catalog::rebuilt`]); the caller
+    /// refills it ([`Catalog::refill_if_rebuilt`]).
     pub fn open(path: &Path, repository_id: &str) -> Result<Self, CatalogError> {
+        match Self::open_as_is(path, repository_id) {
+            Err(e) if repair::needs_replacing(&e) => repair::replace(path, repository_id),
+            r => r,
+        }
+    }
+
+    /// `open` without the repair: damage is an error.
+    fn open_as_is(path: &Path, repository_id: &str) -> Result<Self, CatalogError> {
         let shown = path.display().to_string();
         // Create it private before SQLite does (its -wal/-shm files copy the mode).
         if !path.exists() {
@@ -212,10 +249,7 @@ impl Catalog {
                     source,
                 })?;
         }
-        let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite {
-            path: shown.clone(),
-            source,
-        })?;
+        let conn = Connection::open(path).map_err(sqlite_err(&shown))?;
         let mut cat = Self { conn, path: shown };
         cat.setup(repository_id)?;
         Ok(cat)
@@ -229,6 +263,8 @@ impl Catalog {
         self.conn
             .busy_timeout(Duration::from_secs(30))
             .map_err(|e| self.err(e))?;
+        // Before anything is written: damage found here moves the file aside.
+        self.check_integrity()?;
         self.conn
             .execute_batch(
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
@@ -237,13 +273,23 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         let version: Option<i64> = self.meta("schema_version")?.and_then(|v| v.parse().ok());
         let repo = self.meta("repository_id")?;
+        // Our repository in another layout: moved aside (it holds run
+        // history) and rebuilt, never read or migrated in place.
+        if let Some(found) = version.filter(|v| *v != SCHEMA_VERSION)
+            && repo.as_deref() == Some(repository_id)
+        {
+            return Err(CatalogError::OtherSchema {
+                path: self.path.clone(),
+                found,
+            });
+        }
         // A catalog opened before the repository could be reached (to record
         // a run) has no repository id yet: the first real one adopts it.
         let adoptable = repo.as_deref() == Some("") || repository_id.is_empty();
         if version != Some(SCHEMA_VERSION) || (repo.as_deref() != Some(repository_id) && !adoptable)
         {
             if version.is_some() {
-                tracing::warn!(catalog = %self.path, "catalog belongs to another repository or schema; rebuilding it");
+                tracing::warn!(catalog = %self.path, "catalog belongs to another repository; rebuilding it");
             }
             self.conn
                 .execute_batch(
@@ -797,6 +843,7 @@ impl Catalog {
         }
         report.attestations = self.sync_attestations(backend, id_key)?;
         self.sync_last_prune(backend)?;
+        self.mark_refilled()?;
         Ok(report)
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::format::valid_source_name;
-use crate::keys::Recipients;
+use crate::keys::{KeyError, Recipients};
 use crate::storage::{BackendOptions, LockMode, S3Settings};
 
 mod drill;
@@ -811,8 +811,13 @@ impl Config {
                 "must be an absolute path, e.g. /var/lib/lockbox".into(),
             ));
         }
-        Recipients::parse(&self.repository.recipients)
-            .map_err(|e| invalid("repository.recipients", e.to_string()))?;
+        Recipients::parse(&self.repository.recipients).map_err(|e| match e {
+            KeyError::UnusableRecipient { index, problem } => invalid(
+                &format!("repository.recipients[{index}]"),
+                problem.to_string(),
+            ),
+            e => invalid("repository.recipients", e.to_string()),
+        })?;
         // A compliance lock cannot be shortened once written, so an
         // implausible value is refused rather than obeyed.
         if !(1..=MAX_LOCK_DAYS).contains(&self.repository.lock_days) {
@@ -1006,6 +1011,16 @@ impl Config {
     }
 }
 
+/// `examples/lockbox.toml` as a user edits it: its placeholder recipient
+/// replaced by one whose secret key exists. For tests of the example.
+#[cfg(test)]
+pub(crate) fn shipped_example() -> String {
+    include_str!("../../examples/lockbox.toml").replace(
+        crate::keys::EXAMPLE_RECIPIENT,
+        "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1062,7 +1077,15 @@ mod tests {
     #[test]
     fn shipped_example_parses() {
         let text = include_str!("../../examples/lockbox.toml");
-        let c = Config::parse(text, "examples/lockbox.toml").unwrap();
+        // As shipped it is refused until its placeholder recipient is replaced.
+        let err = Config::parse(text, "examples/lockbox.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("repository.recipients[0]: the placeholder from examples/lockbox.toml"),
+            "{err}"
+        );
+        let c = Config::parse(&shipped_example(), "examples/lockbox.toml").unwrap();
         assert!(c.sources.len() >= 2);
         assert!(
             c.sources

@@ -334,7 +334,11 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         }
         "attestation" => vec![sample_attestation()],
         "config_toml" => {
-            let example = include_str!("../../examples/lockbox.toml");
+            // Edited as a user must: the placeholder recipient is refused.
+            let example = include_str!("../../examples/lockbox.toml").replace(
+                crate::keys::EXAMPLE_RECIPIENT,
+                &recipients().to_strings()[0],
+            );
             vec![
                 example.as_bytes().to_vec(),
                 SMALL_CONFIG.as_bytes().to_vec(),

@@ -12,7 +12,9 @@
 //!   damaged); tampering first seen within [`TAMPER_WINDOW`].
 //! * WARN: never verified; newest verified snapshot older than
 //!   `max_verified_age`; the last finished run failed or was interrupted;
-//!   the newest drill failed.
+//!   the newest drill failed; the catalog was unreadable and was rebuilt
+//!   from the repository within [`CATALOG_REBUILT_WINDOW`] (run history
+//!   before it is only in the copy kept aside).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -23,7 +25,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::catalog::{
-    Catalog, CatalogError, RunOutcome, RunRow, SnapshotRow, VerificationKind, VerificationRow,
+    Catalog, CatalogError, Rebuilt, RunOutcome, RunRow, SnapshotRow, VerificationKind,
+    VerificationRow,
 };
 use crate::config::{Config, Thresholds};
 use crate::format::SNAPSHOTS_PREFIX;
@@ -32,6 +35,12 @@ use crate::format::SNAPSHOTS_PREFIX;
 /// still counted and shown. (The catalog keeps them for good, and a vault
 /// that stays red forever teaches people to ignore red.)
 pub const TAMPER_WINDOW: Duration = Duration::from_secs(7 * 86400);
+
+/// A catalog rebuilt from the repository (its predecessor was unreadable)
+/// makes every source WARN for this long: long enough for a weekly look at
+/// the dashboard to catch it, after which it is still shown in
+/// `repository.catalog_rebuilt` but no longer a warning.
+pub const CATALOG_REBUILT_WINDOW: Duration = Duration::from_secs(7 * 86400);
 
 /// A verdict. Ordered: `Ok < Warn < Crit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -74,6 +83,8 @@ pub struct SourceFacts {
     pub tamper_seen: Vec<OffsetDateTime>,
     /// The daemon is holding a due run of this source for a free slot.
     pub waiting: Option<Waiting>,
+    /// The catalog replaced an unreadable one (it concerns every source).
+    pub catalog_rebuilt: Option<Rebuilt>,
 }
 
 /// A due run the daemon could not start yet (every slot busy).
@@ -192,11 +203,28 @@ pub struct SourceStatus {
     pub retain_until_latest_unix: Option<i64>,
 }
 
+/// `repository.catalog_rebuilt` of `lockbox status --json`: the last time
+/// the catalog was found unreadable and rebuilt from the repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogRebuilt {
+    pub rebuilt_at: String,
+    /// Why the old catalog could not be used.
+    pub reason: String,
+    /// Where the old catalog was moved to.
+    pub kept_as: String,
+    /// When it was refilled from the repository; `null` until then.
+    pub refilled_at: Option<String>,
+    /// The WARN reason every source carries, while within
+    /// [`CATALOG_REBUILT_WINDOW`] of the rebuild; `null` after.
+    pub warning: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RepositoryStatus {
     /// Earliest lock expiry of any snapshot in the catalog.
     pub retain_until_min: Option<String>,
     pub tamper_events: u64,
+    pub catalog_rebuilt: Option<CatalogRebuilt>,
     #[serde(skip)]
     pub retain_until_min_unix: Option<i64>,
 }
@@ -243,6 +271,29 @@ pub fn human_duration(seconds: u64) -> String {
         (0, _, _) => format!("{h}h {m}m"),
         _ => format!("{d}d {h}h"),
     }
+}
+
+/// The WARN reason for a catalog rebuilt at most [`CATALOG_REBUILT_WINDOW`]
+/// before `now`; `None` otherwise.
+pub fn catalog_rebuilt_warning(r: &Rebuilt, now: OffsetDateTime) -> Option<String> {
+    let at = parse_time(&r.rebuilt_at)?;
+    if now - at > CATALOG_REBUILT_WINDOW {
+        return None;
+    }
+    let refill = match &r.refilled_at {
+        Some(_) => "",
+        None => {
+            " (not refilled yet: the next backup, or `lockbox catalog rebuild`, reads the \
+             snapshots back)"
+        }
+    };
+    Some(format!(
+        "catalog was unreadable ({}) and was rebuilt from the repository at {}{refill}; the \
+         unreadable copy is kept at {}",
+        one_line(&r.reason),
+        r.rebuilt_at,
+        r.kept_as
+    ))
 }
 
 /// Judges one source at `now`.
@@ -331,6 +382,14 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
             ),
         )),
         Some(_) => {}
+    }
+
+    if let Some(w) = facts
+        .catalog_rebuilt
+        .as_ref()
+        .and_then(|r| catalog_rebuilt_warning(r, now))
+    {
+        reasons.push((Health::Warn, w));
     }
 
     let of_kind = |kind: &'static str| {
@@ -505,43 +564,10 @@ fn one_line(s: &str) -> String {
 
 /// Opens the catalog at `path` for reading status, taking the repository id
 /// from the catalog itself (so no storage round trip). `None` when there is
-/// no catalog yet: nothing was ever backed up from this host.
+/// no catalog yet: nothing was ever backed up from this host. Never writes:
+/// an unreadable catalog is an error saying the next backup rebuilds it.
 pub fn open_catalog(path: &Path) -> Result<Option<Catalog>, CatalogError> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let err = |source| CatalogError::Sqlite {
-        path: path.display().to_string(),
-        source,
-    };
-    let id: Option<String> = {
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        let has_meta: bool = conn
-            .query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if has_meta {
-            use rusqlite::OptionalExtension;
-            conn.query_row(
-                "SELECT value FROM meta WHERE key = 'repository_id'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(err)?
-        } else {
-            None
-        }
-    };
-    id.map(|id| Catalog::open(path, &id)).transpose()
+    Catalog::open_existing(path)
 }
 
 /// Gathers the facts of every configured source, and of every other source
@@ -556,6 +582,7 @@ pub fn report(
     let mut shared_tamper = Vec::new();
     let mut repository_runs: Vec<RunRow> = Vec::new();
     let mut waits: BTreeMap<String, Waiting> = BTreeMap::new();
+    let rebuilt = catalog.map(Catalog::rebuilt).transpose()?.flatten();
     if let Some(cat) = catalog {
         let entry = |facts: &mut BTreeMap<String, SourceFacts>, s: &str| {
             facts.entry(s.to_string()).or_insert_with(|| SourceFacts {
@@ -632,6 +659,7 @@ pub fn report(
             f.runs.sort_by_key(|r| r.id);
         }
         f.waiting = waits.remove(&name);
+        f.catalog_rebuilt = rebuilt.clone();
         if let Some(cat) = catalog {
             f.last_verified = cat.last_verified(&name)?;
         }
@@ -651,6 +679,13 @@ pub fn report(
             retain_until_min: retain_min.as_ref().map(|r| r.1.clone()),
             retain_until_min_unix: retain_min.map(|r| r.0),
             tamper_events: tamper_all,
+            catalog_rebuilt: rebuilt.map(|r| CatalogRebuilt {
+                warning: catalog_rebuilt_warning(&r, now),
+                rebuilt_at: r.rebuilt_at,
+                reason: r.reason,
+                kept_as: r.kept_as,
+                refilled_at: r.refilled_at,
+            }),
         },
         sources,
     })

@@ -19,6 +19,13 @@ use crate::ids::IdKey;
 pub enum KeyError {
     #[error("recipient #{index} is not an age X25519 recipient (age1…): {reason}")]
     BadRecipient { index: usize, reason: String },
+    /// A recipient that parses, or a string pasted in its place, that no
+    /// backup should be encrypted to. The message never repeats the string.
+    #[error("recipient #{index}: {problem}")]
+    UnusableRecipient {
+        index: usize,
+        problem: UnusableRecipient,
+    },
     #[error("no recipients configured: set repository.recipients to one or more age1… public keys")]
     NoRecipients,
     #[error("cannot read identity file {path}: {reason}")]
@@ -36,6 +43,50 @@ pub enum KeyError {
     },
 }
 
+/// The recipient in `examples/lockbox.toml`. Its secret half was destroyed,
+/// so nothing encrypted to it can ever be restored: a config holding it was
+/// copied without being edited, and is refused.
+pub const EXAMPLE_RECIPIENT: &str =
+    "age1tschlyzc9szedr8h0drsh9v2t4zwrgfl9c4psrslrvh2wzx70a5qe972mp";
+
+/// Why a string in `repository.recipients` must not be used. Each message
+/// reads after the key it concerns (`repository.recipients[0]: …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnusableRecipient {
+    #[error(
+        "the placeholder from examples/lockbox.toml, whose secret key nobody has: backups to it \
+         could never be restored; run `lockbox keygen --output FILE` and paste the recipient it \
+         prints"
+    )]
+    Placeholder,
+    #[error(
+        "a secret key, not a recipient: paste its public recipient (`age-keygen -y FILE`), and \
+         keep the secret key off the backup host"
+    )]
+    SecretKey,
+    #[error("SSH recipients are not supported; use an age X25519 recipient (age1…)")]
+    Ssh,
+}
+
+impl UnusableRecipient {
+    /// Checked before parsing, so a pasted secret key is named as such
+    /// (and never echoed) rather than reported as a malformed recipient.
+    fn of(s: &str) -> Option<Self> {
+        let upper = s.to_ascii_uppercase();
+        if upper.starts_with("AGE-SECRET-KEY-") {
+            return Some(Self::SecretKey);
+        }
+        if ["ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-"]
+            .iter()
+            .any(|p| s.starts_with(p))
+        {
+            return Some(Self::Ssh);
+        }
+        s.eq_ignore_ascii_case(EXAMPLE_RECIPIENT)
+            .then_some(Self::Placeholder)
+    }
+}
+
 /// Public age recipients that every object is encrypted to.
 #[derive(Clone)]
 pub struct Recipients(Arc<Vec<age::x25519::Recipient>>);
@@ -49,6 +100,9 @@ impl Recipients {
             .iter()
             .enumerate()
             .map(|(index, s)| {
+                if let Some(problem) = UnusableRecipient::of(s.trim()) {
+                    return Err(KeyError::UnusableRecipient { index, problem });
+                }
                 age::x25519::Recipient::from_str(s.trim()).map_err(|reason| {
                     KeyError::BadRecipient {
                         index,

@@ -79,8 +79,12 @@ pub struct RunGuard {
 /// repository has been reached yet: an existing catalog keeps its
 /// repository id, a new one adopts the first it is opened with.
 pub fn open_catalog(path: &Path) -> Result<Catalog, CatalogError> {
-    match crate::health::open_catalog(path)? {
-        Some(c) => Ok(c),
+    // The full open (which heals a damaged file, and moves one of another
+    // schema aside) with the id the catalog itself holds.
+    let id = stored_repository_id(path);
+    match id {
+        Some(id) => Catalog::open(path, &id),
+        None if path.exists() => Catalog::open(path, ""),
         None => {
             if let Some(dir) = path.parent() {
                 crate::state::ensure_private_dir(dir).map_err(|source| CatalogError::Io {
@@ -91,6 +95,21 @@ pub fn open_catalog(path: &Path) -> Result<Catalog, CatalogError> {
             Catalog::open(path, "")
         }
     }
+}
+
+/// The repository id a catalog file records, if it can be read at all.
+fn stored_repository_id(path: &Path) -> Option<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'repository_id'",
+        [],
+        |r| r.get(0),
+    )
+    .ok()
 }
 
 impl RunGuard {

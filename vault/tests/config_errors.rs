@@ -7,6 +7,12 @@ use lockbox_vault::config::Config;
 
 const RCPT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 
+/// A real age secret key (of no use to anyone): it must never be echoed.
+const SECRET_KEY: &str =
+    "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX";
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust";
+
 fn base() -> String {
     format!(
         "state_dir = \"/var/lib/lockbox\"\n[repository]\nurl = \"file:///srv/lockbox\"\nrecipients = [\"{RCPT}\"]\nlock_days = 30\n"
@@ -96,6 +102,34 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             "no recipients",
             base().replace(&format!("[\"{RCPT}\"]"), "[]"),
             vec!["repository.recipients: no recipients configured"],
+        ),
+        (
+            "the example's placeholder recipient",
+            base().replace(RCPT, lockbox_vault::keys::EXAMPLE_RECIPIENT),
+            vec![
+                "repository.recipients[0]: the placeholder from examples/lockbox.toml, whose \
+                 secret key nobody has: backups to it could never be restored; run `lockbox \
+                 keygen --output FILE` and paste the recipient it prints",
+            ],
+        ),
+        (
+            "a secret key pasted as the second recipient",
+            base().replace(
+                &format!("\"{RCPT}\""),
+                &format!("\"{RCPT}\", \"{SECRET_KEY}\""),
+            ),
+            vec![
+                "repository.recipients[1]: a secret key, not a recipient: paste its public \
+                 recipient (`age-keygen -y FILE`), and keep the secret key off the backup host",
+            ],
+        ),
+        (
+            "an SSH recipient",
+            base().replace(RCPT, SSH_KEY),
+            vec![
+                "repository.recipients[0]: SSH recipients are not supported; use an age X25519 \
+                 recipient (age1…)",
+            ],
         ),
         (
             "unknown URL scheme",
@@ -268,6 +302,10 @@ fn each_malformed_config_gets_its_own_error_naming_the_key() {
             "case {name:?}: {err:?}"
         );
         assert!(!err.contains('\n'), "case {name:?}: not one line: {err:?}");
+        assert!(
+            !err.contains("AGE-SECRET-KEY") && !err.contains(&SECRET_KEY[15..40]),
+            "case {name:?}: a secret key is echoed: {err:?}"
+        );
         if let Some((_, other)) = seen.iter().find(|(e, _)| *e == err) {
             panic!("cases {other:?} and {name:?} give the same error {err:?}");
         }

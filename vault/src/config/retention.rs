@@ -124,8 +124,7 @@ mod tests {
     /// The shipped example documents both levels and they mean what it says.
     #[test]
     fn shipped_example_policies() {
-        let text = include_str!("../../../examples/lockbox.toml");
-        let c = Config::parse(text, "examples/lockbox.toml").unwrap();
+        let c = Config::parse(&super::super::shipped_example(), "examples/lockbox.toml").unwrap();
         let app = c.retention_policy(c.source("app").unwrap());
         assert_eq!(
             app,

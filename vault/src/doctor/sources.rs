@@ -24,6 +24,7 @@ select json_build_object(
   'user', current_user,
   'database', current_database(),
   'superuser', r.rolsuper,
+  'bootstrap', r.oid = 10,
   'createrole', r.rolcreaterole,
   'createdb', r.rolcreatedb,
   'read_all_data', coalesce((select pg_has_role(current_user, oid, 'MEMBER')
@@ -87,14 +88,7 @@ fn postgres(
     if v["superuser"] == true {
         return Ok((
             Status::Warn,
-            format!(
-                "role {user} is a superuser (it can change and delete anything). Back up as a \
-                 dedicated read-only role: CREATE ROLE lockbox_backup LOGIN PASSWORD '…'; \
-                 GRANT pg_read_all_data TO lockbox_backup; then set user = \"lockbox_backup\" \
-                 (see examples/roles/postgres.sql). If {user} exists only for backups: \
-                 ALTER ROLE {role} NOSUPERUSER NOCREATEROLE NOCREATEDB; \
-                 GRANT pg_read_all_data TO {role};"
-            ),
+            superuser_advice(source_name, &user, v["bootstrap"] == true),
         ));
     }
     if v["createrole"] == true || v["createdb"] == true {
@@ -164,6 +158,35 @@ fn postgres(
             fixes.join(" ")
         ),
     ))
+}
+
+/// What to do when a source logs in as a superuser: back up as a dedicated
+/// read-only role and point the source at it. Demoting the role is offered
+/// only for a superuser that is not the cluster's bootstrap role (oid 10,
+/// usually `postgres`): that one must stay a superuser, and demoting it
+/// would lock the administrators out.
+fn superuser_advice(source_name: &str, user: &str, bootstrap: bool) -> String {
+    let what = if bootstrap || user == "postgres" {
+        "the cluster's bootstrap superuser (it can change and delete anything, and must stay a \
+         superuser)"
+    } else {
+        "a superuser (it can change and delete anything)"
+    };
+    let mut advice = format!(
+        "role {user} is {what}. Back up as a dedicated read-only role instead: create it as in \
+         examples/roles/postgres.sql (CREATE ROLE lockbox_backup LOGIN PASSWORD '…'; GRANT \
+         pg_read_all_data TO lockbox_backup;), then set user = \"lockbox_backup\" and its \
+         password_file or password_env in source {source_name}"
+    );
+    if !(bootstrap || user == "postgres") {
+        advice.push_str(&format!(
+            ". Only if {user} exists for nothing but backups: ALTER ROLE {} NOSUPERUSER \
+             NOCREATEROLE NOCREATEDB; GRANT pg_read_all_data TO {};",
+            pg_ident(user),
+            pg_ident(user)
+        ));
+    }
+    advice
 }
 
 /// The privileges and object of one `SHOW GRANTS` line, e.g.
@@ -284,5 +307,24 @@ mod tests {
             parse_grant("GRANT SELECT (`a`, `b`), UPDATE (`c`) ON `s`.`t` TO `x`@`%`").unwrap();
         assert_eq!(p, ["SELECT", "UPDATE"]);
         assert!(parse_grant("GRANT `reader` TO `x`@`%`").is_none());
+    }
+
+    /// The bootstrap superuser is never told to give up superuser.
+    #[test]
+    fn superuser_advice_never_demotes_the_bootstrap_role() {
+        for (user, bootstrap) in [("postgres", true), ("admin", true), ("postgres", false)] {
+            let a = superuser_advice("orders", user, bootstrap);
+            assert!(!a.contains("NOSUPERUSER"), "{a}");
+            assert!(a.contains("bootstrap superuser"), "{a}");
+            assert!(
+                a.contains("examples/roles/postgres.sql")
+                    && a.contains("set user = \"lockbox_backup\"")
+                    && a.contains("in source orders"),
+                "{a}"
+            );
+        }
+        let a = superuser_advice("orders", "backup", false);
+        assert!(a.contains("ALTER ROLE \"backup\" NOSUPERUSER"), "{a}");
+        assert!(a.contains("set user = \"lockbox_backup\""), "{a}");
     }
 }

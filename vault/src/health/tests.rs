@@ -78,6 +78,7 @@ fn healthy() -> SourceFacts {
         verifications: vec![drill],
         tamper_seen: vec![],
         waiting: None,
+        catalog_rebuilt: None,
     }
 }
 
@@ -86,6 +87,15 @@ fn run_of(kind: &str, outcome: &str, age: i64, error: Option<&str>) -> RunRow {
         kind: kind.into(),
         ..run(outcome, age, error)
     }
+}
+
+fn rebuilt(age: i64, refilled: bool) -> Option<crate::catalog::Rebuilt> {
+    Some(crate::catalog::Rebuilt {
+        rebuilt_at: at(age),
+        reason: "file is not a database".into(),
+        kept_as: "/var/lib/lockbox/catalog.sqlite.corrupt-20261120T120000Z".into(),
+        refilled_at: refilled.then(|| at(age - 5)),
+    })
 }
 
 const DEFAULTS: Thresholds = Thresholds {
@@ -285,6 +295,26 @@ fn verdicts_by_case() {
         (
             "tamper event a month ago is counted but no longer red",
             |f, _| f.tamper_seen.push(NOW - time::Duration::days(30)),
+            Health::Ok,
+            "",
+        ),
+        (
+            "catalog rebuilt yesterday",
+            |f, _| f.catalog_rebuilt = rebuilt(DAY, true),
+            Health::Warn,
+            "catalog was unreadable (file is not a database) and was rebuilt from the \
+             repository at 2026-11-20T12:00:00Z; the unreadable copy is kept at \
+             /var/lib/lockbox/catalog.sqlite.corrupt-20261120T120000Z",
+        ),
+        (
+            "catalog rebuilt but not refilled yet",
+            |f, _| f.catalog_rebuilt = rebuilt(HOUR, false),
+            Health::Warn,
+            "(not refilled yet: the next backup",
+        ),
+        (
+            "catalog rebuilt 8 days ago is no longer a warning",
+            |f, _| f.catalog_rebuilt = rebuilt(8 * DAY, true),
             Health::Ok,
             "",
         ),
@@ -496,6 +526,7 @@ fn report_from_a_catalog() {
     assert_eq!(report.health, Health::Crit);
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["sources"][1]["health"], "CRIT");
+    assert!(json["repository"]["catalog_rebuilt"].is_null(), "{json}");
     assert!(
         json["sources"][1]["last_backup"]
             .get("started_unix")
@@ -507,11 +538,7 @@ fn report_from_a_catalog() {
 /// at their defaults.
 #[test]
 fn shipped_example_sets_health_keys_at_their_defaults() {
-    let c = Config::parse(
-        include_str!("../../../examples/lockbox.toml"),
-        "examples/lockbox.toml",
-    )
-    .unwrap();
+    let c = Config::parse(&crate::config::shipped_example(), "examples/lockbox.toml").unwrap();
     assert_eq!(c.default_thresholds(), DEFAULTS);
     let orders = c.source("orders").unwrap();
     assert_eq!(orders.thresholds(c.default_thresholds()), DEFAULTS);
@@ -523,7 +550,7 @@ fn shipped_example_sets_health_keys_at_their_defaults() {
         max_backup_age: Duration::from_secs(8 * 86400),
         ..DEFAULTS
     };
-    let text = include_str!("../../../examples/lockbox.toml").replace(
+    let text = crate::config::shipped_example().replace(
         "timeout = \"2h\"\nmax_backup_age = \"26h\"",
         "timeout = \"2h\"\nmax_backup_age = \"8d\"",
     );
