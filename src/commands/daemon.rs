@@ -67,7 +67,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     // The daemon starts even when storage cannot be reached: each run then
     // records its own failure, and health says so. A daemon that exited
     // instead would only be a failed unit nobody watches.
-    let catalog = lockbox_vault::run::open_catalog(&config.catalog_path())
+    let mut catalog = lockbox_vault::run::open_catalog(&config.catalog_path())
         .with_context(|| format!("opening the catalog {}", config.catalog_path().display()))?;
     match BackupHost::open(&config).and_then(|mut host| {
         host.catalog
@@ -113,7 +113,21 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
         "daemon started"
     );
 
+    let mut catalog_file = file_id(&config.catalog_path());
     while !terminate.load(Ordering::Relaxed) {
+        // A run may have moved a damaged catalog aside and made a new one:
+        // follow it, or the daemon's records would go to the kept copy.
+        let now_file = file_id(&config.catalog_path());
+        if now_file != catalog_file {
+            match lockbox_vault::run::open_catalog(&config.catalog_path()) {
+                Ok(c) => {
+                    tracing::info!("the catalog was replaced; reopened it");
+                    catalog = c;
+                    catalog_file = now_file;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not reopen the replaced catalog"),
+            }
+        }
         if reload.swap(false, Ordering::Relaxed) {
             match Config::load(config_path) {
                 Ok(new) => match build_slots(&new, OffsetDateTime::now_utc())
@@ -293,6 +307,12 @@ fn build_slots(config: &Config, now: OffsetDateTime) -> Result<HashMap<String, S
         );
     }
     Ok(slots)
+}
+
+/// Device and inode of `path`, to notice it being replaced.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn last_success(catalog: &Catalog, source: &str) -> Option<OffsetDateTime> {
