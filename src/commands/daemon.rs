@@ -28,6 +28,7 @@ use super::{BackupHost, EXIT_TEMPFAIL};
 use crate::cli::LogFormat;
 
 mod drills;
+mod stale;
 
 /// How often the loop wakes to reap runs, start due ones and read signals.
 const TICK: Duration = Duration::from_millis(100);
@@ -68,6 +69,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     let mut slots = build_slots(&config, OffsetDateTime::now_utc())?;
     let mut drills = drills::Drills::default();
     drills.configure(&config, OffsetDateTime::now_utc());
+    let mut stale = stale::StaleWatch::start(&config)?;
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut pending: VecDeque<String> = VecDeque::new();
 
@@ -99,6 +101,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
                         running_config = pinned;
                         pending.retain(|s| slots.contains_key(s));
                         drills.configure(&config, OffsetDateTime::now_utc());
+                        stale.reload(&config);
                         tracing::info!(sources = slots.len(), "configuration reloaded");
                     }
                     Err(e) => {
@@ -112,6 +115,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
         }
         reap(&mut running, &host, false);
         drills.tick(&exe, &running_config, log_format);
+        stale.tick(&config);
         let now = OffsetDateTime::now_utc();
         for (name, slot) in slots.iter_mut() {
             if now < slot.next {

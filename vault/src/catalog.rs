@@ -30,6 +30,7 @@ use crate::manifest::Manifest;
 use crate::repository::{self, RepoError};
 use crate::storage::{ReadBackend, TamperEvent};
 
+mod notifications;
 mod verifications;
 pub use verifications::{VerificationKind, VerificationRow};
 
@@ -243,7 +244,7 @@ impl Catalog {
             )
             .map_err(|e| self.err(e))?;
         self.conn
-            .execute_batch(verifications::SCHEMA)
+            .execute_batch(&[verifications::SCHEMA, notifications::SCHEMA].concat())
             .map_err(|e| self.err(e))?;
         self.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
         self.set_meta("repository_id", repository_id)?;
