@@ -59,8 +59,9 @@ fn init_logging(cli: &Cli) {
         (false, 1) => "debug",
         _ => "trace",
     };
-    // ureq logs request paths at trace level, and a ping URL's path is its
-    // secret: its own logs stay at warn, whatever LOCKBOX_LOG asks for.
+    // ureq can log request URLs (paths when its trace level is on), and a
+    // ping URL's path is its secret: its own logs stay at warn, whatever
+    // LOCKBOX_LOG asks for. Lockbox logs each delivery itself.
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOCKBOX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
         .add_directive("ureq=warn".parse().expect("valid directive"))

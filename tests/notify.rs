@@ -191,3 +191,61 @@ fn notify_test_refuses_a_missing_secret_or_an_inline_one() {
     );
     assert!(!stderr.contains(HMAC_SECRET), "{stderr}");
 }
+
+/// `lockbox daemon` checks staleness at start and then every minute: a
+/// source whose newest snapshot is older than its max_backup_age is told
+/// to the targets that hear `stale`, and counted.
+#[test]
+fn notify_daemon_tells_of_a_source_gone_stale() {
+    let (url, seen) = receiver(200);
+    let v = Vault::new(&format!(
+        "[daemon]\nlisten = \"off\"\n\
+         [[source]]\nname = \"orders\"\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo data\"]\n\
+         schedule = \"0 3 1 1 *\"\nmax_backup_age = \"1s\"\n\
+         [[notify]]\nkind = \"webhook\"\nurl = \"{url}/hook\"\non = [\"stale\"]\ntimeout = \"1s\"\n"
+    ));
+    v.ok(&["backup", "orders"]);
+    // Ages are whole seconds and must exceed 1 s.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let daemon = v
+        .cmd()
+        .arg("daemon")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seen.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Time for the count to reach the catalog after the delivery.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signals our own child process, which has not been reaped.
+    unsafe {
+        libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let out = daemon.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{log}");
+    let payload: serde_json::Value = serde_json::from_slice(&got[0].2).unwrap();
+    assert_eq!(payload["event"], "stale", "{payload}");
+    assert_eq!(payload["source"], "orders");
+    assert_eq!(payload["outcome"], "backup_stale");
+    assert_eq!(payload["health"], "CRIT");
+    assert!(
+        payload["error"]
+            .as_str()
+            .unwrap()
+            .contains("older than max_backup_age 1s"),
+        "{payload}"
+    );
+    assert!(log.contains("source is stale"), "{log}");
+    let metrics = String::from_utf8(v.ok(&["metrics"]).stdout).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "lockbox_notifications_total{kind=\"webhook\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+}
