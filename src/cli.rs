@@ -107,6 +107,11 @@ failed a delete (reported, not retried).\n\n".to_string() + EXIT_CODES)]
     /// Prometheus metrics (text format) on stdout, or into a node_exporter
     /// textfile-collector file.
     Metrics(MetricsArgs),
+    /// Notifications (`[[notify]]` in the config).
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Try Lockbox end to end in ./lockbox-quickstart: identity, local vault,
     /// a sample SQLite database, a backup, and a verified restore.
     Quickstart(QuickstartArgs),
@@ -314,6 +319,22 @@ pub struct DoctorArgs {
 pub enum CatalogCommand {
     /// Rebuild the catalog's snapshots and chunks from the repository alone.
     Rebuild,
+}
+
+#[derive(Subcommand)]
+pub enum NotifyCommand {
+    /// Send a `test` event to every `[[notify]]` target, whatever its `on`
+    /// and `sources`, and print one line per target. Exit 1 if any delivery
+    /// failed.
+    Test(NotifyTestArgs),
+}
+
+#[derive(Args)]
+pub struct NotifyTestArgs {
+    /// Print the deliveries as JSON (an array of {kind, target, ok, error,
+    /// attempts}; fields may be added).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -70,8 +70,13 @@ fn init_logging(cli: &Cli) {
         (false, 1) => "debug",
         _ => "trace",
     };
+    // ureq can log request URLs (paths when its trace level is on), and a
+    // ping URL's path is its secret: its own logs stay at warn, whatever
+    // LOCKBOX_LOG asks for. Lockbox logs each delivery itself.
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOCKBOX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        .add_directive("ureq=warn".parse().expect("valid directive"))
+        .add_directive("ureq_proto=warn".parse().expect("valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -89,6 +89,24 @@ tests:
               description: "Its retention ends in 2d 23h 20m 0s; after that it can be deleted."
   - interval: 1m
     input_series:
+      - series: 'lockbox_notifications_total{kind="webhook",outcome="failed",instance="h"}'
+        values: '0+0x10 1+0x100'
+      - series: 'lockbox_notifications_total{kind="webhook",outcome="ok",instance="h"}'
+        values: '0+1x100'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: LockboxNotificationsFailing
+      - eval_time: 12m
+        alertname: LockboxNotificationsFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, kind: webhook, outcome: failed, instance: h}
+            exp_annotations:
+              summary: "Lockbox: webhook notifications are failing on h"
+              description: "Deliveries to a [[notify]] target failed in the last hour. The log names the target; `lockbox notify test` tries them all."
+      - eval_time: 75m
+        alertname: LockboxNotificationsFailing
+  - interval: 1m
+    input_series:
       - series: 'lockbox_last_verified_backup_timestamp_seconds{source="orders",instance="h"}'
         values: '0+0x100'
       - series: 'lockbox_max_verified_age_seconds{source="orders",instance="h"}'
@@ -148,6 +166,7 @@ fn shipped_alert_rules_and_dashboard_use_metrics_lockbox_emits() {
         "lockbox_drill_restore_seconds",
         "lockbox_tamper_events_total",
         "lockbox_repository_retain_until_min_timestamp_seconds",
+        "lockbox_notifications_total",
     ] {
         assert!(
             emitted.contains(required),
@@ -173,6 +192,7 @@ fn shipped_alert_rules_and_dashboard_use_metrics_lockbox_emits() {
         "LockboxDrillFailed",
         "LockboxTamperEvent",
         "LockboxRetentionRunningOut",
+        "LockboxNotificationsFailing",
     ] {
         assert!(rules.contains(&format!("alert: {alert}\n")), "{alert}");
     }

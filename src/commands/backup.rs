@@ -8,7 +8,8 @@ use lockbox_vault::config::Config;
 use lockbox_vault::format::valid_source_name;
 use lockbox_vault::ids::ObjectId;
 use lockbox_vault::lock::{LockError, SourceLock};
-use lockbox_vault::run::{RunGuard, RunSuccess};
+use lockbox_vault::notify::Notifier;
+use lockbox_vault::run::{self, RunGuard, RunSuccess};
 use lockbox_vault::source::{self, DumpStream};
 use serde::Serialize;
 
@@ -21,15 +22,16 @@ pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
     // Opened by the first source's run, so that a repository that cannot be
     // reached is recorded as that run's failure.
     let mut host = None;
+    let notifier = lockbox_vault::run::notifier_for(config);
     if args.all {
-        return run_all(config, &mut host, args.json);
+        return run_all(config, &mut host, &notifier, args.json);
     }
     let (name, from_stdin) = match (&args.source, &args.stdin) {
         (_, Some(name)) => (name.clone(), true),
         (Some(name), None) => (name.clone(), false),
         (None, None) => unreachable!("clap requires a source, --stdin or --all"),
     };
-    let summary = backup_one(config, &mut host, &name, from_stdin)?;
+    let summary = backup_one(config, &mut host, &notifier, &name, from_stdin)?;
     if args.json {
         print_json(&summary)?;
     } else {
@@ -43,6 +45,7 @@ pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
 fn backup_one(
     config: &Config,
     host: &mut Option<BackupHost>,
+    notifier: &Notifier,
     name: &str,
     from_stdin: bool,
 ) -> Result<BackupSummary> {
@@ -76,15 +79,17 @@ fn backup_one(
     // Taken before the dump starts, so a busy source costs the database nothing.
     let _lock = SourceLock::acquire(&config.state_dir, name)?;
     let guard = RunGuard::begin(&config.catalog_path(), RunKind::Backup, name);
+    run::notify_started(notifier, &config.catalog_path(), name);
     let result = run_guarded(config, host, name, stream)
         .with_context(|| format!("backup of source {name} failed; no snapshot was written"));
     match &result {
         Ok(summary) => {
-            guard.succeed(RunSuccess {
+            let report = guard.succeed(RunSuccess {
                 snapshot: ObjectId::from_hex(&summary.snapshot).ok(),
                 input_bytes: summary.input_bytes,
                 added_bytes: summary.added_bytes,
             });
+            run::notify_end(notifier, config, &report);
             tracing::info!(
                 source = %summary.source,
                 snapshot = %summary.short_id,
@@ -102,6 +107,7 @@ fn backup_one(
                 error = %format!("{e:#}"),
                 "backup failed"
             );
+            run::notify_end(notifier, config, &report);
         }
     }
     result
@@ -155,13 +161,18 @@ struct AllSummary {
     sources: Vec<SourceResult>,
 }
 
-fn run_all(config: &Config, host: &mut Option<BackupHost>, json: bool) -> Result<ExitCode> {
+fn run_all(
+    config: &Config,
+    host: &mut Option<BackupHost>,
+    notifier: &Notifier,
+    json: bool,
+) -> Result<ExitCode> {
     if config.sources.is_empty() {
         return Err(anyhow!("no [[source]] in {}", config.path.display()));
     }
     let mut results = Vec::new();
     for src in &config.sources {
-        let r = match backup_one(config, host, &src.name, false) {
+        let r = match backup_one(config, host, notifier, &src.name, false) {
             Ok(summary) => {
                 if !json {
                     print_summary(&summary);

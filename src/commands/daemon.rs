@@ -24,11 +24,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use lockbox_vault::catalog::Catalog;
+use lockbox_vault::run::RunReport;
 
 use super::{BackupHost, EXIT_TEMPFAIL};
 use crate::cli::LogFormat;
 
 mod drills;
+mod stale;
 
 /// How often the loop wakes to reap runs, start due ones and read signals.
 const TICK: Duration = Duration::from_millis(100);
@@ -47,6 +49,7 @@ struct Slot {
 struct Running {
     child: lockbox_vault::sys::GroupChild,
     started: Instant,
+    started_at: OffsetDateTime,
     deadline: Option<Instant>,
     stdout: JoinHandle<Vec<u8>>,
     stderr: JoinHandle<Vec<u8>>,
@@ -90,6 +93,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     let mut slots = build_slots(&config, OffsetDateTime::now_utc())?;
     let mut drills = drills::Drills::default();
     drills.configure(&config, OffsetDateTime::now_utc());
+    let mut stale = stale::StaleWatch::start(&config)?;
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut pending: VecDeque<String> = VecDeque::new();
     // Due runs held for a free slot: since when, and whether the WARN for
@@ -140,6 +144,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
                         running_config = pinned;
                         pending.retain(|s| slots.contains_key(s));
                         drills.configure(&config, OffsetDateTime::now_utc());
+                        stale.reload(&config);
                         tracing::info!(sources = slots.len(), "configuration reloaded");
                     }
                     Err(e) => {
@@ -151,8 +156,11 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
                 }
             }
         }
-        reap(&mut running, &catalog, false);
+        for report in reap(&mut running, &catalog, false) {
+            lockbox_vault::run::notify_end(stale.notifier(), &config, &report);
+        }
         drills.tick(&exe, &running_config, log_format);
+        stale.tick(&config);
         let now = OffsetDateTime::now_utc();
         for (name, slot) in slots.iter_mut() {
             if now < slot.next {
@@ -202,10 +210,14 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     let deadline = Instant::now() + grace;
     drills.interrupt();
     while !running.is_empty() && Instant::now() < deadline {
-        reap(&mut running, &catalog, false);
+        for report in reap(&mut running, &catalog, false) {
+            lockbox_vault::run::notify_end(stale.notifier(), &config, &report);
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    reap(&mut running, &catalog, true);
+    for report in reap(&mut running, &catalog, true) {
+        lockbox_vault::run::notify_end(stale.notifier(), &config, &report);
+    }
     drills.finish(deadline);
     tracing::info!("daemon stopped");
     Ok(ExitCode::SUCCESS)
@@ -354,6 +366,7 @@ fn start(
     Ok(Running {
         child,
         started,
+        started_at: OffsetDateTime::now_utc(),
         // The run enforces its own timeout on the dump and records it as
         // timed out; this later deadline only catches a run stuck elsewhere.
         deadline: timeout.map(|t| started + t + BACKSTOP),
@@ -372,18 +385,26 @@ fn start(
 
 /// Collects finished runs and logs them; kills runs past their timeout, and
 /// with `abort_all` every run (shutdown after the grace period).
-fn reap(running: &mut HashMap<String, Running>, catalog: &Catalog, abort_all: bool) {
+/// Returns the runs the daemon ended (or closed for a vanished process):
+/// they could not notify anyone themselves.
+fn reap(
+    running: &mut HashMap<String, Running>,
+    catalog: &Catalog,
+    abort_all: bool,
+) -> Vec<RunReport> {
+    let mut ended = Vec::new();
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
         let r = running.get_mut(&name).expect("listed above");
         let timed_out = r.deadline.is_some_and(|d| Instant::now() >= d);
         if abort_all || timed_out {
             let r = running.remove(&name).expect("listed above");
-            finish_killed(&name, r, catalog, abort_all);
+            ended.push(finish_killed(&name, r, catalog, abort_all));
         } else if let Ok(Some(status)) = r.child.child.try_wait() {
             let mut r = running.remove(&name).expect("listed above");
             r.child.release();
             let pid = r.child.child.id();
+            let started = r.started_at;
             finish(&name, r, status.code());
             // A run that died without closing its row (crashed, killed by
             // someone else) is closed now, not left "running".
@@ -394,7 +415,13 @@ fn reap(running: &mut HashMap<String, Running>, catalog: &Catalog, abort_all: bo
             ) {
                 Ok(0) => {}
                 Ok(_) => {
-                    tracing::error!(source = %name, "the run's process ended without recording an outcome; recorded as interrupted")
+                    tracing::error!(source = %name, "the run's process ended without recording an outcome; recorded as interrupted");
+                    ended.push(killed_report(
+                        name.clone(),
+                        started,
+                        RunOutcome::Interrupted,
+                        lockbox_vault::catalog::PROCESS_GONE.into(),
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(source = %name, error = %e, "could not check the run's record")
@@ -402,9 +429,30 @@ fn reap(running: &mut HashMap<String, Running>, catalog: &Catalog, abort_all: bo
             }
         }
     }
+    ended
 }
 
-fn finish_killed(name: &str, mut r: Running, catalog: &Catalog, shutdown: bool) {
+fn killed_report(
+    source: String,
+    started_at: OffsetDateTime,
+    outcome: RunOutcome,
+    error: String,
+) -> RunReport {
+    RunReport {
+        kind: lockbox_vault::catalog::RunKind::Backup,
+        source,
+        outcome,
+        started_at,
+        finished_at: OffsetDateTime::now_utc(),
+        snapshot: None,
+        input_bytes: None,
+        added_bytes: None,
+        error: Some(error),
+        unrecorded: None,
+    }
+}
+
+fn finish_killed(name: &str, mut r: Running, catalog: &Catalog, shutdown: bool) -> RunReport {
     // SIGKILL: the run cannot record anything now; its guardian takes the
     // dump tool's group, and the row is closed here.
     r.child.kill_group();
@@ -436,6 +484,7 @@ fn finish_killed(name: &str, mut r: Running, catalog: &Catalog, shutdown: bool) 
         reason = %reason,
         "run finished without a snapshot"
     );
+    killed_report(name.to_string(), r.started_at, outcome, reason)
 }
 
 fn finish(name: &str, r: Running, code: Option<i32>) {

@@ -62,26 +62,22 @@ pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
     })?;
     lockbox_vault::sys::set_stop_note("scratch database removed, nothing recorded as verified");
     let guard = RunGuard::begin(&config.catalog_path(), RunKind::Drill, &source.name);
-    match drill_source(config, &args, source) {
-        Ok((code, None)) => {
-            guard.succeed(RunSuccess::default());
-            Ok(code)
-        }
-        Ok((code, Some(failure))) => {
+    let result = drill_source(config, &args, source);
+    let report = match &result {
+        Ok((_, None)) => guard.succeed(RunSuccess::default()),
+        Ok((_, Some(failure))) => {
             let outcome = if failure == "interrupted" || lockbox_vault::sys::stop_signal().is_some()
             {
                 RunOutcome::Interrupted
             } else {
                 RunOutcome::Failed
             };
-            guard.close(outcome, None, None, None, Some(&failure));
-            Ok(code)
+            guard.close(outcome, None, None, None, Some(failure))
         }
-        Err(e) => {
-            guard.fail(&format!("{e:#}"), e.as_ref());
-            Err(e)
-        }
-    }
+        Err(e) => guard.fail(&format!("{e:#}"), e.as_ref()),
+    };
+    lockbox_vault::run::notify_end(&lockbox_vault::run::notifier_for(config), config, &report);
+    result.map(|(code, _)| code)
 }
 
 /// The drill itself; `Ok((code, Some(failure)))` for a drill that ran and

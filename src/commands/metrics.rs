@@ -42,6 +42,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "lockbox_max_backup_age_seconds",
     "lockbox_max_verified_age_seconds",
     "lockbox_repository_retain_until_min_timestamp_seconds",
+    "lockbox_notifications_total",
 ];
 
 struct Families {
@@ -63,8 +64,21 @@ impl Families {
     }
 }
 
-/// The report in Prometheus text format.
-pub fn encode(report: &StatusReport) -> Result<String> {
+/// The catalog's notification counts: (kind, outcome, count).
+pub fn notification_counts(config: &Config) -> Result<Vec<(String, String, u64)>> {
+    let path = config.catalog_path();
+    Ok(
+        match lockbox_vault::health::open_catalog(&path)
+            .with_context(|| format!("reading the catalog {}", path.display()))?
+        {
+            Some(c) => c.notification_counts()?,
+            None => Vec::new(),
+        },
+    )
+}
+
+/// The report and the notification counts in Prometheus text format.
+pub fn encode(report: &StatusReport, notifications: &[(String, String, u64)]) -> Result<String> {
     let f = Families {
         registry: Registry::new(),
     };
@@ -209,6 +223,23 @@ pub fn encode(report: &StatusReport) -> Result<String> {
             .with_label_values(l)
             .set(s.thresholds.max_verified_age_seconds as f64);
     }
+    let notified = f.counter(
+        "lockbox_notifications_total",
+        "Deliveries to [[notify]] targets recorded in this host's catalog, by kind and outcome (ok, failed).",
+        &["kind", "outcome"],
+    )?;
+    // Every kind and outcome always, so an alert on `failed` has a series
+    // to compare with before the first failure.
+    for kind in ["webhook", "ping", "command"] {
+        for outcome in ["ok", "failed"] {
+            notified.with_label_values(&[kind, outcome]);
+        }
+    }
+    for (kind, outcome, n) in notifications {
+        notified
+            .with_label_values(&[kind.as_str(), outcome.as_str()])
+            .inc_by(*n);
+    }
     if let Some(t) = report.repository.retain_until_min_unix {
         let g = Gauge::with_opts(Opts::new(
             "lockbox_repository_retain_until_min_timestamp_seconds",
@@ -223,7 +254,7 @@ pub fn encode(report: &StatusReport) -> Result<String> {
 }
 
 pub fn run(config: &Config, args: MetricsArgs) -> Result<ExitCode> {
-    let text = encode(&load_report(config, None)?)?;
+    let text = encode(&load_report(config, None)?, &notification_counts(config)?)?;
     match &args.textfile {
         Some(path) => write_atomically(path, text.as_bytes())?,
         None => std::io::stdout().lock().write_all(text.as_bytes())?,

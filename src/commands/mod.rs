@@ -8,6 +8,7 @@ mod drill;
 mod init;
 mod keygen;
 mod metrics;
+mod notify;
 mod prune;
 mod quickstart;
 mod restore;
@@ -29,7 +30,7 @@ use lockbox_vault::keys::{self, KeyError};
 use lockbox_vault::repository::{self, RepoError, WriteRepo};
 use lockbox_vault::{state, storage};
 
-use crate::cli::{CatalogCommand, Cli, Command};
+use crate::cli::{CatalogCommand, Cli, Command, NotifyCommand};
 
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -83,6 +84,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         // Every failure of `check` is UNKNOWN (3), a config error included.
         Command::Check(a) => Ok(status::check(load_config(config_path), a)),
         Command::Metrics(a) => metrics::run(&load_config(config_path)?, a),
+        Command::Notify {
+            command: NotifyCommand::Test(a),
+        } => notify::test(&load_config(config_path)?, a),
         Command::Daemon => {
             let path = config_path.clone();
             let config = load_config(config_path)?;
@@ -98,7 +102,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// Chooses the exit code for an error by what went wrong.
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.downcast_ref::<ConfigError>().is_some() {
+        if cause.downcast_ref::<ConfigError>().is_some()
+            || cause
+                .downcast_ref::<lockbox_vault::notify::NotifyError>()
+                .is_some()
+        {
             return EXIT_USAGE;
         }
         if let Some(e) = cause.downcast_ref::<lockbox_restore::load::LoadError>() {
@@ -266,6 +274,20 @@ pub fn record_tampering(
         .and_then(|mut c| Ok(c.record_tampering(events)?));
     if let Err(e) = recorded {
         tracing::warn!(error = %e, "could not record the tampering in the catalog");
+    }
+}
+
+/// Adds notification deliveries to the catalog's counts (the
+/// `lockbox_notifications_total` metric). A host without a catalog yet has
+/// nothing to count into; a failure to count is logged, never fatal.
+pub fn record_notifications(config: &Config, deliveries: &[lockbox_vault::notify::Delivery]) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let counted = lockbox_vault::health::open_catalog(&config.catalog_path())
+        .and_then(|c| c.map_or(Ok(()), |c| c.count_notifications(deliveries)));
+    if let Err(e) = counted {
+        tracing::warn!(error = %e, "could not count the notifications in the catalog");
     }
 }
 

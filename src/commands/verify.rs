@@ -60,17 +60,14 @@ pub fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
     });
     let result = verify_repository(config, &args);
     if let Some(guard) = guard {
-        match &result {
+        let report = match &result {
             Ok((_, Some(problem))) => {
-                guard.close(RunOutcome::Failed, None, None, None, Some(problem));
+                guard.close(RunOutcome::Failed, None, None, None, Some(problem))
             }
-            Ok((_, None)) => {
-                guard.succeed(RunSuccess::default());
-            }
-            Err(e) => {
-                guard.fail(&format!("{e:#}"), e.as_ref());
-            }
-        }
+            Ok((_, None)) => guard.succeed(RunSuccess::default()),
+            Err(e) => guard.fail(&format!("{e:#}"), e.as_ref()),
+        };
+        lockbox_vault::run::notify_end(&lockbox_vault::run::notifier_for(config), config, &report);
     }
     result.map(|(code, _)| code)
 }

@@ -113,10 +113,12 @@ fn route(path: &str, config: &Config) -> (u16, &'static str, String) {
             Ok(json) => (200, "application/json", json + "\n"),
             Err(e) => (500, TEXT, format!("{e}\n")),
         },
-        "/metrics" => match metrics::encode(&report) {
-            Ok(text) => (200, metrics::CONTENT_TYPE, text),
-            Err(e) => (500, TEXT, format!("{e:#}\n")),
-        },
+        "/metrics" => {
+            match metrics::notification_counts(config).and_then(|n| metrics::encode(&report, &n)) {
+                Ok(text) => (200, metrics::CONTENT_TYPE, text),
+                Err(e) => (500, TEXT, format!("{e:#}\n")),
+            }
+        }
         _ => (200, "text/html; charset=utf-8", page(&report)),
     }
 }

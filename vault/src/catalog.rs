@@ -32,6 +32,7 @@ use crate::manifest::Manifest;
 use crate::repository::{self, RepoError};
 use crate::storage::{ReadBackend, TamperEvent};
 
+mod notifications;
 mod repair;
 mod verifications;
 pub use repair::Rebuilt;
@@ -328,7 +329,7 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         self.migrate_runs()?;
         self.conn
-            .execute_batch(verifications::SCHEMA)
+            .execute_batch(&[verifications::SCHEMA, notifications::SCHEMA].concat())
             .map_err(|e| self.err(e))?;
         self.set_meta("schema_version", &SCHEMA_VERSION.to_string())?;
         if !repository_id.is_empty() || self.meta("repository_id")?.is_none() {

@@ -11,11 +11,13 @@ use crate::keys::{KeyError, Recipients};
 use crate::storage::{BackendOptions, LockMode, S3Settings};
 
 mod drill;
+mod notify;
 mod prune;
 mod retention;
 pub use drill::{
     DEFAULT_ROW_TOLERANCE_PCT, DrillCheck, DrillConfig, ROW_TOLERANCE_FLOOR, expect_text,
 };
+pub use notify::{NotifyConfig, NotifyTarget, PingStyle, SecretFrom, Sink, TargetUrl};
 pub use prune::PruneSection;
 pub use retention::RetentionSection;
 
@@ -53,6 +55,9 @@ pub struct Config {
     /// `[prune]`: the pruner's credentials and limits.
     #[serde(default)]
     pub prune: PruneSection,
+    /// `[[notify]]`: webhooks, ping URLs and commands told of failures.
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
     /// Where the config was read from (for messages); not a TOML key.
     #[serde(skip)]
     pub path: PathBuf,
@@ -948,6 +953,7 @@ impl Config {
         self.prune
             .check()
             .map_err(|(key, message)| invalid(&key, message))?;
+        notify::check(&mut self.notify).map_err(|(key, message)| invalid(&key, message))?;
         for (i, s) in self.sources.iter_mut().enumerate() {
             let kind = s
                 .parse_kind(i)

@@ -16,6 +16,7 @@
 //! * [`catalog`] — the local SQLite cache of the repository.
 //! * [`config`] — the TOML configuration.
 //! * [`health`] — per-source status and the OK/WARN/CRIT verdict (`status`, `check`, metrics).
+//! * [`notify`] — `[[notify]]` deliveries: webhooks, dead-man's-switch pings, hook commands.
 //! * [`doctor`] — the storage and host checklist (its canary delete probe must fail).
 //! * [`source`] — dump sources (command, SQLite, stdin).
 //! * [`backup`] — the streaming backup pipeline.
@@ -79,6 +80,7 @@ pub mod ids;
 pub mod keys;
 pub mod lock;
 pub mod manifest;
+pub mod notify;
 pub mod prune;
 pub mod repository;
 pub mod retention;

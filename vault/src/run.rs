@@ -330,3 +330,106 @@ pub fn outcome_of(err: &(dyn std::error::Error + 'static)) -> RunOutcome {
     }
     RunOutcome::Failed
 }
+
+/// The event a finished run is told as, if any: a backup's success or
+/// failure, a drill's verdict, a verify that did not come out clean.
+fn end_event(report: &RunReport) -> Option<crate::notify::EventKind> {
+    use crate::notify::EventKind;
+    let ok = report.outcome == RunOutcome::Success;
+    Some(match (report.kind, ok) {
+        (RunKind::Backup, true) => EventKind::BackupSucceeded,
+        (RunKind::Backup, false) => EventKind::BackupFailed,
+        (RunKind::Drill, true) => EventKind::DrillPassed,
+        (RunKind::Drill, false) => EventKind::DrillFailed,
+        (RunKind::Verify, false) => EventKind::VerifyProblem,
+        (RunKind::Verify, true) => return None,
+    })
+}
+
+/// Tells the targets that hear it that a backup started (the start ping of
+/// a dead man's switch), and counts the deliveries.
+pub fn notify_started(notifier: &crate::notify::Notifier, catalog_path: &Path, source: &str) {
+    use crate::notify::{Event, EventKind};
+    if !notifier.listens_for(EventKind::BackupStarted) {
+        return;
+    }
+    let mut event = Event::new(EventKind::BackupStarted, source);
+    event.started_at = Some(OffsetDateTime::now_utc());
+    event.outcome = Some("running".into());
+    count(catalog_path, &notifier.send(&event));
+}
+
+/// Tells the targets that hear it how a run ended, with the source's
+/// health as status now reports it, and counts the deliveries. Sent
+/// whether or not the catalog could record the run: that is when it is
+/// needed most.
+pub fn notify_end(
+    notifier: &crate::notify::Notifier,
+    config: &crate::config::Config,
+    report: &RunReport,
+) -> Vec<crate::notify::Delivery> {
+    use crate::notify::Event;
+    let Some(kind) = end_event(report) else {
+        return Vec::new();
+    };
+    if !notifier.listens_for(kind) {
+        return Vec::new();
+    }
+    let mut event = Event::new(kind, &report.source);
+    event.snapshot = report.snapshot.clone();
+    event.outcome = Some(match report.kind {
+        RunKind::Drill => if report.outcome == RunOutcome::Success {
+            "passed"
+        } else {
+            "failed"
+        }
+        .to_string(),
+        _ => report.outcome.as_str().to_string(),
+    });
+    event.error = report.error.clone();
+    event.started_at = Some(report.started_at);
+    event.finished_at = Some(report.finished_at);
+    event.duration_seconds = Some(report.duration_seconds());
+    event.input_bytes = report.input_bytes;
+    event.added_bytes = report.added_bytes;
+    event.health = health_now(config, &report.source).or_else(|| {
+        // The catalog could not be read: a failure is CRIT by the rules.
+        (report.outcome != RunOutcome::Success).then(|| "CRIT".to_string())
+    });
+    let deliveries = notifier.send(&event);
+    count(&config.catalog_path(), &deliveries);
+    deliveries
+}
+
+fn health_now(config: &crate::config::Config, source: &str) -> Option<String> {
+    let catalog = crate::health::open_catalog(&config.catalog_path()).ok()??;
+    let report = crate::health::report(config, Some(&catalog), OffsetDateTime::now_utc()).ok()?;
+    let worst = if source == REPOSITORY_WIDE {
+        report.health
+    } else {
+        report.sources.iter().find(|s| s.source == source)?.health
+    };
+    Some(worst.as_str().to_string())
+}
+
+fn count(catalog_path: &Path, deliveries: &[crate::notify::Delivery]) {
+    if deliveries.is_empty() {
+        return;
+    }
+    if let Err(e) = open_catalog(catalog_path).and_then(|c| c.count_notifications(deliveries)) {
+        tracing::warn!(error = %e, "could not count the notifications in the catalog");
+    }
+}
+
+/// The configured notifier; one whose secret cannot be read is logged and
+/// replaced by none, since a notification problem must never stop a
+/// backup (`lockbox notify test` shows it, and so does the log).
+pub fn notifier_for(config: &crate::config::Config) -> crate::notify::Notifier {
+    crate::notify::Notifier::new(&config.notify).unwrap_or_else(|e| {
+        tracing::error!(
+            error = %e,
+            "[[notify]] cannot be used; this run notifies nobody (check with `lockbox notify test`)"
+        );
+        crate::notify::Notifier::none()
+    })
+}

@@ -273,6 +273,31 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["daemon.listen: \"localhost\" is not an IP address and port"],
         ),
         (
+            "unknown notify event",
+            base()
+                + "[[notify]]\nkind = \"webhook\"\nurl = \"https://h/x\"\non = [\"backup_exploded\"]\n",
+            vec![
+                "notify[0].on[0]: unknown variant `backup_exploded`",
+                "line 9",
+            ],
+        ),
+        (
+            "unknown notify kind",
+            base() + "[[notify]]\nkind = \"email\"\n",
+            vec!["notify[0].kind: unknown notify kind \"email\""],
+        ),
+        (
+            "notify url missing",
+            base() + "[[notify]]\nkind = \"ping\"\n",
+            vec!["notify[0].url: is required for kind = \"ping\""],
+        ),
+        (
+            "notify secret inline",
+            base()
+                + "[[notify]]\nkind = \"webhook\"\nurl = \"https://h/x\"\nsecret = \"hunter2\"\n",
+            vec!["notify[0].secret: a secret must not be written in the config"],
+        ),
+        (
             "zero health threshold",
             base() + "[health]\nmax_backup_age = \"0s\"\n",
             vec!["health.max_backup_age: must be longer than 0s"],
@@ -303,8 +328,10 @@ fn each_malformed_config_gets_its_own_error_naming_the_key() {
         );
         assert!(!err.contains('\n'), "case {name:?}: not one line: {err:?}");
         assert!(
-            !err.contains("AGE-SECRET-KEY") && !err.contains(&SECRET_KEY[15..40]),
-            "case {name:?}: a secret key is echoed: {err:?}"
+            !err.contains("AGE-SECRET-KEY")
+                && !err.contains(&SECRET_KEY[15..40])
+                && !err.contains("hunter2"),
+            "case {name:?}: echoes a secret: {err:?}"
         );
         if let Some((_, other)) = seen.iter().find(|(e, _)| *e == err) {
             panic!("cases {other:?} and {name:?} give the same error {err:?}");
