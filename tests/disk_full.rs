@@ -143,6 +143,20 @@ fn state_dir_full_before_and_during_a_backup() {
         serde_json::from_slice(&v.ok(&["snapshots", "--json"]).stdout).unwrap();
     assert_eq!(snaps.len(), 1, "a snapshot appeared: {snaps:?}");
     catalog_intact(&v);
+    // The refused run is recorded (a run row fits where a backup does not)
+    // and makes the source CRIT until a backup succeeds.
+    let status: serde_json::Value =
+        serde_json::from_slice(&v.ok(&["status", "--json"]).stdout).unwrap();
+    let db = &status["sources"][0];
+    assert_eq!(db["last_run"]["outcome"], "failed", "{db}");
+    assert!(
+        db["last_run"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("is full"),
+        "{db}"
+    );
+    assert_eq!(db["health"], "CRIT", "{db}");
 
     // Fills up during the backup (the base cache of 24 MiB of mostly
     // incompressible data does not fit in 3 MiB).

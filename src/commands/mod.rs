@@ -278,17 +278,9 @@ pub fn record_tampering(
 }
 
 /// Adds notification deliveries to the catalog's counts (the
-/// `lockbox_notifications_total` metric). A host without a catalog yet has
-/// nothing to count into; a failure to count is logged, never fatal.
+/// `lockbox_notifications_total` metric); a failure to count is logged.
 pub fn record_notifications(config: &Config, deliveries: &[lockbox_vault::notify::Delivery]) {
-    if deliveries.is_empty() {
-        return;
-    }
-    let counted = lockbox_vault::health::open_catalog(&config.catalog_path())
-        .and_then(|c| c.map_or(Ok(()), |c| c.count_notifications(deliveries)));
-    if let Err(e) = counted {
-        tracing::warn!(error = %e, "could not count the notifications in the catalog");
-    }
+    lockbox_vault::run::count_notifications(&config.catalog_path(), deliveries);
 }
 
 pub fn human_bytes(n: u64) -> String {

@@ -356,7 +356,7 @@ pub fn notify_started(notifier: &crate::notify::Notifier, catalog_path: &Path, s
     let mut event = Event::new(EventKind::BackupStarted, source);
     event.started_at = Some(OffsetDateTime::now_utc());
     event.outcome = Some("running".into());
-    count(catalog_path, &notifier.send(&event));
+    count_notifications(catalog_path, &notifier.send(&event));
 }
 
 /// Tells the targets that hear it how a run ended, with the source's
@@ -397,7 +397,7 @@ pub fn notify_end(
         (report.outcome != RunOutcome::Success).then(|| "CRIT".to_string())
     });
     let deliveries = notifier.send(&event);
-    count(&config.catalog_path(), &deliveries);
+    count_notifications(&config.catalog_path(), &deliveries);
     deliveries
 }
 
@@ -412,7 +412,9 @@ fn health_now(config: &crate::config::Config, source: &str) -> Option<String> {
     Some(worst.as_str().to_string())
 }
 
-fn count(catalog_path: &Path, deliveries: &[crate::notify::Delivery]) {
+/// Counts deliveries in the catalog (`lockbox_notifications_total`); a
+/// catalog that cannot be written is logged, never an error.
+pub fn count_notifications(catalog_path: &Path, deliveries: &[crate::notify::Delivery]) {
     if deliveries.is_empty() {
         return;
     }

@@ -560,6 +560,7 @@ fn report_at(backup_age: i64, verified_age: Option<i64>, now: OffsetDateTime) ->
         repository: RepositoryStatus {
             retain_until_min: None,
             tamper_events: 0,
+            catalog_rebuilt: None,
             retain_until_min_unix: None,
         },
         sources: vec![s],
