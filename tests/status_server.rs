@@ -262,10 +262,12 @@ fn daemon_runs_that_fail_are_critical_on_status_metrics_and_the_page() {
     assert!(
         reasons.iter().any(|r| {
             let r = r.as_str().unwrap();
-            r.starts_with("last backup failed") && r.contains("lbt_no_such_database_9d1")
+            r.starts_with("last backup failed") && r.contains("the database does not exist")
         }),
         "{reasons:?}"
     );
+    let error = gone["last_run"]["error"].as_str().unwrap();
+    assert!(error.contains("lbt_no_such_database_9d1"), "{error}");
     let (_, _, metrics) = get(&addr, "/metrics");
     for name in ["gone", "exits"] {
         let labels = format!(r#"source="{name}""#);

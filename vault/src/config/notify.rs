@@ -585,7 +585,7 @@ mod tests {
     /// The commented `[[notify]]` examples in examples/lockbox.toml parse.
     #[test]
     fn shipped_notify_examples_parse() {
-        let text = include_str!("../../../examples/lockbox.toml");
+        let text = crate::config::shipped_example();
         let examples: String = text
             .lines()
             .filter_map(|l| l.strip_prefix('#'))
