@@ -445,7 +445,19 @@ fn hanging_and_failing_receivers_cost_at_most_the_budget_and_leak_no_secret() {
     let start = Instant::now();
     let d = n.send(&failed_backup());
     let took = start.elapsed();
-    let logs = logs();
+    // A delivery thread that reports after `send` gave up logs a moment
+    // later (a loaded machine): wait for every target's line, briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let logs = loop {
+        let logs = logs();
+        let all = d
+            .iter()
+            .all(|d| logs.contains(&format!("notify={} ", d.target)));
+        if all || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     // Four 1 s budgets one after another would take 4 s.
     assert!(took < Duration::from_millis(2500), "{took:?}");
     assert!(took >= Duration::from_millis(900), "{took:?}");
@@ -454,8 +466,10 @@ fn hanging_and_failing_receivers_cost_at_most_the_budget_and_leak_no_secret() {
     let ok: Vec<bool> = d.iter().map(|d| d.ok).collect();
     assert_eq!(ok, [false, false, false, false, true], "{d:?}");
     for i in [0, 1] {
+        // Its own timeout, or `send`'s, when the thread reports late.
+        let e = d[i].error.as_deref().unwrap();
         assert!(
-            d[i].error.as_deref().unwrap().contains("timed out"),
+            e.contains("timed out") || e.contains("budget"),
             "{:?}",
             d[i]
         );
@@ -482,11 +496,14 @@ fn hanging_and_failing_receivers_cost_at_most_the_budget_and_leak_no_secret() {
             .lines()
             .filter(|l| l.contains(&format!("notify={} ", d.target)))
             .collect();
-        assert_eq!(lines.len(), 1, "{}: {lines:?}", d.target);
+        // One line, or two when `send` gave up on a thread that then
+        // finished: never none.
+        assert!((1..=2).contains(&lines.len()), "{}: {lines:?}", d.target);
         assert!(
-            lines[0].contains(&format!("notification {word}")),
-            "{}",
-            lines[0]
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("notification {word}"))),
+            "{lines:?}"
         );
     }
 }
