@@ -266,6 +266,14 @@ fn backups_ping_start_and_outcome_and_a_failure_reaches_the_webhook() {
     let (code, err) = v.fails(&["backup", "db"]);
     assert_eq!(code, 1, "{err}");
     assert!(!err.contains(PING_UUID), "{err}");
+    // Each delivery is logged, naming its target without the secret path.
+    for target in ["notify=notify[0] ", "notify=notify[1] "] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("notification delivered") && l.contains(target)),
+            "{target}: {err}"
+        );
+    }
     let text = std::fs::read_to_string(&v.config).unwrap();
     std::fs::write(
         &v.config,
