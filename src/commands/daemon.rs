@@ -448,7 +448,6 @@ fn killed_report(
         input_bytes: None,
         added_bytes: None,
         error: Some(error),
-        unrecorded: None,
     }
 }
 

@@ -744,11 +744,6 @@ impl Catalog {
             .collect())
     }
 
-    /// One run by id.
-    pub fn run(&self, id: i64) -> Result<Option<RunRow>, CatalogError> {
-        Ok(self.runs(None)?.into_iter().rev().find(|r| r.id == id))
-    }
-
     pub fn runs(&self, source: Option<&str>) -> Result<Vec<RunRow>, CatalogError> {
         let mut stmt = self
             .conn

@@ -42,8 +42,6 @@ pub struct RunReport {
     pub input_bytes: Option<u64>,
     pub added_bytes: Option<u64>,
     pub error: Option<String>,
-    /// The catalog could not record the run (it says why).
-    pub unrecorded: Option<String>,
 }
 
 impl RunReport {
@@ -70,8 +68,6 @@ pub struct RunGuard {
     source: String,
     started_at: OffsetDateTime,
     abort_hook: u64,
-    /// Why the row could not be opened, if it could not.
-    unrecorded: Option<String>,
     closed: bool,
 }
 
@@ -115,7 +111,7 @@ fn stored_repository_id(path: &Path) -> Option<String> {
 impl RunGuard {
     /// Records that `kind` of `source` has started. Never fails: when the
     /// catalog cannot be written the run goes on unrecorded and the reason
-    /// is logged and kept for the report.
+    /// is logged.
     pub fn begin(catalog_path: &Path, kind: RunKind, source: &str) -> Self {
         let started_at = OffsetDateTime::now_utc();
         let opened = open_catalog(catalog_path).and_then(|c| {
@@ -126,8 +122,8 @@ impl RunGuard {
             }
             c.begin_run(kind, source)
         });
-        let (id, unrecorded) = match opened {
-            Ok(id) => (Some(id), None),
+        let id = match opened {
+            Ok(id) => Some(id),
             Err(e) => {
                 tracing::error!(
                     source = %source,
@@ -136,7 +132,7 @@ impl RunGuard {
                     "could not record the start of the run in the catalog; its outcome is \
                      still reported (exit status, notifications, log)"
                 );
-                (None, Some(e.to_string()))
+                None
             }
         };
         let abort_hook = match id {
@@ -171,21 +167,8 @@ impl RunGuard {
             source: source.to_string(),
             started_at,
             abort_hook,
-            unrecorded,
             closed: false,
         }
-    }
-
-    pub fn id(&self) -> Option<i64> {
-        self.id
-    }
-
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
-    pub fn kind(&self) -> RunKind {
-        self.kind
     }
 
     /// Closes the run as a success.
@@ -227,7 +210,6 @@ impl RunGuard {
     ) -> RunReport {
         self.closed = true;
         crate::sys::remove_abort_hook(self.abort_hook);
-        let mut unrecorded = self.unrecorded.take();
         if let Some(id) = self.id {
             let written = close_row(
                 &self.catalog,
@@ -247,7 +229,6 @@ impl RunGuard {
                     "could not record the end of the run in the catalog; the next reader \
                      marks it interrupted"
                 );
-                unrecorded = Some(e.to_string());
             }
         }
         RunReport {
@@ -260,7 +241,6 @@ impl RunGuard {
             input_bytes,
             added_bytes,
             error: error.map(str::to_string),
-            unrecorded,
         }
     }
 }
