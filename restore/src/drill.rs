@@ -64,7 +64,7 @@ pub fn scratch_name(source: &str, now: OffsetDateTime) -> String {
 
 /// One check's outcome. `detail` may name tables and values: it goes into
 /// the sealed part of an attestation, never the public one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CheckResult {
     pub name: String,
     /// The name shown publicly: built-in checks keep theirs, user checks
@@ -80,7 +80,7 @@ pub struct CheckResult {
 }
 
 /// What a drill found; JSON fields may be added.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DrillReport {
     pub source: String,
     pub snapshot: String,

@@ -11,6 +11,7 @@
 //! Architecture invariant: restore only ever holds a `ReadBackend`; it
 //! cannot write to or delete from the repository.
 
+pub mod attest;
 pub mod drill;
 pub mod load;
 mod output;

@@ -13,9 +13,13 @@ use lockbox_vault::run::{self, RunGuard, RunSuccess};
 use lockbox_vault::source::{self, DumpStream};
 use serde::Serialize;
 
-use super::{BackupHost, EXIT_FAILURE, EXIT_TEMPFAIL, backup_options, human_bytes, print_json};
+use lockbox_vault::access::BackupHost;
+use lockbox_vault::backup::BackupOptions;
+
+use super::{EXIT_FAILURE, EXIT_TEMPFAIL};
 use crate::cli::BackupArgs;
 use crate::progress::Bar;
+use crate::render::{human_bytes, print_json};
 
 pub fn run(config: &Config, args: BackupArgs) -> Result<ExitCode> {
     lockbox_vault::sys::set_stop_note("no snapshot written");
@@ -134,7 +138,7 @@ fn run_guarded(
         &host.repo,
         &mut host.catalog,
         stream,
-        &backup_options(config),
+        &BackupOptions::from_config(config),
         &bar,
     );
     bar.finish();

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use lockbox_vault::config::Config;
 
-use super::BackupHost;
+use lockbox_vault::access::BackupHost;
 
 /// `lockbox catalog rebuild`: reads every snapshot back from the repository.
 /// An unreadable catalog file is moved aside first (by `BackupHost::open`).

@@ -8,12 +8,10 @@
 //! that crashes cannot take the daemon down with it.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -26,11 +24,16 @@ use time::format_description::well_known::Rfc3339;
 use lockbox_vault::catalog::Catalog;
 use lockbox_vault::run::RunReport;
 
-use super::{BackupHost, EXIT_TEMPFAIL};
+use lockbox_vault::access::BackupHost;
+use lockbox_vault::backup::BackupSummary;
+
+use super::EXIT_TEMPFAIL;
 use crate::cli::LogFormat;
 
+mod child;
 mod drills;
 mod stale;
+mod web;
 
 /// How often the loop wakes to reap runs, start due ones and read signals.
 const TICK: Duration = Duration::from_millis(100);
@@ -47,12 +50,9 @@ struct Slot {
 }
 
 struct Running {
-    child: lockbox_vault::sys::GroupChild,
-    started: Instant,
+    run: child::Child,
     started_at: OffsetDateTime,
     deadline: Option<Instant>,
-    stdout: JoinHandle<Vec<u8>>,
-    stderr: JoinHandle<Vec<u8>>,
 }
 
 pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<ExitCode> {
@@ -72,11 +72,13 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     // instead would only be a failed unit nobody watches.
     let mut catalog = lockbox_vault::run::open_catalog(&config.catalog_path())
         .with_context(|| format!("opening the catalog {}", config.catalog_path().display()))?;
-    match BackupHost::open(&config).and_then(|mut host| {
-        host.catalog
-            .sync(host.repo.backend.as_ref(), &host.repo.id_key)
-            .context("refreshing the catalog from the repository")
-    }) {
+    match BackupHost::open(&config)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut host| {
+            host.catalog
+                .sync(host.repo.backend.as_ref(), &host.repo.id_key)
+                .context("refreshing the catalog from the repository")
+        }) {
         Ok(report) => tracing::debug!(
             added = report.added,
             removed = report.removed,
@@ -89,7 +91,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
         ),
     }
     let exe = std::env::current_exe().context("locating the lockbox binary")?;
-    let status_server = super::web::StatusServer::start(&config);
+    let status_server = web::StatusServer::start(&config);
     let mut slots = build_slots(&config, OffsetDateTime::now_utc())?;
     let mut drills = drills::Drills::default();
     drills.configure(&config, OffsetDateTime::now_utc());
@@ -344,42 +346,20 @@ fn start(
     log_format: LogFormat,
     timeout: Option<Duration>,
 ) -> Result<Running> {
-    let mut cmd = Command::new(exe);
-    cmd.arg("--config")
-        .arg(config_path)
-        .arg("--log-format")
-        .arg(match log_format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        })
-        .args(["-q", "backup", "--json", source])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // Its own process group, watched by a guardian: if the daemon itself is
-    // killed, the run goes too (and the run's guardian takes its dump tool).
-    let mut child = lockbox_vault::sys::spawn_group(&mut cmd)
-        .with_context(|| format!("spawning {}", exe.display()))?;
-    let mut out = child.child.stdout.take().expect("piped");
-    let mut err = child.child.stderr.take().expect("piped");
-    let started = Instant::now();
+    let run = child::spawn(
+        exe,
+        config_path,
+        log_format,
+        &["backup", "--json", source],
+        &[],
+    )
+    .with_context(|| format!("spawning {}", exe.display()))?;
     Ok(Running {
-        child,
-        started,
-        started_at: OffsetDateTime::now_utc(),
         // The run enforces its own timeout on the dump and records it as
         // timed out; this later deadline only catches a run stuck elsewhere.
-        deadline: timeout.map(|t| started + t + BACKSTOP),
-        stdout: std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = out.read_to_end(&mut buf);
-            buf
-        }),
-        stderr: std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
-            buf
-        }),
+        deadline: timeout.map(|t| run.started + t + BACKSTOP),
+        started_at: OffsetDateTime::now_utc(),
+        run,
     })
 }
 
@@ -400,10 +380,10 @@ fn reap(
         if abort_all || timed_out {
             let r = running.remove(&name).expect("listed above");
             ended.push(finish_killed(&name, r, catalog, abort_all));
-        } else if let Ok(Some(status)) = r.child.child.try_wait() {
+        } else if let Ok(Some(status)) = r.run.group.child.try_wait() {
             let mut r = running.remove(&name).expect("listed above");
-            r.child.release();
-            let pid = r.child.child.id();
+            r.run.group.release();
+            let pid = r.run.group.child.id();
             let started = r.started_at;
             finish(&name, r, status.code());
             // A run that died without closing its row (crashed, killed by
@@ -454,12 +434,12 @@ fn killed_report(
 fn finish_killed(name: &str, mut r: Running, catalog: &Catalog, shutdown: bool) -> RunReport {
     // SIGKILL: the run cannot record anything now; its guardian takes the
     // dump tool's group, and the row is closed here.
-    r.child.kill_group();
-    let _ = r.child.child.wait();
-    r.child.release();
-    let pid = r.child.child.id();
-    let _ = (r.stdout.join(), r.stderr.join());
-    let seconds = r.started.elapsed().as_secs_f64();
+    r.run.group.kill_group();
+    let _ = r.run.group.child.wait();
+    r.run.group.release();
+    let pid = r.run.group.child.id();
+    let started_at = r.started_at;
+    let seconds = r.run.collect().seconds;
     let (outcome, reason) = if shutdown {
         (
             RunOutcome::Aborted,
@@ -483,22 +463,21 @@ fn finish_killed(name: &str, mut r: Running, catalog: &Catalog, shutdown: bool) 
         reason = %reason,
         "run finished without a snapshot"
     );
-    killed_report(name.to_string(), r.started_at, outcome, reason)
+    killed_report(name.to_string(), started_at, outcome, reason)
 }
 
 fn finish(name: &str, r: Running, code: Option<i32>) {
-    let stdout = r.stdout.join().unwrap_or_default();
-    let stderr = r.stderr.join().unwrap_or_default();
-    let seconds = r.started.elapsed().as_secs_f64();
+    let out = r.run.collect();
+    let seconds = out.seconds;
     match code {
         Some(0) => {
-            let s: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_default();
+            let summary: Option<BackupSummary> = out.report();
             tracing::info!(
                 source = %name,
                 outcome = "success",
-                snapshot = %s["short_id"].as_str().unwrap_or("?"),
-                input_bytes = s["input_bytes"].as_u64().unwrap_or(0),
-                added_bytes = s["added_bytes"].as_u64().unwrap_or(0),
+                snapshot = %summary.as_ref().map_or("?", |s| s.short_id.as_str()),
+                input_bytes = summary.as_ref().map_or(0, |s| s.input_bytes),
+                added_bytes = summary.as_ref().map_or(0, |s| s.added_bytes),
                 seconds,
                 "run finished"
             );
@@ -512,15 +491,12 @@ fn finish(name: &str, r: Running, code: Option<i32>) {
             );
         }
         _ => {
-            let text = String::from_utf8_lossy(&stderr);
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(8)..].join("\n");
             tracing::error!(
                 source = %name,
                 outcome = "failed",
                 exit = ?code,
                 seconds,
-                error = %tail,
+                error = %out.stderr_tail(8),
                 "run finished"
             );
         }

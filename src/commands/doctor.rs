@@ -4,8 +4,9 @@ use anyhow::Result;
 use lockbox_vault::config::Config;
 use lockbox_vault::doctor::{self, Status};
 
-use super::{EXIT_FAILURE, print_json};
+use super::EXIT_FAILURE;
 use crate::cli::DoctorArgs;
+use crate::render::print_json;
 
 pub fn run(config: &Config, args: DoctorArgs) -> Result<ExitCode> {
     let checks = doctor::run(config, args.as_profile.as_deref());

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
+use lockbox_restore::attest;
 use lockbox_restore::drill::{self, DrillPlan, DrillReport};
 use lockbox_restore::load::{self, DbTarget, Password};
-use lockbox_vault::attestation::{self, Attestation, PublicCheck};
-use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome, VerificationKind, VerificationRow};
+use lockbox_vault::attestation;
+use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome};
 use lockbox_vault::config::{Config, ConfigError, SourceKind};
-use lockbox_vault::format::{ATTESTATION_TAG, ATTESTATION_VERSION};
 use lockbox_vault::ids::IdKey;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::manifest::Manifest;
@@ -19,13 +19,11 @@ use lockbox_vault::repository::{self, RepoConfig, SnapshotRef};
 use lockbox_vault::run::{RunGuard, RunSuccess};
 use lockbox_vault::{state, storage};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use super::{
-    EXIT_FAILURE, EXIT_IDENTITY, EXIT_INTEGRITY, human_bytes, note, open_read, print_json,
-};
+use super::{EXIT_FAILURE, EXIT_IDENTITY, EXIT_INTEGRITY, note};
 use crate::cli::DrillArgs;
 use crate::progress::Bar;
+use crate::render::{human_bytes, print_json};
 
 const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
 
@@ -151,10 +149,10 @@ fn drill_source(
             .map(Password::new),
     };
 
-    let backend = open_read(config)?;
+    let backend = lockbox_vault::access::open_read(config)?;
     let identities = Identities::from_file(&identity)?;
-    let repo_config = repository::load_config(backend.as_ref())?;
-    let id_key = repo_config.unseal_id_key(&identities)?;
+    let (repo_config, id_key) =
+        lockbox_vault::access::read_key(config, backend.as_ref(), Some(&identities))?;
     let snap = repository::find_snapshot(backend.as_ref(), &source.name, &args.snapshot)?;
     let manifest = repository::read_manifest(backend.as_ref(), &id_key, &snap)?;
 
@@ -186,22 +184,17 @@ fn drill_source(
     bar.finish();
     super::record_tampering(config, backend.as_ref(), &report.tampering);
 
-    let attestation_key = attest(config, &repo_config, &id_key, &snap, &manifest, &report)
-        .map_err(|e| {
-            tracing::warn!(
-                "could not write the attestation to the repository (the drill's result is \
+    let attestation_key =
+        write_attestation(config, &repo_config, &id_key, &snap, &manifest, &report)
+            .map_err(|e| {
+                tracing::warn!(
+                    "could not write the attestation to the repository (the drill's result is \
                  recorded in the local catalog only): {e:#}"
-            )
-        })
-        .ok();
-    record(
-        config,
-        &repo_config,
-        &snap,
-        &manifest,
-        &report,
-        attestation_key.clone(),
-    )?;
+                )
+            })
+            .ok();
+    let row = attest::drill_record(&snap, &manifest, &report, attestation_key.clone())?;
+    Catalog::open(&config.catalog_path(), &repo_config.id)?.record_verification(&row)?;
 
     if args.json {
         let mut v = serde_json::to_value(&report)?;
@@ -243,13 +236,8 @@ pub(super) fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-fn parse_time(s: &str) -> OffsetDateTime {
-    OffsetDateTime::parse(s, &Rfc3339).unwrap_or_else(|_| OffsetDateTime::now_utc())
-}
-
-/// Writes the attestation (public outcome, sealed details) under Object
-/// Lock, at least as long as the snapshot's own lock.
-fn attest(
+/// Writes the drill's attestation under Object Lock; returns its key.
+fn write_attestation(
     config: &Config,
     repo_config: &RepoConfig,
     id_key: &IdKey,
@@ -257,91 +245,17 @@ fn attest(
     manifest: &Manifest,
     report: &DrillReport,
 ) -> Result<String> {
+    let (a, until) = attest::drill_attestation(
+        repo_config,
+        snap,
+        manifest,
+        report,
+        host_name(),
+        OffsetDateTime::now_utc(),
+    )?;
     let backend =
         storage::open_write_with(&config.repository.url, &config.repository.backend_options())?;
-    let failed: Vec<&str> = report
-        .checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| c.public_name.as_str())
-        .collect();
-    let mut a = Attestation {
-        format: ATTESTATION_TAG.into(),
-        version: ATTESTATION_VERSION,
-        repository: repo_config.id.clone(),
-        source: snap.source.clone(),
-        kind: "drill".into(),
-        snapshot: snap.id,
-        snapshot_started_at: manifest.started_at,
-        snapshot_retain_until: manifest.retain_until,
-        passed: report.passed,
-        started_at: parse_time(&report.started_at),
-        finished_at: parse_time(&report.finished_at),
-        restore_seconds: report.restore_seconds,
-        data_age_seconds: report.data_age_seconds,
-        bytes: report.bytes,
-        checks: report
-            .checks
-            .iter()
-            .map(|c| PublicCheck {
-                name: c.public_name.clone(),
-                passed: c.passed,
-            })
-            .collect(),
-        summary: summary(report, &failed),
-        lockbox_version: env!("CARGO_PKG_VERSION").into(),
-        host: host_name(),
-        sealed: String::new(),
-    };
-    let secret = serde_json::json!({
-        "engine": report.engine,
-        "scratch": report.scratch,
-        "failure": report.failure,
-        "checks": report.checks,
-    });
-    a.seal(&repo_config.recipients()?, &secret)?;
-    let until = manifest
-        .retain_until
-        .max(OffsetDateTime::now_utc() + time::Duration::days(1));
     Ok(attestation::write(backend.as_ref(), id_key, &a, until)?)
-}
-
-/// Public one-liner: which built-in or numbered check failed, no details.
-fn summary(report: &DrillReport, failed: &[&str]) -> String {
-    if report.passed {
-        format!("drill passed: {} checks", report.checks.len())
-    } else if failed.is_empty() {
-        "drill failed before its checks (see the sealed part)".into()
-    } else {
-        format!("drill failed: {}", failed.join(", "))
-    }
-}
-
-fn record(
-    config: &Config,
-    repo_config: &RepoConfig,
-    snap: &SnapshotRef,
-    manifest: &Manifest,
-    report: &DrillReport,
-    attestation_key: Option<String>,
-) -> Result<()> {
-    let catalog = Catalog::open(&config.catalog_path(), &repo_config.id)?;
-    catalog.record_verification(&VerificationRow {
-        source: snap.source.clone(),
-        snapshot: snap.id.to_hex(),
-        snapshot_started_at: manifest.started_at.format(&Rfc3339)?,
-        kind: VerificationKind::Drill,
-        passed: report.passed,
-        started_at: report.started_at.clone(),
-        finished_at: report.finished_at.clone(),
-        restore_seconds: report.restore_seconds,
-        detail: Some(match &report.failure {
-            None => format!("drill passed: {} checks", report.checks.len()),
-            Some(f) => f.clone(),
-        }),
-        attestation_key,
-    })?;
-    Ok(())
 }
 
 fn print_human(r: &DrillReport, attestation: Option<&str>) {

@@ -15,20 +15,16 @@ mod restore;
 mod snapshots;
 mod status;
 mod verify;
-mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use lockbox_vault::backup::BackupOptions;
 use lockbox_vault::catalog::Catalog;
 use lockbox_vault::config::{Config, ConfigError};
-use lockbox_vault::delta::DeltaOptions;
-use lockbox_vault::keys::{self, KeyError};
-use lockbox_vault::repository::{self, RepoError, WriteRepo};
-use lockbox_vault::{state, storage};
+use lockbox_vault::keys::KeyError;
+use lockbox_vault::repository::{self, RepoError};
+use lockbox_vault::storage;
 
 use crate::cli::{CatalogCommand, Cli, Command, NotifyCommand};
 
@@ -68,25 +64,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     match cli.command {
         Command::Keygen(a) => keygen::run(a),
-        Command::Init(a) => init::run(&load_config(config_path)?, a),
-        Command::Backup(a) => backup::run(&load_config(config_path)?, a),
-        Command::Snapshots(a) => snapshots::run(&load_config(config_path)?, a),
-        Command::Restore(a) => restore::run(&load_config(config_path)?, a),
-        Command::Verify(a) => verify::run(&load_config(config_path)?, a),
-        Command::Drill(a) => drill::run(&load_config(config_path)?, a),
-        Command::Doctor(a) => doctor::run(&load_config(config_path)?, a),
-        Command::Prune(a) => prune::run(&load_config(config_path)?, a),
-        Command::Catalog {
-            command: CatalogCommand::Rebuild,
-        } => catalog::rebuild(&load_config(config_path)?),
         Command::Quickstart(a) => quickstart::run(a),
-        Command::Status(a) => status::run(&load_config(config_path)?, a),
         // Every failure of `check` is UNKNOWN (3), a config error included.
         Command::Check(a) => Ok(status::check(load_config(config_path), a)),
-        Command::Metrics(a) => metrics::run(&load_config(config_path)?, a),
-        Command::Notify {
-            command: NotifyCommand::Test(a),
-        } => notify::test(&load_config(config_path)?, a),
         Command::Daemon => {
             let path = config_path.clone();
             let config = load_config(config_path)?;
@@ -95,6 +75,33 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 config,
                 cli.log_format,
             )
+        }
+        command => dispatch(&load_config(config_path)?, command),
+    }
+}
+
+/// Runs a command that works on a loaded config. `quickstart` chains the
+/// real commands through here rather than reaching into their modules.
+fn dispatch(config: &Config, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Init(a) => init::run(config, a),
+        Command::Backup(a) => backup::run(config, a),
+        Command::Snapshots(a) => snapshots::run(config, a),
+        Command::Restore(a) => restore::run(config, a),
+        Command::Verify(a) => verify::run(config, a),
+        Command::Drill(a) => drill::run(config, a),
+        Command::Doctor(a) => doctor::run(config, a),
+        Command::Prune(a) => prune::run(config, a),
+        Command::Catalog {
+            command: CatalogCommand::Rebuild,
+        } => catalog::rebuild(config),
+        Command::Status(a) => status::run(config, a),
+        Command::Metrics(a) => metrics::run(config, a),
+        Command::Notify {
+            command: NotifyCommand::Test(a),
+        } => notify::test(config, a),
+        Command::Keygen(_) | Command::Quickstart(_) | Command::Check(_) | Command::Daemon => {
+            unreachable!("run() handles the commands that need no loaded config")
         }
     }
 }
@@ -171,84 +178,6 @@ fn load_config(path: Option<PathBuf>) -> Result<Config> {
     Ok(Config::load(&path)?)
 }
 
-/// Everything a backup-host command needs: repository with ID key, catalog.
-pub struct BackupHost {
-    pub repo: WriteRepo,
-    pub catalog: Catalog,
-}
-
-impl BackupHost {
-    pub fn open(config: &Config) -> Result<Self> {
-        let backend =
-            storage::open_write_with(&config.repository.url, &config.repository.backend_options())?;
-        let repo_config = repository::load_config(backend.as_ref())?;
-        let key_path = config.id_key_path();
-        if !key_path.exists() {
-            bail!(
-                "this host has no ID key for repository {} ({} is missing): run `lockbox init` \
-                 with --identity once to join, or copy id.key from another backup host \
-                 (on a restore host, `lockbox snapshots --identity FILE` lists snapshots)",
-                repo_config.id,
-                key_path.display()
-            );
-        }
-        state::ensure_private_dir(&config.state_dir)
-            .with_context(|| format!("state directory {}", config.state_dir.display()))?;
-        let id_key = keys::read_id_key(&key_path, &repo_config.id)?;
-        let repo = WriteRepo::open(backend, id_key)?;
-        if repo.config.recipients != config.repository.recipients {
-            tracing::warn!(
-                config = %config.path.display(),
-                "repository.recipients differ from the recipients stored in the repository at \
-                 init; backups encrypt to the repository's (changing recipients is not supported yet)"
-            );
-        }
-        // An unreadable catalog is moved aside and replaced here; the new one
-        // is refilled from the repository before use. A failed refill does
-        // not stop the backup (the catalog is only a cache): it is retried
-        // by the next run, and `status` says the catalog is not refilled.
-        let mut catalog = Catalog::open(&config.catalog_path(), &repo.config.id)?;
-        match catalog.refill_if_rebuilt(repo.backend.as_ref(), &repo.id_key) {
-            Ok(None) => {}
-            Ok(Some(r)) => tracing::info!(
-                catalog = %catalog.path(),
-                snapshots = r.added,
-                attestations = r.attestations,
-                "catalog rebuilt from the repository"
-            ),
-            Err(e) => tracing::warn!(
-                catalog = %catalog.path(),
-                error = %e,
-                "the rebuilt catalog could not be refilled from the repository; the next run \
-                 tries again"
-            ),
-        }
-        Ok(Self { repo, catalog })
-    }
-}
-
-pub fn backup_options(config: &Config) -> BackupOptions {
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    BackupOptions {
-        lock_days: config.repository.lock_days,
-        lock_slack_days: config.repository.lock_slack_days,
-        workers: config.repository.workers.unwrap_or(cpus),
-        max_in_flight: config.repository.effective_max_in_flight(),
-        delta: (config.repository.delta_max_percent > 0).then(|| DeltaOptions {
-            cache_root: config.base_cache_dir(),
-            max_percent: config.repository.delta_max_percent,
-        }),
-    }
-}
-
-/// A read-only view of the repository, for restore hosts.
-pub fn open_read(config: &Config) -> Result<Arc<dyn storage::ReadBackend>> {
-    Ok(storage::open_read_with(
-        &config.repository.url,
-        &config.repository.backend_options(),
-    )?)
-}
-
 /// After a restore: warns about tampering that version-aware reads passed
 /// over and, on a host with a catalog (a backup host), records it there.
 pub fn record_tampering(
@@ -281,26 +210,6 @@ pub fn record_tampering(
 /// `lockbox_notifications_total` metric); a failure to count is logged.
 pub fn record_notifications(config: &Config, deliveries: &[lockbox_vault::notify::Delivery]) {
     lockbox_vault::run::count_notifications(&config.catalog_path(), deliveries);
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
 }
 
 pub fn absolute(path: &Path) -> Result<PathBuf> {

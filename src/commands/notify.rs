@@ -8,8 +8,9 @@ use anyhow::Result;
 use lockbox_vault::config::{Config, ConfigError};
 use lockbox_vault::notify::{Event, EventKind, Notifier};
 
-use super::{note, print_json, record_notifications};
+use super::{note, record_notifications};
 use crate::cli::NotifyTestArgs;
+use crate::render::print_json;
 
 pub fn test(config: &Config, args: NotifyTestArgs) -> Result<ExitCode> {
     if config.notify.is_empty() {

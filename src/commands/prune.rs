@@ -17,8 +17,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{EXIT_FAILURE, human_bytes, note, open_read, print_json};
+use lockbox_vault::access;
+
+use super::{EXIT_FAILURE, note};
 use crate::cli::PruneArgs;
+use crate::render::{human_bytes, print_json};
 
 pub fn run(config: &Config, args: PruneArgs) -> Result<ExitCode> {
     match (&args.plan, &args.apply, &args.confirm) {
@@ -75,8 +78,8 @@ struct PlanSummary<'a> {
 }
 
 fn make_plan(config: &Config, path: &Path, json: bool) -> Result<ExitCode> {
-    let backend = open_read(config)?;
-    let (repo_config, id_key) = super::verify::repo_key(config, backend.as_ref(), None)?;
+    let backend = access::open_read(config)?;
+    let (repo_config, id_key) = access::read_key(config, backend.as_ref(), None)?;
     let opts = PlanOptions {
         policies: config
             .sources
@@ -97,7 +100,8 @@ fn make_plan(config: &Config, path: &Path, json: bool) -> Result<ExitCode> {
         OffsetDateTime::now_utc(),
     )
     .with_context(|| format!("computing a prune plan for {}", backend.location()))?;
-    write_atomically(path, &plan.to_bytes())?;
+    lockbox_vault::state::replace_file(path, &plan.to_bytes(), 0o600)
+        .with_context(|| format!("writing the plan to {}", path.display()))?;
     let digest = plan.digest();
     let all = || plan.sources.iter().flat_map(|s| &s.snapshots);
     let summary = PlanSummary {
@@ -188,20 +192,6 @@ fn print_plan(plan: &Plan, s: &PlanSummary) {
     );
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing the plan beside {}", path.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing the plan to {}", path.display()))?;
-    Ok(())
-}
-
 fn read_plan(path: &Path) -> Result<Plan> {
     let f = std::fs::File::open(path)
         .with_context(|| format!("reading the plan file {}", path.display()))?;
@@ -252,7 +242,7 @@ fn apply(config: &Config, path: &Path, confirm: &str, json: bool) -> Result<Exit
     }
     let opts = pruner_options(config)?;
     let backend = storage::open_delete_with(&config.repository.url, &opts)?;
-    let (repo_config, id_key) = super::verify::repo_key(config, backend.as_ref(), None)?;
+    let (repo_config, id_key) = access::read_key(config, backend.as_ref(), None)?;
     let apply_opts = ApplyOptions {
         confirm: confirm.into(),
         lock_days: config.repository.lock_days,

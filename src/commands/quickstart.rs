@@ -10,7 +10,7 @@ use lockbox_vault::config::Config;
 use lockbox_vault::keys;
 
 use super::absolute;
-use crate::cli::{BackupArgs, InitArgs, QuickstartArgs, RestoreArgs};
+use crate::cli::{BackupArgs, Command, InitArgs, QuickstartArgs, RestoreArgs};
 
 pub fn run(args: QuickstartArgs) -> Result<ExitCode> {
     let dir = absolute(&args.dir)?;
@@ -46,22 +46,22 @@ pub fn run(args: QuickstartArgs) -> Result<ExitCode> {
         "== 1. init: a write-once vault at {}",
         dir.join("vault").display()
     );
-    super::init::run(&config, InitArgs { identity: None })?;
+    super::dispatch(&config, Command::Init(InitArgs { identity: None }))?;
     println!("== 2. backup: sample.db ({rows} rows) through SQLite's online backup API");
-    super::backup::run(
+    super::dispatch(
         &config,
-        BackupArgs {
+        Command::Backup(BackupArgs {
             source: Some("sample".into()),
             stdin: None,
             all: false,
             json: false,
-        },
+        }),
     )?;
     let restored = dir.join("restored.db");
     println!("== 3. restore: latest snapshot, every chunk and the whole stream verified");
-    super::restore::run(
+    super::dispatch(
         &config,
-        RestoreArgs {
+        Command::Restore(RestoreArgs {
             snapshot: "latest".into(),
             source: "sample".into(),
             identity: identity.clone(),
@@ -71,7 +71,7 @@ pub fn run(args: QuickstartArgs) -> Result<ExitCode> {
             overwrite_source: None,
             force: true,
             json: false,
-        },
+        }),
     )?;
     let back = count_rows(&restored)?;
     if back != rows {

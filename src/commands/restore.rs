@@ -9,9 +9,11 @@ use lockbox_vault::config::Config;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::repository;
 
-use super::{human_bytes, open_read, print_json};
+use lockbox_vault::access::open_read;
+
 use crate::cli::RestoreArgs;
 use crate::progress::Bar;
+use crate::render::{human_bytes, print_json};
 
 /// Where `restore --into` reads the database password if no
 /// `--password-file` is given.

@@ -6,8 +6,10 @@ use lockbox_vault::config::Config;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::repository;
 
-use super::{BackupHost, human_bytes, open_read, print_json};
+use lockbox_vault::access::{BackupHost, open_read};
+
 use crate::cli::SnapshotsArgs;
+use crate::render::{human_bytes, print_json};
 
 pub fn run(config: &Config, args: SnapshotsArgs) -> Result<ExitCode> {
     let rows = match &args.identity {

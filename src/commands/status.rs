@@ -5,32 +5,13 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use lockbox_vault::config::Config;
-use lockbox_vault::health::{self, Health, SourceStatus, StatusReport, human_duration};
+use lockbox_vault::health::{self, Health, SourceStatus, StatusReport};
 use lockbox_vault::prune::audit::LastPrune;
-use time::OffsetDateTime;
 
-use super::human_bytes;
 use crate::cli::{CheckArgs, StatusArgs};
-
-/// The status of every source (or only `only`), now.
-pub fn load_report(config: &Config, only: Option<&str>) -> Result<StatusReport> {
-    // Its errors name the catalog and, when it is unreadable, what to do.
-    let catalog = health::open_catalog(&config.catalog_path())?;
-    let mut report = health::report(config, catalog.as_ref(), OffsetDateTime::now_utc())?;
-    if let Some(name) = only {
-        report.sources.retain(|s| s.source == name);
-        if report.sources.is_empty() {
-            bail!(
-                "no source {name:?}: it is not in {} and the catalog has no run or snapshot of it",
-                config.path.display()
-            );
-        }
-        report.health = report.sources[0].health;
-    }
-    Ok(report)
-}
+use crate::render::{ago, human_bytes};
 
 /// The last prune recorded in the catalog (synced from the repository's
 /// audit records).
@@ -43,7 +24,7 @@ fn last_prune(config: &Config) -> Result<Option<LastPrune>> {
 }
 
 pub fn run(config: &Config, args: StatusArgs) -> Result<ExitCode> {
-    let report = load_report(config, args.source.as_deref())?;
+    let report = health::load_report(config, args.source.as_deref())?;
     let pruned = last_prune(config)?;
     let text = if args.json {
         let mut v = serde_json::to_value(&report)?;
@@ -86,10 +67,6 @@ fn paint(text: &str, health: Health, colour: bool) -> String {
         Health::Crit => "1;31",
     };
     format!("\x1b[{code}m{text}\x1b[0m")
-}
-
-pub fn ago(seconds: i64) -> String {
-    format!("{} ago", human_duration(seconds.max(0) as u64))
 }
 
 /// The aligned table of `lockbox status`, then the reasons of every source
@@ -218,7 +195,7 @@ const PLUGIN_UNKNOWN: u8 = 3;
 /// `lockbox check`: never fails with Lockbox's own exit codes; a failure of
 /// the check itself is UNKNOWN.
 pub fn check(config: Result<Config>, args: CheckArgs) -> ExitCode {
-    let report = config.and_then(|c| load_report(&c, args.source.as_deref()));
+    let report = config.and_then(|c| Ok(health::load_report(&c, args.source.as_deref())?));
     let report = match report {
         Ok(r) if r.sources.is_empty() => {
             println!("LOCKBOX UNKNOWN - no sources configured or backed up");
@@ -276,7 +253,7 @@ mod tests {
             "t.toml",
         )
         .unwrap();
-        health::report(&config, None, OffsetDateTime::now_utc()).unwrap()
+        health::report(&config, None, time::OffsetDateTime::now_utc()).unwrap()
     }
 
     #[test]

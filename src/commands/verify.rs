@@ -6,47 +6,17 @@ use anyhow::{Context, Result, bail};
 use lockbox_restore::verify::{self, KnownSnapshot, VerifyOptions, VerifyReport};
 use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome, VerificationKind, VerificationRow};
 use lockbox_vault::config::Config;
-use lockbox_vault::ids::IdKey;
-use lockbox_vault::keys::{self, Identities};
-use lockbox_vault::repository::{self, RepoConfig};
+use lockbox_vault::keys::Identities;
 use lockbox_vault::run::{REPOSITORY_WIDE, RunGuard, RunSuccess};
-use lockbox_vault::storage::ReadBackend;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{EXIT_INTEGRITY, human_bytes, note, open_read, print_json};
+use lockbox_vault::access::{open_read, read_key};
+
+use super::{EXIT_INTEGRITY, note};
 use crate::cli::VerifyArgs;
 use crate::progress::Bar;
-
-/// The repository's config and ID key: from `state_dir/id.key` on a backup
-/// host, else unsealed with the identity (a restore host).
-pub(super) fn repo_key(
-    config: &Config,
-    backend: &dyn ReadBackend,
-    identities: Option<&Identities>,
-) -> Result<(RepoConfig, IdKey)> {
-    let repo_config = repository::load_config(backend)?;
-    let path = config.id_key_path();
-    let key = if path.exists() {
-        let key = keys::read_id_key(&path, &repo_config.id)?;
-        repo_config.check_id_key(&key)?;
-        if let Some(ids) = identities {
-            // Fails early (exit 4) when the identity is not the repository's.
-            repo_config.unseal_id_key(ids)?;
-        }
-        key
-    } else if let Some(ids) = identities {
-        repo_config.unseal_id_key(ids)?
-    } else {
-        bail!(
-            "this host has no ID key for repository {} ({} is missing): pass --identity FILE \
-             (a restore host), or run on a backup host",
-            repo_config.id,
-            path.display()
-        );
-    };
-    Ok((repo_config, key))
-}
+use crate::render::{human_bytes, print_json};
 
 pub fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
     lockbox_vault::sys::set_stop_note("nothing recorded as verified");
@@ -89,7 +59,7 @@ fn verify_repository(config: &Config, args: &VerifyArgs) -> Result<(ExitCode, Op
         .as_deref()
         .map(Identities::from_file)
         .transpose()?;
-    let (repo_config, id_key) = repo_key(config, backend.as_ref(), identities.as_ref())?;
+    let (repo_config, id_key) = read_key(config, backend.as_ref(), identities.as_ref())?;
     // A backup host's catalog: what it knows lets verify notice a vanished
     // newest snapshot, and the verdicts are recorded there.
     let catalog = if config.id_key_path().exists() {

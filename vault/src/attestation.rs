@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::envelope::{self, EnvelopeError};
+use crate::envelope::{armor, dearmor};
 use crate::format::{self, ATTESTATION_TAG, ATTESTATION_VERSION, MAX_ATTESTATION_BYTES};
 use crate::ids::{IdKey, ObjectId};
 use crate::keys::{Identities, Recipients};
-use crate::repository::{armor, dearmor};
 use crate::storage::{ReadBackend, StorageError, WriteBackend};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,12 +99,12 @@ impl Attestation {
     ) -> Result<(), AttestationError> {
         let json = serde_json::to_vec(secret).expect("JSON serializes");
         let bin = envelope::encrypt(recipients, &json)?;
-        self.sealed = armor(&bin).map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+        self.sealed = armor(&bin)?;
         Ok(())
     }
 
     pub fn unseal(&self, identities: &Identities) -> Result<serde_json::Value, AttestationError> {
-        let bin = dearmor(&self.sealed).map_err(|e| EnvelopeError::Decrypt(e.to_string()))?;
+        let bin = dearmor(&self.sealed)?;
         let json = envelope::decrypt(identities, &bin, MAX_ATTESTATION_BYTES as usize)?;
         serde_json::from_slice(&json).map_err(|e| AttestationError::Malformed {
             key: "(sealed part)".into(),

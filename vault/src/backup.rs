@@ -111,6 +111,24 @@ pub struct BackupOptions {
     pub delta: Option<DeltaOptions>,
 }
 
+impl BackupOptions {
+    /// The options the configuration asks for; `workers` defaults to the
+    /// number of CPUs.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            lock_days: config.repository.lock_days,
+            lock_slack_days: config.repository.lock_slack_days,
+            workers: config.repository.workers.unwrap_or(cpus),
+            max_in_flight: config.repository.effective_max_in_flight(),
+            delta: (config.repository.delta_max_percent > 0).then(|| DeltaOptions {
+                cache_root: config.base_cache_dir(),
+                max_percent: config.repository.delta_max_percent,
+            }),
+        }
+    }
+}
+
 /// Progress callbacks; the CLI draws bars, the daemon logs.
 pub trait Progress: Sync {
     fn read(&self, _bytes: u64) {}
@@ -120,7 +138,7 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BackupSummary {
     pub source: String,
     pub snapshot: String,

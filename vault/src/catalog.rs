@@ -77,6 +77,18 @@ pub enum CatalogError {
     Repo(#[from] RepoError),
 }
 
+/// The source name of a run that concerns the whole repository (a
+/// `verify` without `--source`); health applies it to every source.
+pub const REPOSITORY_WIDE: &str = "*";
+
+/// A due run the daemon could not start yet (every slot busy).
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    pub since: OffsetDateTime,
+    /// The source's schedule period: waiting longer than this is WARN.
+    pub period: Duration,
+}
+
 pub struct Catalog {
     conn: Connection,
     path: String,
@@ -717,9 +729,7 @@ impl Catalog {
     }
 
     /// Sources the daemon holds for a free slot.
-    pub fn waiting(
-        &self,
-    ) -> Result<std::collections::BTreeMap<String, crate::health::Waiting>, CatalogError> {
+    pub fn waiting(&self) -> Result<std::collections::BTreeMap<String, Waiting>, CatalogError> {
         let mut stmt = self
             .conn
             .prepare("SELECT key, value FROM meta WHERE key LIKE 'waiting:%'")
@@ -735,7 +745,7 @@ impl Catalog {
                 let (since, period) = v.split_once(' ')?;
                 Some((
                     k.strip_prefix("waiting:")?.to_string(),
-                    crate::health::Waiting {
+                    Waiting {
                         since: OffsetDateTime::from_unix_timestamp(since.parse().ok()?).ok()?,
                         period: Duration::from_secs(period.parse().ok()?),
                     },

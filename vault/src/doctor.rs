@@ -6,7 +6,6 @@
 //! is a probe, not a deletion path: the canary is written by this module
 //! and is the only key it ever names.
 
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
@@ -15,8 +14,9 @@ use crate::config::Config;
 mod host;
 mod sources;
 use crate::repository::{self, RepoError};
-use crate::storage::s3::{self, LockMode, S3Backend};
-use crate::storage::{self, StorageError};
+use crate::storage;
+use crate::storage::s3::probe::DeleteVerdict;
+use crate::storage::s3::{self, S3Backend};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -97,35 +97,19 @@ fn s3_checks(config: &Config, as_profile: Option<&str>, out: &mut Vec<Check>) {
         }
     };
     let bucket = backend.bucket().to_string();
-    let client = backend.client();
 
-    let versioning = backend.block_on(client.get_bucket_versioning().bucket(&bucket).send());
-    out.push(match versioning {
-        Ok(v) if v.status().map(|s| s.as_str()) == Some("Enabled") => {
-            check("bucket versioning", Status::Pass, format!("enabled on {bucket}"))
-        }
-        Ok(_) => check(
+    out.push(match backend.versioning_enabled() {
+        Ok(true) => check("bucket versioning", Status::Pass, format!("enabled on {bucket}")),
+        Ok(false) => check(
             "bucket versioning",
             Status::Fail,
             format!("not enabled on {bucket}; create the bucket with Object Lock (see examples/iam/README.md)"),
         ),
-        Err(e) => check("bucket versioning", Status::Fail, sdk_error(&e)),
+        Err(e) => check("bucket versioning", Status::Fail, e),
     });
 
-    let lock = backend.block_on(
-        client
-            .get_object_lock_configuration()
-            .bucket(&bucket)
-            .send(),
-    );
-    let lock_on = match &lock {
-        Ok(l) => l
-            .object_lock_configuration()
-            .and_then(|c| c.object_lock_enabled())
-            .is_some_and(|e| e.as_str() == "Enabled"),
-        Err(_) => false,
-    };
-    out.push(if lock_on {
+    let lock = backend.object_lock();
+    out.push(if lock.enabled {
         check("object lock", Status::Pass, format!("enabled on {bucket}"))
     } else {
         check(
@@ -138,25 +122,11 @@ fn s3_checks(config: &Config, as_profile: Option<&str>, out: &mut Vec<Check>) {
             ),
         )
     });
-    let rule = lock
-        .as_ref()
-        .ok()
-        .and_then(|l| l.object_lock_configuration())
-        .and_then(|c| c.rule())
-        .and_then(|r| r.default_retention());
-    out.push(match rule {
-        Some(r) => check(
+    out.push(match &lock.default_retention {
+        Some((mode, period)) => check(
             "default bucket retention",
             Status::Pass,
-            format!(
-                "{} for {}",
-                r.mode().map(|m| m.as_str()).unwrap_or("?"),
-                match (r.days(), r.years()) {
-                    (Some(d), _) => format!("{d} days"),
-                    (_, Some(y)) => format!("{y} years"),
-                    _ => "an unstated period".into(),
-                }
-            ),
+            format!("{mode} for {period}"),
         ),
         None => check(
             "default bucket retention",
@@ -165,122 +135,73 @@ fn s3_checks(config: &Config, as_profile: Option<&str>, out: &mut Vec<Check>) {
              (Lockbox locks its own objects explicitly)",
         ),
     });
-    if !lock_on {
+    if !lock.enabled {
         return;
     }
 
     // The canary: written and locked with this host's credentials.
-    let (_, prefix) = match s3::parse_url(url) {
-        Ok(p) => p,
-        Err(e) => {
-            out.push(check("canary", Status::Fail, e.to_string()));
-            return;
-        }
-    };
     let now = OffsetDateTime::now_utc();
     let key = format!(
-        "{prefix}doctor/canary-{}-{}",
+        "doctor/canary-{}-{}",
         std::process::id(),
         now.unix_timestamp()
     );
-    let until = now + Duration::days(1);
-    let mode = match opts.lock_mode {
-        LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
-        LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+    let shown = match s3::parse_url(url) {
+        Ok((_, prefix)) => format!("{prefix}{key}"),
+        Err(_) => key.clone(),
     };
-    let put = backend.block_on(
-        client
-            .put_object()
-            .bucket(&bucket)
-            .key(&key)
-            .body(aws_sdk_s3::primitives::ByteStream::from_static(
-                b"lockbox doctor canary: this object proves that locked versions cannot be deleted\n",
-            ))
-            .object_lock_mode(mode.clone())
-            .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
-                until.unix_timestamp() + 1,
-            ))
-            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
-            .send(),
+    let mode = opts.lock_mode.as_str();
+    let put = backend.put_canary(
+        &key,
+        b"lockbox doctor canary: this object proves that locked versions cannot be deleted\n",
+        now + Duration::days(1),
     );
     let version = match put {
-        Ok(p) => match p.version_id() {
-            Some(v) => {
-                out.push(check(
-                    "write and lock a canary",
-                    Status::Pass,
-                    format!(
-                        "{key} (version {v}) locked in {} mode for one day",
-                        mode.as_str()
-                    ),
-                ));
-                v.to_string()
-            }
-            None => {
-                out.push(check(
-                    "write and lock a canary",
-                    Status::Fail,
-                    format!("{key}: the store returned no version id (versioning off?)"),
-                ));
-                return;
-            }
-        },
+        Ok(Some(v)) => {
+            out.push(check(
+                "write and lock a canary",
+                Status::Pass,
+                format!("{shown} (version {v}) locked in {mode} mode for one day"),
+            ));
+            v
+        }
+        Ok(None) => {
+            out.push(check(
+                "write and lock a canary",
+                Status::Fail,
+                format!("{shown}: the store returned no version id (versioning off?)"),
+            ));
+            return;
+        }
         Err(e) => {
             out.push(check(
                 "write and lock a canary",
                 Status::Fail,
-                format!("{key}: {}", sdk_error(&e)),
+                format!("{shown}: {e}"),
             ));
             return;
         }
     };
-    out.push(delete_probe(
-        &backend,
-        client,
-        &bucket,
-        &key,
+    out.push(delete_verdict(
+        backend.try_delete_canary(&key, &version, None),
+        &shown,
         &version,
         "versioned delete refused (configured credentials)",
     ));
     if let Some(profile) = as_profile {
-        // Credentials strictly from the named profile: the default chain
-        // would prefer this host's AWS_* environment variables, and the probe
-        // would then test the wrong credential.
-        let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
-            .profile_name(profile)
-            .build();
-        let conf = client
-            .config()
-            .to_builder()
-            .credentials_provider(provider)
-            .build();
-        let other = aws_sdk_s3::Client::from_conf(conf);
-        let name = format!("versioned delete refused (profile {profile})");
-        out.push(delete_probe(
-            &backend, &other, &bucket, &key, &version, &name,
+        out.push(delete_verdict(
+            backend.try_delete_canary(&key, &version, Some(profile)),
+            &shown,
+            &version,
+            &format!("versioned delete refused (profile {profile})"),
         ));
     }
 }
 
-/// Tries to delete the canary's locked version; success is a FAIL.
-fn delete_probe(
-    backend: &S3Backend,
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    version: &str,
-    name: &str,
-) -> Check {
-    let r = backend.block_on(
-        client
-            .delete_object()
-            .bucket(bucket)
-            .key(key)
-            .version_id(version)
-            .send(),
-    );
-    match r {
-        Ok(_) => check(
+/// A delete probe's line: the store deleting the locked version is a FAIL.
+fn delete_verdict(verdict: DeleteVerdict, key: &str, version: &str, name: &str) -> Check {
+    match verdict {
+        DeleteVerdict::Deleted => check(
             name,
             Status::Fail,
             format!(
@@ -289,42 +210,13 @@ fn delete_probe(
                  (examples/iam/)"
             ),
         ),
-        // Only the store's own refusal proves protection; an error reaching
-        // it (bad profile, network) proves nothing either way.
-        Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("AccessDenied") => {
-            check(name, Status::Pass, format!("refused: {}", sdk_error(&e)))
-        }
-        Err(e) => check(
+        DeleteVerdict::Refused(e) => check(name, Status::Pass, format!("refused: {e}")),
+        // An error that never reached the store (bad profile, network)
+        // proves nothing either way.
+        DeleteVerdict::Unknown(e) => check(
             name,
             Status::Warn,
-            format!(
-                "could not probe (the request did not reach a verdict): {}",
-                sdk_error(&e)
-            ),
+            format!("could not probe (the request did not reach a verdict): {e}"),
         ),
-    }
-}
-
-fn sdk_error<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match e.as_service_error() {
-        Some(s) => format!(
-            "{} {}",
-            s.code().unwrap_or("error"),
-            s.message().unwrap_or_default()
-        )
-        .trim()
-        .to_string(),
-        None => StorageError::Io {
-            location: String::new(),
-            op: "request",
-            key: String::new(),
-            message: format!("{e}"),
-            transient: true,
-        }
-        .to_string(),
     }
 }

@@ -274,6 +274,28 @@ fn decompress_delta_into(
     check_bound(out, limit)
 }
 
+/// Binary sealed data as age's ASCII armor, for the JSON objects (config,
+/// manifest, attestation) that carry a sealed part.
+pub fn armor(binary: &[u8]) -> Result<String, EnvelopeError> {
+    use age::armor::{ArmoredWriter, Format};
+    let mut out = Vec::new();
+    let mut w = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor)
+        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+    w.write_all(binary)
+        .and_then(|_| w.finish().map(|_| ()))
+        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| EnvelopeError::Encrypt(e.to_string()))
+}
+
+/// The binary behind [`armor`].
+pub fn dearmor(text: &str) -> Result<Vec<u8>, EnvelopeError> {
+    let mut r = age::armor::ArmoredReader::new(text.as_bytes());
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .map_err(|e| EnvelopeError::Decrypt(format!("bad ASCII armor: {e}")))?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,9 +51,7 @@ pub const DELTA_ZSTD_LEVEL: i32 = 3;
 /// every match into the base is reachable; 2^24 covers two 8 MiB chunks.
 pub const DELTA_WINDOW_LOG: u32 = 24;
 
-/// Keyed-BLAKE3 input whose hash, `id_key_check` in the config, lets a host
-/// check that an ID key file belongs to a repository.
-pub const ID_KEY_CHECK_INPUT: &[u8] = b"lockbox id-key check v1";
+pub use crate::ids::ID_KEY_CHECK_INPUT;
 /// First word of the ID key file in the state directory.
 pub const ID_KEY_FILE_TAG: &str = "lockbox-id-key-v1";
 

@@ -87,13 +87,7 @@ pub struct SourceFacts {
     pub catalog_rebuilt: Option<Rebuilt>,
 }
 
-/// A due run the daemon could not start yet (every slot busy).
-#[derive(Debug, Clone)]
-pub struct Waiting {
-    pub since: OffsetDateTime,
-    /// The source's schedule period: waiting longer than this is WARN.
-    pub period: Duration,
-}
+pub use crate::catalog::Waiting;
 
 /// The newest snapshot.
 #[derive(Debug, Clone, Serialize)]
@@ -570,6 +564,53 @@ pub fn open_catalog(path: &Path) -> Result<Option<Catalog>, CatalogError> {
     Catalog::open_existing(path)
 }
 
+/// Why the status could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The catalog could not be read.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// `--source NAME` names nothing this host knows.
+    #[error(
+        "no source {name:?}: it is not in {} and the catalog has no run or snapshot of it",
+        config.display()
+    )]
+    UnknownSource {
+        /// The name asked for.
+        name: String,
+        /// The config file that was searched.
+        config: std::path::PathBuf,
+    },
+}
+
+/// The status of every source (or only `only`), now, from the local
+/// catalog. Its errors name the catalog and, when it is unreadable, what to
+/// do.
+pub fn load_report(config: &Config, only: Option<&str>) -> Result<StatusReport, StatusError> {
+    let catalog = open_catalog(&config.catalog_path())?;
+    let mut report = report(config, catalog.as_ref(), OffsetDateTime::now_utc())?;
+    if let Some(name) = only {
+        report.sources.retain(|s| s.source == name);
+        if report.sources.is_empty() {
+            return Err(StatusError::UnknownSource {
+                name: name.to_string(),
+                config: config.path.clone(),
+            });
+        }
+        report.health = report.sources[0].health;
+    }
+    Ok(report)
+}
+
+/// The catalog's notification counts, (kind, outcome, count); none
+/// without a catalog.
+pub fn notification_counts(catalog: &Path) -> Result<Vec<(String, String, u64)>, CatalogError> {
+    Ok(match open_catalog(catalog)? {
+        Some(c) => c.notification_counts()?,
+        None => Vec::new(),
+    })
+}
+
 /// Gathers the facts of every configured source, and of every other source
 /// the catalog knows, and judges them at `now`.
 pub fn report(
@@ -603,7 +644,7 @@ pub fn report(
             tracing::debug!(error = %e, "could not close runs whose process is gone (read-only?)");
         }
         for r in cat.runs(None)? {
-            if r.source == crate::run::REPOSITORY_WIDE {
+            if r.source == crate::catalog::REPOSITORY_WIDE {
                 repository_runs.push(r);
                 continue;
             }

@@ -9,6 +9,10 @@ use std::fmt;
 
 use rand::RngCore;
 
+/// Keyed-BLAKE3 input whose hash, `id_key_check` in the config, lets a host
+/// check that an ID key file belongs to a repository.
+pub const ID_KEY_CHECK_INPUT: &[u8] = b"lockbox id-key check v1";
+
 /// A 32-byte identifier, shown as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId([u8; 32]);
@@ -99,7 +103,7 @@ impl IdKey {
     /// host can tell that its key file belongs to this repository without
     /// being able to decrypt anything.
     pub fn check_value(&self) -> ObjectId {
-        self.id_of(crate::format::ID_KEY_CHECK_INPUT)
+        self.id_of(ID_KEY_CHECK_INPUT)
     }
 }
 

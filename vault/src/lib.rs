@@ -64,6 +64,7 @@
 //! re-checks references) but may report each other's deletions as refusals or
 //! "already gone"; run prune from one place.
 
+pub mod access;
 pub mod attestation;
 pub mod backup;
 pub mod catalog;
@@ -73,6 +74,7 @@ pub mod delta;
 pub mod doctor;
 pub mod envelope;
 pub mod format;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

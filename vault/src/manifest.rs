@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::envelope::{self, EnvelopeError};
+use crate::envelope::{armor, dearmor};
 use crate::format::{MANIFEST_TAG, MANIFEST_VERSION};
 use crate::ids::{IdKey, ObjectId};
 use crate::keys::{Identities, Recipients};
-use crate::repository::{armor, dearmor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -246,7 +246,7 @@ impl Manifest {
     pub fn seal(recipients: &Recipients, part: &SealedPart) -> Result<String, EnvelopeError> {
         let json = serde_json::to_vec(part).expect("sealed part serializes");
         let bin = envelope::encrypt(recipients, &json)?;
-        armor(&bin).map_err(|e| EnvelopeError::Encrypt(e.to_string()))
+        armor(&bin)
     }
 
     pub fn unseal(
@@ -258,8 +258,7 @@ impl Manifest {
             key: key_name.into(),
             source,
         };
-        let bin =
-            dearmor(&self.sealed).map_err(|e| unseal_err(EnvelopeError::Decrypt(e.to_string())))?;
+        let bin = dearmor(&self.sealed).map_err(unseal_err)?;
         let json = envelope::decrypt(identities, &bin, crate::format::MAX_MANIFEST_BYTES as usize)
             .map_err(unseal_err)?;
         let part: SealedPart =

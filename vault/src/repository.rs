@@ -1,7 +1,6 @@
 //! The repository: its config object (written once at init) and reading
 //! snapshot manifests back out of storage.
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::envelope::{self, EnvelopeError};
+use crate::envelope::{armor, dearmor};
 use crate::format::{self, *};
 use crate::ids::{IdKey, ObjectId};
 use crate::keys::{Identities, Recipients};
@@ -92,7 +92,7 @@ impl RepoConfig {
             compression: COMPRESSION_ALGORITHM.into(),
             encryption: ENCRYPTION_ALGORITHM.into(),
             recipients: recipients.to_strings(),
-            id_key_sealed: armor(&sealed)?,
+            id_key_sealed: armor(&sealed).map_err(|e| RepoError::BadConfig(e.to_string()))?,
             id_key_check: key.check_value(),
         })
     }
@@ -152,7 +152,8 @@ impl RepoConfig {
 
     /// Recovers the ID key with an identity (restore hosts, `init --join`).
     pub fn unseal_id_key(&self, identities: &Identities) -> Result<IdKey, RepoError> {
-        let sealed = dearmor(&self.id_key_sealed)?;
+        let sealed =
+            dearmor(&self.id_key_sealed).map_err(|e| RepoError::BadConfig(e.to_string()))?;
         let bytes = envelope::decrypt(identities, &sealed, 32).map_err(RepoError::Unseal)?;
         let arr: [u8; 32] = bytes
             .try_into()
@@ -175,25 +176,6 @@ fn current_chunker() -> ChunkerParams {
         max_size: CHUNK_MAX_SIZE as u64,
         normalization: CHUNKER_NORMALIZATION,
     }
-}
-
-pub(crate) fn armor(binary: &[u8]) -> Result<String, RepoError> {
-    use age::armor::{ArmoredWriter, Format};
-    let mut out = Vec::new();
-    let mut w = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor)
-        .map_err(|e| RepoError::BadConfig(e.to_string()))?;
-    w.write_all(binary)
-        .and_then(|_| w.finish().map(|_| ()))
-        .map_err(|e| RepoError::BadConfig(e.to_string()))?;
-    String::from_utf8(out).map_err(|e| RepoError::BadConfig(e.to_string()))
-}
-
-pub(crate) fn dearmor(text: &str) -> Result<Vec<u8>, RepoError> {
-    let mut r = age::armor::ArmoredReader::new(text.as_bytes());
-    let mut out = Vec::new();
-    r.read_to_end(&mut out)
-        .map_err(|e| RepoError::BadConfig(format!("bad ASCII armor: {e}")))?;
-    Ok(out)
 }
 
 /// Creates a repository: writes the `config` object, locked until `retain_until`.

@@ -26,9 +26,7 @@ use time::OffsetDateTime;
 use crate::catalog::{Catalog, CatalogError, RunKind, RunOutcome};
 use crate::ids::ObjectId;
 
-/// The source name of a run that concerns the whole repository (a
-/// `verify` without `--source`); health applies it to every source.
-pub const REPOSITORY_WIDE: &str = "*";
+pub use crate::catalog::REPOSITORY_WIDE;
 
 /// Facts of a finished run, for notifications and logs.
 #[derive(Debug, Clone)]
@@ -398,7 +396,8 @@ pub fn count_notifications(catalog_path: &Path, deliveries: &[crate::notify::Del
     if deliveries.is_empty() {
         return;
     }
-    if let Err(e) = open_catalog(catalog_path).and_then(|c| c.count_notifications(deliveries)) {
+    let counted: Vec<(&str, bool)> = deliveries.iter().map(|d| (d.kind, d.ok)).collect();
+    if let Err(e) = open_catalog(catalog_path).and_then(|c| c.count_notifications(&counted)) {
         tracing::warn!(error = %e, "could not count the notifications in the catalog");
     }
 }

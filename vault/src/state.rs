@@ -29,3 +29,26 @@ pub fn private_temp_file(dir: &Path, prefix: &str) -> io::Result<tempfile::Named
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
 }
+
+/// Replaces `path` with `bytes` so that a reader sees the old file or the
+/// new one, never a part: a hidden temporary file (`.lockbox-*.tmp`) in the
+/// same directory, given `mode`, fsynced, then renamed over `path`.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".lockbox-")
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    // The builder's mode is filtered by the umask; this one is not.
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

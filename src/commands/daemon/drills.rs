@@ -6,30 +6,22 @@
 //! on the way out), then SIGKILL after the grace period.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use lockbox_restore::drill::DrillReport;
 use lockbox_vault::config::Config;
 use lockbox_vault::scheduler::Schedule;
-use lockbox_vault::sys::{self, GroupChild};
+use lockbox_vault::sys;
 use time::OffsetDateTime;
 
+use super::child::{self, Child};
 use crate::cli::LogFormat;
-
-struct Run {
-    child: GroupChild,
-    started: Instant,
-    stdout: JoinHandle<Vec<u8>>,
-    stderr: JoinHandle<Vec<u8>>,
-}
 
 #[derive(Default)]
 pub(super) struct Drills {
     slots: HashMap<String, (Schedule, OffsetDateTime)>,
-    running: HashMap<String, Run>,
+    running: HashMap<String, Child>,
 }
 
 /// True if any source has a drill schedule.
@@ -77,7 +69,15 @@ impl Drills {
                 tracing::warn!(source = %name, "previous drill still going; this drill slot is skipped");
                 continue;
             }
-            match start(exe, config_path, &name, log_format) {
+            match child::spawn(
+                exe,
+                config_path,
+                log_format,
+                &["drill", "--json", &name],
+                // A drill reads its identity from [source.drill], never
+                // from the daemon's environment.
+                &["LOCKBOX_IDENTITY"],
+            ) {
                 Ok(r) => {
                     tracing::info!(source = %name, "drill started");
                     self.running.insert(name, r);
@@ -90,14 +90,14 @@ impl Drills {
     fn reap(&mut self) {
         let mut done = Vec::new();
         for (name, r) in self.running.iter_mut() {
-            if matches!(r.child.child.try_wait(), Ok(Some(_))) {
+            if matches!(r.group.child.try_wait(), Ok(Some(_))) {
                 done.push(name.clone());
             }
         }
         for name in done {
             let mut r = self.running.remove(&name).expect("listed above");
-            let code = r.child.child.wait().ok().and_then(|s| s.code());
-            r.child.release();
+            let code = r.group.child.wait().ok().and_then(|s| s.code());
+            r.group.release();
             log_finished(&name, r, code);
         }
     }
@@ -106,7 +106,7 @@ impl Drills {
     /// drill stops and drops its scratch database).
     pub(super) fn interrupt(&mut self) {
         for r in self.running.values() {
-            sys::signal_group(r.child.pgid(), libc::SIGINT);
+            sys::signal_group(r.group.pgid(), libc::SIGINT);
         }
     }
 
@@ -117,78 +117,37 @@ impl Drills {
             std::thread::sleep(Duration::from_millis(20));
         }
         for (name, mut r) in self.running.drain() {
-            r.child.kill_group();
-            let _ = r.child.child.wait();
-            r.child.release();
+            r.group.kill_group();
+            let _ = r.group.child.wait();
+            r.group.release();
             tracing::warn!(source = %name, "drill killed at shutdown; its scratch database may be left (lockbox_drill_*)");
         }
     }
 }
 
-fn start(
-    exe: &Path,
-    config_path: &Path,
-    source: &str,
-    log_format: LogFormat,
-) -> std::io::Result<Run> {
-    let mut cmd = Command::new(exe);
-    cmd.arg("--config")
-        .arg(config_path)
-        .arg("--log-format")
-        .arg(match log_format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        })
-        .args(["-q", "drill", "--json", source])
-        .env_remove("LOCKBOX_IDENTITY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = sys::spawn_group(&mut cmd)?;
-    let mut out = child.child.stdout.take().expect("piped");
-    let mut err = child.child.stderr.take().expect("piped");
-    Ok(Run {
-        child,
-        started: Instant::now(),
-        stdout: std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = out.read_to_end(&mut b);
-            b
-        }),
-        stderr: std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = err.read_to_end(&mut b);
-            b
-        }),
-    })
-}
-
-fn log_finished(name: &str, r: Run, code: Option<i32>) {
-    let stdout = r.stdout.join().unwrap_or_default();
-    let stderr = r.stderr.join().unwrap_or_default();
-    let seconds = r.started.elapsed().as_secs_f64();
-    let j: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_default();
+fn log_finished(name: &str, r: Child, code: Option<i32>) {
+    let out = r.collect();
+    let report: Option<DrillReport> = out.report();
+    let snapshot = report.as_ref().map_or("?", |j| j.short_id.as_str());
     if code == Some(0) {
         tracing::info!(
             source = %name,
             outcome = "passed",
-            snapshot = %j["short_id"].as_str().unwrap_or("?"),
-            restore_seconds = j["restore_seconds"].as_f64().unwrap_or(0.0),
-            data_age_seconds = j["data_age_seconds"].as_f64().unwrap_or(0.0),
-            seconds,
+            snapshot = %snapshot,
+            restore_seconds = report.as_ref().and_then(|j| j.restore_seconds).unwrap_or(0.0),
+            data_age_seconds = report.as_ref().map_or(0.0, |j| j.data_age_seconds),
+            seconds = out.seconds,
             "drill finished"
         );
     } else {
-        let text = String::from_utf8_lossy(&stderr);
-        let lines: Vec<&str> = text.lines().collect();
         tracing::error!(
             source = %name,
             outcome = "failed",
             exit = ?code,
-            snapshot = %j["short_id"].as_str().unwrap_or("?"),
-            failure = %j["failure"].as_str().unwrap_or(""),
-            error = %lines[lines.len().saturating_sub(8)..].join("\n"),
-            seconds,
+            snapshot = %snapshot,
+            failure = %report.as_ref().and_then(|j| j.failure.as_deref()).unwrap_or(""),
+            error = %out.stderr_tail(8),
+            seconds = out.seconds,
             "drill finished"
         );
     }

@@ -14,7 +14,6 @@ use lockbox_vault::config::Config;
 use lockbox_vault::notify::{EventKind, Notifier, stale_events};
 
 use crate::commands::record_notifications;
-use crate::commands::status::load_report;
 
 const CHECK_EVERY: Duration = Duration::from_secs(60);
 
@@ -70,7 +69,7 @@ impl StaleWatch {
             Arc::clone(&self.told),
         );
         self.busy = Some(std::thread::spawn(move || {
-            let report = match load_report(&config, None) {
+            let report = match lockbox_vault::health::load_report(&config, None) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "stale check: cannot read the status");

@@ -6,15 +6,15 @@
 use rusqlite::params;
 
 use super::{Catalog, CatalogError};
-use crate::notify::Delivery;
 
 pub(super) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS notifications (
     kind TEXT NOT NULL, outcome TEXT NOT NULL, count INTEGER NOT NULL,
     PRIMARY KEY (kind, outcome)) WITHOUT ROWID;";
 
 impl Catalog {
-    /// Adds each delivery to its (kind, `ok`|`failed`) count.
-    pub fn count_notifications(&self, deliveries: &[Delivery]) -> Result<(), CatalogError> {
+    /// Adds each delivery, given as (kind, delivered), to its (kind,
+    /// `ok`|`failed`) count.
+    pub fn count_notifications(&self, deliveries: &[(&str, bool)]) -> Result<(), CatalogError> {
         if deliveries.is_empty() {
             return Ok(());
         }
@@ -23,11 +23,11 @@ impl Catalog {
             .conn
             .unchecked_transaction()
             .map_err(super::sqlite_err(&self.path))?;
-        for d in deliveries {
+        for (kind, ok) in deliveries {
             tx.execute(
                 "INSERT INTO notifications (kind, outcome, count) VALUES (?1, ?2, 1)
                  ON CONFLICT(kind, outcome) DO UPDATE SET count = count + 1",
-                params![d.kind, if d.ok { "ok" } else { "failed" }],
+                params![kind, if *ok { "ok" } else { "failed" }],
             )
             .map_err(super::sqlite_err(&self.path))?;
         }
@@ -53,28 +53,17 @@ impl Catalog {
 mod tests {
     use super::*;
 
-    fn delivery(kind: &'static str, ok: bool) -> Delivery {
-        Delivery {
-            kind,
-            target: format!("notify[0] {kind}"),
-            ok,
-            error: (!ok).then(|| "HTTP 500".to_string()),
-            attempts: 1,
-        }
-    }
-
     #[test]
     fn notify_deliveries_are_counted_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         let cat = Catalog::open(&path, "repo").unwrap();
         assert!(cat.notification_counts().unwrap().is_empty());
-        cat.count_notifications(&[delivery("webhook", true), delivery("ping", false)])
+        cat.count_notifications(&[("webhook", true), ("ping", false)])
             .unwrap();
         drop(cat);
         let cat = Catalog::open(&path, "repo").unwrap();
-        cat.count_notifications(&[delivery("webhook", true)])
-            .unwrap();
+        cat.count_notifications(&[("webhook", true)]).unwrap();
         assert_eq!(
             cat.notification_counts().unwrap(),
             vec![

@@ -142,7 +142,7 @@ pub(crate) fn check_key(
 
 /// Evidence of tampering found by a version-aware read: a delete marker, or a
 /// version of the key whose bytes failed the caller's check.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TamperEvent {
     pub key: String,
     /// The store's version id, where it has versions.

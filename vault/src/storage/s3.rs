@@ -59,6 +59,16 @@ pub enum LockMode {
     Governance,
 }
 
+impl LockMode {
+    /// The S3 API's name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
+    }
+}
+
 /// The `[repository.s3]` settings. Credentials are never configured here:
 /// they come from the standard AWS chain (environment, shared config and
 /// credentials files with `profile`, web identity, ECS, IMDS).
@@ -1038,7 +1048,10 @@ impl DeleteBackend for S3Backend {
     }
 }
 
+pub mod probe;
+
 /// Starts the moto test server; for Lockbox's own tests.
+#[cfg(any(test, feature = "test-server"))]
 #[doc(hidden)]
 pub mod test_server;
 
