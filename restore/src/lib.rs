@@ -27,6 +27,9 @@ use lockbox_vault::storage::{ReadBackend, StorageError};
 pub use output::FileTarget;
 pub use pipeline::RestoreProgress;
 
+/// Why a restore produced no verified output. See
+/// [`is_integrity_failure`](Self::is_integrity_failure) and
+/// [`is_wrong_identity`](Self::is_wrong_identity) for what kind of failure it is.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error(transparent)]
@@ -108,10 +111,15 @@ impl RestoreError {
 /// What a verified restore did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreReport {
+    /// The restored snapshot's manifest id (hex).
     pub snapshot: String,
+    /// Its source.
     pub source: String,
+    /// Bytes of the restored dump stream, all verified.
     pub bytes: u64,
+    /// Chunk entries restored (a repeated chunk counts each time).
     pub chunks: usize,
+    /// Wall time, in seconds.
     pub seconds: f64,
     /// Delete markers and bad versions passed over to find verified data
     /// (S3): the data restored fine, but someone tampered with the storage.

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::RestoreError;
 
+/// A restore into a file: bytes go to a temporary file beside the target, which
+/// appears at the target path only on [`commit`](FileTarget::commit), after
+/// verification; dropped uncommitted, the temporary file is removed.
 pub struct FileTarget {
     target: PathBuf,
     force: bool,
@@ -24,6 +27,7 @@ impl Drop for FileTarget {
 }
 
 impl FileTarget {
+    /// Prepares a restore to `target`; refuses an existing file unless `force`.
     pub fn create(target: &Path, force: bool) -> Result<Self, RestoreError> {
         let shown = target.display().to_string();
         if target.exists() && !force {
@@ -49,6 +53,7 @@ impl FileTarget {
         })
     }
 
+    /// Where the restored stream is written (buffered, into the temporary file).
     pub fn writer(&mut self) -> &mut dyn Write {
         self.temp.as_mut().expect("not committed")
     }

@@ -31,7 +31,9 @@ const WRITE_PIECE: usize = 1 << 20;
 
 /// Progress callbacks for restore.
 pub trait RestoreProgress: Sync {
+    /// The work is about to begin: `total_bytes` to restore (or, for verify, stored bytes to read).
     fn start(&self, _total_bytes: u64) {}
+    /// `bytes` more were restored (or, for verify, read and checked).
     fn written(&self, _bytes: u64) {}
 }
 

@@ -46,7 +46,9 @@ pub enum ProblemKind {
     /// A snapshot this host's catalog recorded, still within its lock, is
     /// gone from the repository listing: deleted or withheld.
     MissingSnapshot,
+    /// An object a manifest references is not in the repository.
     MissingObject,
+    /// An object's stored size differs from what the manifest recorded.
     SizeMismatch,
     /// The object is locked for less time than a snapshot that needs it.
     RetentionTooShort,
@@ -62,6 +64,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// The snake_case name, as serialized (e.g. `chain_gap`).
     pub fn as_str(self) -> &'static str {
         match self {
             ProblemKind::ForgedManifest => "forged_manifest",
@@ -79,15 +82,19 @@ impl ProblemKind {
     }
 }
 
+/// One finding of `verify`, for people and for `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
+    /// What kind of damage.
     pub kind: ProblemKind,
+    /// The source concerned, where one is known.
     pub source: Option<String>,
     /// The snapshot concerned (short id), where there is one; for an object
     /// shared by several snapshots, the first (see `detail`).
     pub snapshot: Option<String>,
     /// The object key (or, for a chain gap, the missing snapshot's id).
     pub object: String,
+    /// What exactly was found, for people.
     pub detail: String,
 }
 
@@ -95,19 +102,27 @@ pub struct Problem {
 /// while still locked is reported as [`ProblemKind::MissingSnapshot`].
 #[derive(Debug, Clone)]
 pub struct KnownSnapshot {
+    /// The snapshot's manifest key.
     pub key: String,
+    /// Its source.
     pub source: String,
+    /// Its retain-until as recorded (UTC); until then it must still be listed.
     pub retain_until: OffsetDateTime,
 }
 
+/// What to verify and how deeply.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
+    /// Only this source's snapshots; `None`: all.
     pub source: Option<String>,
     /// A snapshot id prefix; with it, only that snapshot (and no chain check).
     pub snapshot: Option<String>,
+    /// Download stored bytes and check them against the manifest's BLAKE3
+    /// (otherwise only listings and heads).
     pub read_data: bool,
     /// Read only this percentage of objects (with `read_data`).
     pub sample_pct: Option<f64>,
+    /// Seed of the `sample_pct` selection: the same seed picks the same objects.
     pub seed: u64,
     /// Decrypt and check each chunk's keyed id (with `read_data`).
     pub identities: Option<Identities>,
@@ -144,11 +159,17 @@ impl Default for VerifyOptions {
 pub struct SnapshotResult {
     /// Full manifest id.
     pub id: String,
+    /// Its source.
     pub source: String,
+    /// The manifest's key.
     pub key: String,
+    /// When its backup started (RFC 3339, UTC).
     pub started_at: String,
+    /// Its retain-until (RFC 3339, UTC).
     pub retain_until: String,
+    /// Stored bytes of the distinct objects it references.
     pub stored_bytes: u64,
+    /// No problem is charged to it.
     pub passed: bool,
     /// Problems charged to this snapshot (its own or its objects').
     pub problems: usize,
@@ -157,22 +178,34 @@ pub struct SnapshotResult {
 /// The result; JSON fields may be added.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    /// Snapshots verified.
     pub snapshots: usize,
+    /// Distinct objects the snapshots reference (each checked once).
     pub objects: usize,
+    /// Objects downloaded and checked (with `read_data`; fewer when sampling).
     pub objects_read: usize,
+    /// Stored bytes downloaded.
     pub bytes_read: u64,
+    /// Whether object bytes were read.
     pub read_data: bool,
+    /// Whether chunks were decrypted and checked against their ids (an identity was given).
     pub decrypted: bool,
+    /// The percentage of objects read, when sampling.
     pub sample_pct: Option<f64>,
+    /// The sampling seed, when sampling.
     pub seed: Option<u64>,
+    /// Wall time, in seconds.
     pub seconds: f64,
+    /// The verdict per snapshot.
     pub results: Vec<SnapshotResult>,
+    /// Every problem found; verification failed if any.
     pub problems: Vec<Problem>,
     /// Findings that do not fail verification (e.g. `suspicious_time`).
     pub warnings: Vec<Problem>,
 }
 
 impl VerifyReport {
+    /// No problem was found (warnings do not count).
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
@@ -246,6 +279,9 @@ fn select(backend: &dyn ReadBackend, opts: &VerifyOptions) -> Result<Vec<Snapsho
     Ok(vec![first])
 }
 
+/// Verifies the snapshots `opts` selects (see the module doc). Problems are
+/// reported in the [`VerifyReport`]; an error means verification could not run
+/// (e.g. the repository cannot be listed).
 pub fn verify(
     backend: &dyn ReadBackend,
     id_key: &IdKey,

@@ -24,6 +24,7 @@ use crate::ids::{IdKey, ObjectId};
 use crate::keys::{Identities, Recipients};
 use crate::storage::{ReadBackend, StorageError, WriteBackend};
 
+/// Why an attestation could not be written, listed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum AttestationError {
     #[error(transparent)]
@@ -48,28 +49,40 @@ pub enum AttestationError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublicCheck {
+    /// Built-in check name (`load`, `tables`, `row_counts`, `integrity_check`,
+    /// `page_count`) or `check[N]` for the N-th user check.
     pub name: String,
+    /// Whether the check passed.
     pub passed: bool,
 }
 
 /// An attestation document. Field order is the serialized order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attestation {
+    /// Always [`ATTESTATION_TAG`].
     pub format: String,
+    /// Attestation version ([`ATTESTATION_VERSION`]); readers skip newer ones.
     pub version: u32,
+    /// The repository's id (its config object's `id`).
     pub repository: String,
+    /// Source name, as in the key.
     pub source: String,
     /// `drill` or `verify`.
     pub kind: String,
     /// Full manifest id of the snapshot attested.
     pub snapshot: ObjectId,
+    /// The attested snapshot's `started_at`, copied from its manifest (UTC).
     #[serde(with = "time::serde::rfc3339")]
     pub snapshot_started_at: OffsetDateTime,
+    /// The attested snapshot's `retain_until`, copied from its manifest (UTC).
     #[serde(with = "time::serde::rfc3339")]
     pub snapshot_retain_until: OffsetDateTime,
+    /// True only if the load and every check passed.
     pub passed: bool,
+    /// When the drill or verification started (UTC, the running host's clock).
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+    /// When it finished (UTC).
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
     /// Seconds from the start of the restore to a loaded, checked database:
@@ -81,10 +94,13 @@ pub struct Attestation {
     pub data_age_seconds: f64,
     /// Dump bytes restored (drill) or stored bytes read (verify).
     pub bytes: u64,
+    /// Per check, in the order run, its public name and outcome.
     pub checks: Vec<PublicCheck>,
     /// One line for people, free of schema and data (e.g. "failed: check[1]").
     pub summary: String,
+    /// Version of the Lockbox that wrote it; informational.
     pub lockbox_version: String,
+    /// Host name of the machine that ran the drill or verification.
     pub host: String,
     /// ASCII-armored age file holding the sealed part (any JSON object).
     pub sealed: String,
@@ -103,6 +119,7 @@ impl Attestation {
         Ok(())
     }
 
+    /// Decrypts the sealed part (JSON; may name tables, counts and errors).
     pub fn unseal(&self, identities: &Identities) -> Result<serde_json::Value, AttestationError> {
         let bin = dearmor(&self.sealed)?;
         let json = envelope::decrypt(identities, &bin, MAX_ATTESTATION_BYTES as usize)?;
@@ -183,8 +200,11 @@ pub fn write(
 /// An attestation key found by [`list`].
 #[derive(Debug, Clone)]
 pub struct AttestationRef {
+    /// The object key, `attestations/<source>/<time>-<id>`.
     pub key: String,
+    /// Source name from the key.
     pub source: String,
+    /// The attestation id from the key (keyed BLAKE3 of its bytes).
     pub id: ObjectId,
 }
 

@@ -67,6 +67,7 @@ fn check_state_space(catalog: &Catalog) -> Result<(), BackupError> {
     }
 }
 
+/// Why a backup wrote no snapshot. Whatever it had stored stays (locked) for a later backup to reuse.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error(transparent)]
@@ -101,11 +102,18 @@ pub enum BackupError {
     Stopped,
 }
 
+/// How a backup locks and how much it runs in parallel.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
+    /// The snapshot is locked this many days from its start (see
+    /// [`Manifest::retain_until`]).
     pub lock_days: u32,
+    /// Extra days on the chunks' locks beyond the snapshot's retain-until (the lock
+    /// target), so the next backups can reuse them without extending every lock.
     pub lock_slack_days: u32,
+    /// Sealing threads (hash, compress, encrypt); also bounds the chunks queued for them.
     pub workers: usize,
+    /// Uploads in flight at once; with `workers` it bounds the memory a run pins.
     pub max_in_flight: usize,
     /// Delta chunks and their base cache; `None` stores every chunk full.
     pub delta: Option<DeltaOptions>,
@@ -131,28 +139,45 @@ impl BackupOptions {
 
 /// Progress callbacks; the CLI draws bars, the daemon logs.
 pub trait Progress: Sync {
+    /// `bytes` more of the dump stream were read.
     fn read(&self, _bytes: u64) {}
+    /// One chunk was handled: `new` if this run stored it (`stored_bytes` written),
+    /// else it was already stored.
     fn chunk(&self, _new: bool, _stored_bytes: u64) {}
 }
 
+/// Progress that reports nothing.
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// What a successful backup wrote; the CLI prints it (JSON fields may be added).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BackupSummary {
+    /// The source backed up.
     pub source: String,
+    /// The new snapshot's manifest id (64 hex).
     pub snapshot: String,
+    /// Its first 8 hex digits, as shown to people.
     pub short_id: String,
+    /// The manifest's object key.
     pub key: String,
+    /// Length of the dump stream, in bytes.
     pub input_bytes: u64,
+    /// Stored bytes of the distinct objects the snapshot references.
     pub stored_bytes: u64,
+    /// Stored bytes this backup newly wrote (what it cost).
     pub added_bytes: u64,
+    /// Entries in the manifest (a repeated chunk counts each time).
     pub chunks: usize,
+    /// Entries for which this backup stored a new object.
     pub new_chunks: usize,
+    /// Entries that reused an object already stored.
     pub reused_chunks: usize,
     /// Entries stored as deltas (new or reused).
     pub delta_chunks: usize,
+    /// The snapshot's retain-until (RFC 3339, UTC).
     pub retain_until: String,
+    /// Wall time of the backup, in seconds.
     pub seconds: f64,
 }
 

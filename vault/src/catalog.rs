@@ -46,6 +46,7 @@ const SCHEMA_VERSION: i64 = 1;
 pub const PROCESS_GONE: &str = "interrupted (process gone): the run's process ended without \
      recording an outcome (killed, crashed, or the host lost power)";
 
+/// Why the catalog could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog {path}: {source}")]
@@ -84,11 +85,13 @@ pub const REPOSITORY_WIDE: &str = "*";
 /// A due run the daemon could not start yet (every slot busy).
 #[derive(Debug, Clone)]
 pub struct Waiting {
+    /// When the run became due and found no free slot (UTC).
     pub since: OffsetDateTime,
     /// The source's schedule period: waiting longer than this is WARN.
     pub period: Duration,
 }
 
+/// An open catalog (`state_dir/catalog.sqlite`) of one repository.
 pub struct Catalog {
     conn: Connection,
     path: String,
@@ -97,8 +100,11 @@ pub struct Catalog {
 /// What the catalog knows about a stored chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KnownChunk {
+    /// Size of the stored object, in bytes.
     pub stored_len: u64,
+    /// Unkeyed BLAKE3 of the stored object's bytes.
     pub stored_hash: ObjectId,
+    /// The object is known to be durable and locked until this (Unix seconds, UTC).
     pub retain_until: i64,
 }
 
@@ -106,18 +112,31 @@ pub struct KnownChunk {
 /// existing ones keep their meaning.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SnapshotRow {
+    /// The manifest id (64 hex).
     pub id: String,
+    /// Its first 8 hex digits.
     pub short_id: String,
+    /// The source it belongs to.
     pub source: String,
+    /// How the stream was produced (the manifest's `kind`, e.g. `postgres`, `stdin`).
     pub kind: String,
+    /// When the backup started (RFC 3339, UTC): the point in time of the data.
     pub started_at: String,
+    /// When the manifest was made (RFC 3339, UTC).
     pub finished_at: String,
+    /// The snapshot is locked until this (RFC 3339, UTC).
     pub retain_until: String,
+    /// Manifest id of the previous snapshot of the source, if any.
     pub previous: Option<String>,
+    /// Length of the dump stream, in bytes.
     pub input_bytes: u64,
+    /// Stored bytes of the distinct objects it references.
     pub stored_bytes: u64,
+    /// Stored bytes its backup newly wrote.
     pub added_bytes: u64,
+    /// Entries in its manifest's chunk list.
     pub chunks: u64,
+    /// The manifest's object key.
     pub key: String,
 }
 
@@ -142,23 +161,34 @@ impl SnapshotRow {
     }
 }
 
+/// One recorded run (backup, drill or verify) of `lockbox runs --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
+    /// The run's number in this catalog, increasing.
     pub id: i64,
     /// What ran: `backup`, `drill` or `verify`.
     pub kind: String,
+    /// The source it concerned, or [`REPOSITORY_WIDE`].
     pub source: String,
+    /// When it started (RFC 3339, UTC).
     pub started_at: String,
+    /// When it ended; `None` while it is running.
     pub finished_at: Option<String>,
+    /// `running`, or a [`RunOutcome`] as a string.
     pub outcome: String,
+    /// The snapshot it wrote (backup) or checked (drill, verify), as manifest id.
     pub snapshot: Option<String>,
+    /// Why it did not succeed, if it did not.
     pub error: Option<String>,
 }
 
+/// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunOutcome {
+    /// It did what it set out to do.
     Success,
+    /// It stopped with an error.
     Failed,
     /// Stopped by a signal, or its process is gone (killed, power loss).
     Interrupted,
@@ -169,6 +199,7 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
+    /// The name stored in the catalog and shown (`success`, `timed_out`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             RunOutcome::Success => "success",
@@ -189,12 +220,16 @@ impl RunOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunKind {
+    /// A backup of a source.
     Backup,
+    /// A restore drill into a scratch database.
     Drill,
+    /// A `lockbox verify` run.
     Verify,
 }
 
 impl RunKind {
+    /// The name stored in the catalog and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             RunKind::Backup => "backup",
@@ -204,9 +239,12 @@ impl RunKind {
     }
 }
 
+/// What a sync of the catalog with the repository changed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SyncReport {
+    /// Snapshots found in the repository that the catalog did not list.
     pub added: usize,
+    /// Snapshot rows dropped because the repository no longer has them (pruned).
     pub removed: usize,
     /// Attestations read into `verifications` that it did not hold yet.
     pub attestations: usize,
@@ -350,6 +388,7 @@ impl Catalog {
         Ok(())
     }
 
+    /// A value of the catalog's key-value table (`meta`), if set.
     pub fn meta(&self, key: &str) -> Result<Option<String>, CatalogError> {
         self.conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -357,6 +396,7 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// Sets a value of the `meta` table, replacing any earlier one.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), CatalogError> {
         self.conn
             .execute(
@@ -368,6 +408,8 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// What the catalog knows about full chunk `id`, if anything. Trust it without a
+    /// round trip only while its `retain_until` is in the future (module doc).
     pub fn chunk(&self, id: &ObjectId) -> Result<Option<KnownChunk>, CatalogError> {
         self.conn
             .query_row(
@@ -480,6 +522,8 @@ impl Catalog {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Records a snapshot and its chunks (and delta bases) as locked until its
+    /// `retain_until`. Call only after the backend's flush made them durable.
     pub fn record_snapshot(
         &mut self,
         id: &ObjectId,
@@ -538,6 +582,7 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// The snapshots of one source or all, by source, then oldest first.
     pub fn snapshots(&self, source: Option<&str>) -> Result<Vec<SnapshotRow>, CatalogError> {
         let mut stmt = self
             .conn
@@ -654,6 +699,7 @@ impl Catalog {
         Ok(resolved)
     }
 
+    /// Closes run `run` with its outcome, snapshot, byte counts and error, stamped now.
     pub fn finish_run(
         &self,
         run: i64,
@@ -717,6 +763,7 @@ impl Catalog {
         )
     }
 
+    /// Forgets that the daemon is waiting for a slot for `source` (all sources: `None`).
     pub fn clear_waiting(&self, source: Option<&str>) -> Result<(), CatalogError> {
         let pattern = match source {
             Some(s) => format!("waiting:{s}"),
@@ -754,6 +801,7 @@ impl Catalog {
             .collect())
     }
 
+    /// The recorded runs of one source or all, oldest first.
     pub fn runs(&self, source: Option<&str>) -> Result<Vec<RunRow>, CatalogError> {
         let mut stmt = self
             .conn
@@ -880,6 +928,7 @@ impl Catalog {
             .and_then(|v| serde_json::from_str(&v).ok()))
     }
 
+    /// Caches the newest prune `.done` record's summary, for `status`.
     pub fn set_last_prune(&self, p: &crate::prune::audit::LastPrune) -> Result<(), CatalogError> {
         self.set_meta(
             "last_prune",

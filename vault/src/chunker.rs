@@ -36,6 +36,8 @@ pub struct Chunker<R: Read> {
 }
 
 impl<R: Read> Chunker<R> {
+    /// Chunks `reader` with the format's fixed parameters ([`CHUNK_MIN_SIZE`]
+    /// to [`CHUNK_MAX_SIZE`] bytes); allocates a 16 MiB read buffer.
     pub fn new(reader: R) -> Self {
         Self {
             reader,

@@ -42,6 +42,9 @@ pub const SKETCH_BYTES: usize = 256;
 const MIN_HASHES: usize = 8;
 /// Values per sketch: head, tail, min-hashes.
 pub const FEATURES: usize = 2 + MIN_HASHES;
+/// A chunk's similarity sketch: hashes of its first and last [`SKETCH_BYTES`]
+/// bytes, then its min-hashes. Two chunks sharing any value are candidates to
+/// be each other's delta base.
 pub type Sketch = [u64; FEATURES];
 /// An unused min-hash slot (a chunk with fewer distinct windows).
 const NO_FEATURE: u64 = u64::MAX;
@@ -58,6 +61,7 @@ pub struct DeltaOptions {
     pub max_percent: u32,
 }
 
+/// A file of the local base cache could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("base cache {path}: {source}")]
 pub struct CacheError {
@@ -195,6 +199,7 @@ pub struct BaseCache {
     /// The sketch of each chunk of the previous backup, by chunk id.
     sketch_of: HashMap<ObjectId, Sketch>,
     entries: Mutex<Vec<Option<Entry>>>,
+    /// A delta is kept only while at most this percentage of the chunk's estimated full stored size.
     pub max_percent: u32,
     /// A write failed because the file system is full (or over quota).
     full: std::sync::atomic::AtomicBool,

@@ -11,6 +11,8 @@ use std::io::{Read, Write};
 use crate::format::{DELTA_WINDOW_LOG, DELTA_ZSTD_LEVEL, ZSTD_LEVEL};
 use crate::keys::{Identities, Recipients};
 
+/// Why an object could not be sealed or opened. `NoMatchingIdentity` means the
+/// wrong identity; `Decrypt` and `Decompress` mean altered or damaged bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
     #[error("no identity given matches any recipient of this object")]
@@ -33,6 +35,7 @@ pub struct Sealer {
 }
 
 impl Sealer {
+    /// A sealer encrypting to `recipients`, compressing at [`ZSTD_LEVEL`].
     pub fn new(recipients: Recipients) -> Self {
         let compressor =
             zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd level 3 is always valid");
@@ -185,6 +188,7 @@ fn check_bound(out: &[u8], limit: usize) -> Result<(), EnvelopeError> {
 }
 
 impl Opener {
+    /// A fresh opener with its own zstd decompression context.
     pub fn new() -> Self {
         Self {
             decompressor: zstd::bulk::Decompressor::new().expect("zstd context"),

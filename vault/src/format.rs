@@ -27,14 +27,22 @@ pub const ATTESTATION_VERSION: u32 = 1;
 /// 1 MiB for a week, so 512 requests per GiB keeps request cost below storage cost
 /// while an edit still rewrites only ~2 MiB. The minimum cuts the tail of tiny
 /// chunks; the maximum bounds the memory one chunk can pin in the pipeline.
+/// Smallest chunk the chunker cuts, in bytes (512 KiB); only a stream's last chunk may be shorter.
 pub const CHUNK_MIN_SIZE: usize = 512 * 1024;
+/// Target average chunk size, in bytes (2 MiB).
 pub const CHUNK_AVG_SIZE: usize = 2 * 1024 * 1024;
+/// Largest chunk the chunker cuts, in bytes (8 MiB); a cut is forced here.
 pub const CHUNK_MAX_SIZE: usize = 8 * 1024 * 1024;
+/// Chunker name recorded in the config object (`chunker.algorithm`).
 pub const CHUNKER_ALGORITHM: &str = "fastcdc-2020";
+/// FastCDC normalization level recorded in the config object (`chunker.normalization`).
 pub const CHUNKER_NORMALIZATION: u32 = 1;
 
+/// The config object's `hash`: ids are BLAKE3 in keyed mode with the ID key.
 pub const HASH_ALGORITHM: &str = "blake3-keyed";
+/// The config object's `compression`: an object's plaintext is one zstd frame.
 pub const COMPRESSION_ALGORITHM: &str = "zstd";
+/// The config object's `encryption`: objects are age v1 files to X25519 recipients.
 pub const ENCRYPTION_ALGORITHM: &str = "age-v1-x25519";
 /// zstd level for chunk objects; 3 is zstd's default and the peers' setting.
 pub const ZSTD_LEVEL: i32 = 3;
@@ -56,29 +64,47 @@ pub use crate::ids::ID_KEY_CHECK_INPUT;
 pub const ID_KEY_FILE_TAG: &str = "lockbox-id-key-v1";
 
 /// Document type tags written into JSON objects so a reader can tell them apart.
+///
+/// `format` of the repository config object.
 pub const CONFIG_TAG: &str = "lockbox-repository";
+/// `format` of a snapshot manifest.
 pub const MANIFEST_TAG: &str = "lockbox-snapshot";
+/// `format` of an attestation (drill or verification record).
 pub const ATTESTATION_TAG: &str = "lockbox-attestation";
 
 /// Upper bounds a reader enforces on objects fetched from storage, so hostile
 /// bytes cannot make it allocate without limit.
+///
+/// Largest config object a reader accepts, in bytes (1 MiB).
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Largest stored manifest a reader accepts, in bytes (256 MiB).
 pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest stored attestation a reader accepts, in bytes (1 MiB).
 pub const MAX_ATTESTATION_BYTES: u64 = 1024 * 1024;
 /// A stored chunk can only be larger than its plaintext by zstd's worst-case
 /// expansion plus age's header and per-64 KiB tags.
 pub const MAX_OBJECT_BYTES: u64 = (CHUNK_MAX_SIZE as u64) * 2 + 64 * 1024;
 
+/// Key of the repository config object.
 pub const CONFIG_KEY: &str = "config";
+/// Key prefix of chunk objects (full and delta); see [`chunk_key`] and [`delta_key`].
 pub const CHUNKS_PREFIX: &str = "chunks/";
+/// Key prefix of snapshot manifests; see [`snapshot_key`].
 pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
+/// Key prefix of attestations; see [`attestation_key`].
 pub const ATTESTATIONS_PREFIX: &str = "attestations/";
 /// Prune's audit records: `audit/prune/<UTC time>-<plan digest, 16 hex>.<phase>`.
 pub const PRUNE_AUDIT_PREFIX: &str = "audit/prune/";
+/// `format` of a prune plan (the reviewed JSON file `prune plan` writes, not a stored object).
 pub const PRUNE_PLAN_TAG: &str = "lockbox-prune-plan";
+/// Version of the prune plan document; readers refuse newer ones.
 pub const PRUNE_PLAN_VERSION: u32 = 1;
+/// `format` of a prune audit record (`.intent` and `.done` under [`PRUNE_AUDIT_PREFIX`]).
 pub const PRUNE_RECORD_TAG: &str = "lockbox-prune-record";
+/// Version of the prune audit record document.
 pub const PRUNE_RECORD_VERSION: u32 = 1;
+/// Largest prune audit record a reader accepts, in bytes (256 MiB: a `.done`
+/// record lists every object version it deleted).
 pub const MAX_PRUNE_RECORD_BYTES: u64 = 256 * 1024 * 1024;
 
 /// `chunks/<first two hex digits>/<64 hex digits>`: the fan-out keeps local
@@ -97,6 +123,7 @@ pub fn delta_key(id: &ObjectId, base: &ObjectId) -> String {
     format!("{}.{}", chunk_key(id), base.to_hex())
 }
 
+/// `snapshots/<source>/`: the prefix that lists one source's manifests, oldest first.
 pub fn snapshot_prefix(source: &str) -> String {
     format!("{SNAPSHOTS_PREFIX}{source}/")
 }
@@ -151,6 +178,8 @@ pub fn parse_attestation_key(key: &str) -> Option<(String, ObjectId)> {
     parse_snapshot_key(&format!("{SNAPSHOTS_PREFIX}{rest}"))
 }
 
+/// The fixed-width UTC time used in object keys, `YYYYMMDDTHHMMSS.ffffffZ`
+/// (microseconds; the input is converted to UTC first).
 pub fn compact_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(

@@ -45,15 +45,19 @@ pub const CATALOG_REBUILT_WINDOW: Duration = Duration::from_secs(7 * 86400);
 /// A verdict. Ordered: `Ok < Warn < Crit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Health {
+    /// Nothing needs attention.
     #[serde(rename = "OK")]
     Ok,
+    /// Something needs a look soon (not verified recently, a rebuilt catalog…).
     #[serde(rename = "WARN")]
     Warn,
+    /// Backups are missing, failing, damaged or tampered with.
     #[serde(rename = "CRIT")]
     Crit,
 }
 
 impl Health {
+    /// `OK`, `WARN` or `CRIT`, as printed and serialized.
     pub fn as_str(self) -> &'static str {
         match self {
             Health::Ok => "OK",
@@ -70,13 +74,18 @@ impl Health {
 /// Everything the catalog knows about one source, oldest first.
 #[derive(Debug, Clone, Default)]
 pub struct SourceFacts {
+    /// The source's name.
     pub source: String,
     /// Listed in the config (others appear because the catalog has them,
     /// e.g. `backup --stdin` names).
     pub configured: bool,
+    /// Its snapshots in the catalog, oldest first.
     pub snapshots: Vec<SnapshotRow>,
+    /// Its recorded runs (backup, drill, verify), oldest first.
     pub runs: Vec<RunRow>,
+    /// Its verifications and drills, oldest first.
     pub verifications: Vec<VerificationRow>,
+    /// The newest snapshot that passed a drill or a full verify.
     pub last_verified: Option<VerificationRow>,
     /// First-seen times of tamper events that concern this source: on its
     /// manifests, or on shared objects (chunks, config) that may hold its data.
@@ -92,65 +101,95 @@ pub use crate::catalog::Waiting;
 /// The newest snapshot.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastBackup {
+    /// The snapshot's manifest id (hex).
     pub snapshot: String,
+    /// Its first 8 hex digits.
     pub short_id: String,
     /// When its backup started: the point in time of the data.
     pub started_at: String,
+    /// When its manifest was written (RFC 3339, UTC).
     pub finished_at: String,
+    /// Seconds from its start to now: the age of the newest data.
     pub age_seconds: i64,
+    /// How long the backup took, in seconds.
     pub duration_seconds: f64,
+    /// `started_at` as Unix seconds (for metrics; not serialized).
     #[serde(skip)]
     pub started_unix: i64,
 }
 
+/// The newest backup run, whatever its outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastRun {
     /// `running`, `success`, `failed`, `interrupted` or `aborted`.
     pub outcome: String,
+    /// When it started (RFC 3339, UTC).
     pub started_at: String,
+    /// When it ended; `None` while it is running (or if it was never closed).
     pub finished_at: Option<String>,
+    /// The recorded error, for runs that failed.
     pub error: Option<String>,
 }
 
 /// The newest run that failed or was interrupted, whatever came after it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastError {
+    /// When it ended (or started, if it never finished), RFC 3339 UTC.
     pub at: String,
+    /// `failed`, `interrupted` or `timed_out`.
     pub outcome: String,
+    /// The recorded error, if any.
     pub error: Option<String>,
 }
 
 /// The newest snapshot that passed a drill or a full verify.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastVerified {
+    /// The verified snapshot's manifest id (hex).
     pub snapshot: String,
+    /// When that snapshot's backup started (RFC 3339, UTC).
     pub snapshot_started_at: String,
     /// Age of the verified data (from the snapshot's start).
     pub age_seconds: i64,
+    /// Whether a drill or a full verify proved it.
     pub kind: VerificationKind,
+    /// When the verification finished (RFC 3339, UTC).
     pub verified_at: String,
+    /// `snapshot_started_at` as Unix seconds (for metrics; not serialized).
     #[serde(skip)]
     pub snapshot_started_unix: i64,
 }
 
+/// The newest drill, passed or failed.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastDrill {
+    /// The drilled snapshot's manifest id (hex).
     pub snapshot: String,
+    /// Whether the load and every check passed.
     pub passed: bool,
+    /// When the drill finished (RFC 3339, UTC).
     pub finished_at: String,
+    /// Seconds from the start of the restore to a loaded, checked database (RTO); `None` if the load did not complete.
     pub restore_seconds: Option<f64>,
+    /// What failed, for a failed drill.
     pub detail: Option<String>,
 }
 
+/// Drills recorded for a source, by result.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct DrillCounts {
+    /// Drills that passed.
     pub passed: u64,
+    /// Drills that failed.
     pub failed: u64,
 }
 
+/// The thresholds the verdict used, in seconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ThresholdSeconds {
+    /// Newest snapshot older than this: CRIT.
     pub max_backup_age_seconds: u64,
+    /// Newest verified snapshot older than this: WARN.
     pub max_verified_age_seconds: u64,
 }
 
@@ -158,41 +197,58 @@ pub struct ThresholdSeconds {
 /// existing ones keep their names and meanings.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceStatus {
+    /// The source's name.
     pub source: String,
+    /// Listed in the config (others appear because the catalog has snapshots of them).
     pub configured: bool,
+    /// The verdict: the worst of `reasons`, OK when there are none.
     pub health: Health,
     /// Why the health is not OK, worst first; empty when OK.
     pub reasons: Vec<String>,
+    /// The newest snapshot; `None`: never backed up.
     pub last_backup: Option<LastBackup>,
+    /// The newest backup run, including one still running.
     pub last_run: Option<LastRun>,
     /// The last finished run (a run in progress aside) failed or was
     /// interrupted.
     pub last_run_failed: bool,
+    /// The newest backup run that failed or was interrupted, even if later ones succeeded.
     pub last_error: Option<LastError>,
     /// The daemon has held a due run for a free slot since then.
     pub waiting_since: Option<String>,
+    /// The newest snapshot that passed a drill or a full verify.
     pub last_verified: Option<LastVerified>,
+    /// The newest drill.
     pub last_drill: Option<LastDrill>,
+    /// Snapshots of the source in the catalog.
     pub snapshots: u64,
     /// Newest snapshot: bytes of the dump, and of the distinct stored
     /// objects it references.
     pub logical_bytes: Option<u64>,
+    /// Stored bytes of the distinct objects the newest snapshot references.
     pub stored_bytes: Option<u64>,
     /// All snapshots: bytes of the dumps, and bytes their backups wrote.
     pub total_logical_bytes: u64,
+    /// Bytes all its backups newly wrote.
     pub total_added_bytes: u64,
     /// `total_logical_bytes / total_added_bytes` (dedup and compression).
     pub dedup_ratio: Option<f64>,
     /// Earliest and latest lock expiry among the source's snapshots.
     pub retain_until_min: Option<String>,
+    /// The newest snapshot's lock expiry (RFC 3339, UTC).
     pub retain_until_latest: Option<String>,
+    /// Tamper events concerning this source ever seen (CRIT only while recent).
     pub tamper_events: u64,
     /// Finished runs by outcome.
     pub backup_runs: BTreeMap<String, u64>,
+    /// Drills by result.
     pub drill_runs: DrillCounts,
+    /// The thresholds this verdict used.
     pub thresholds: ThresholdSeconds,
+    /// `retain_until_min` as Unix seconds (for metrics; not serialized).
     #[serde(skip)]
     pub retain_until_min_unix: Option<i64>,
+    /// `retain_until_latest` as Unix seconds (for metrics; not serialized).
     #[serde(skip)]
     pub retain_until_latest_unix: Option<i64>,
 }
@@ -201,6 +257,7 @@ pub struct SourceStatus {
 /// the catalog was found unreadable and rebuilt from the repository.
 #[derive(Debug, Clone, Serialize)]
 pub struct CatalogRebuilt {
+    /// When the unreadable catalog was replaced (RFC 3339, UTC).
     pub rebuilt_at: String,
     /// Why the old catalog could not be used.
     pub reason: String,
@@ -213,12 +270,16 @@ pub struct CatalogRebuilt {
     pub warning: Option<String>,
 }
 
+/// Facts about the repository as a whole, from the catalog.
 #[derive(Debug, Clone, Serialize)]
 pub struct RepositoryStatus {
     /// Earliest lock expiry of any snapshot in the catalog.
     pub retain_until_min: Option<String>,
+    /// Tamper events the catalog has ever recorded.
     pub tamper_events: u64,
+    /// The last catalog rebuild, if there was one.
     pub catalog_rebuilt: Option<CatalogRebuilt>,
+    /// `retain_until_min` as Unix seconds (for metrics; not serialized).
     #[serde(skip)]
     pub retain_until_min_unix: Option<i64>,
 }
@@ -226,10 +287,13 @@ pub struct RepositoryStatus {
 /// `lockbox status --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
+    /// When the report was made (RFC 3339, UTC).
     pub generated_at: String,
     /// The worst source's health (OK with no sources).
     pub health: Health,
+    /// Repository-wide facts.
     pub repository: RepositoryStatus,
+    /// One entry per source, by name.
     pub sources: Vec<SourceStatus>,
 }
 

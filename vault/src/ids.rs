@@ -17,17 +17,21 @@ pub const ID_KEY_CHECK_INPUT: &[u8] = b"lockbox id-key check v1";
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId([u8; 32]);
 
+/// A string that is not exactly 64 lowercase hex digits (holds its first 80 characters).
 #[derive(Debug, thiserror::Error)]
 #[error("not a 64-digit hex object id: {0:?}")]
 pub struct BadObjectId(pub String);
 
 impl ObjectId {
+    /// Wraps 32 raw bytes (a BLAKE3 output).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
+    /// The 32 raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+    /// The 64 lowercase hex digits used in object keys and JSON.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -35,6 +39,7 @@ impl ObjectId {
     pub fn short(&self) -> String {
         hex::encode(&self.0[..4])
     }
+    /// Parses 64 hex digits; uppercase is refused, as FORMAT.md requires of readers.
     pub fn from_hex(s: &str) -> Result<Self, BadObjectId> {
         let mut out = [0u8; 32];
         if s.len() != 64
@@ -82,20 +87,25 @@ impl<'de> serde::Deserialize<'de> for ObjectId {
 pub struct IdKey([u8; 32]);
 
 impl IdKey {
+    /// A fresh random key (done once, by `init`).
     pub fn generate() -> Self {
         let mut k = [0u8; 32];
         rand::rng().fill_bytes(&mut k);
         Self(k)
     }
+    /// Wraps a key read from the ID key file or unsealed from the config.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
+    /// The secret key bytes; handle as a secret (for sealing it or writing the key file).
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+    /// `K(data)`: the keyed BLAKE3 id of `data` (a chunk's plaintext, or a manifest's or attestation's bytes).
     pub fn id_of(&self, data: &[u8]) -> ObjectId {
         ObjectId(*blake3::keyed_hash(&self.0, data).as_bytes())
     }
+    /// A keyed hasher for data that arrives in pieces (the stream hash).
     pub fn hasher(&self) -> StreamHasher {
         StreamHasher(blake3::Hasher::new_keyed(&self.0))
     }
@@ -117,9 +127,11 @@ impl fmt::Debug for IdKey {
 pub struct StreamHasher(blake3::Hasher);
 
 impl StreamHasher {
+    /// Feeds the next bytes of the stream.
     pub fn update(&mut self, data: &[u8]) {
         self.0.update(data);
     }
+    /// The keyed hash of everything fed so far; the hasher can keep going.
     pub fn finish(&self) -> ObjectId {
         ObjectId(*self.0.finalize().as_bytes())
     }

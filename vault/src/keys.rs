@@ -15,6 +15,7 @@ use age::secrecy::ExposeSecret;
 
 use crate::ids::IdKey;
 
+/// Why recipients, an identity file or the ID key file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("recipient #{index} is not an age X25519 recipient (age1…): {reason}")]
@@ -58,12 +59,15 @@ pub enum UnusableRecipient {
          could never be restored; run `lockbox keygen --output FILE` and paste the recipient it \
          prints"
     )]
+    /// The example recipient shipped in `examples/lockbox.toml`.
     Placeholder,
     #[error(
         "a secret key, not a recipient: paste its public recipient (`age-keygen -y FILE`), and \
          keep the secret key off the backup host"
     )]
+    /// An `AGE-SECRET-KEY-1…` string: a secret key pasted where the public recipient belongs.
     SecretKey,
+    /// An SSH public key; only age X25519 recipients are supported.
     #[error("SSH recipients are not supported; use an age X25519 recipient (age1…)")]
     Ssh,
 }
@@ -92,6 +96,9 @@ impl UnusableRecipient {
 pub struct Recipients(Arc<Vec<age::x25519::Recipient>>);
 
 impl Recipients {
+    /// Parses `repository.recipients`: at least one, each an age X25519 recipient
+    /// (`age1…`). Secret keys, SSH keys and the example placeholder are refused
+    /// by name, without echoing the string.
     pub fn parse(strings: &[String]) -> Result<Self, KeyError> {
         if strings.is_empty() {
             return Err(KeyError::NoRecipients);
@@ -113,9 +120,11 @@ impl Recipients {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self(Arc::new(parsed)))
     }
+    /// The recipients, for age's encryptor.
     pub fn iter(&self) -> impl Iterator<Item = &dyn age::Recipient> {
         self.0.iter().map(|r| r as &dyn age::Recipient)
     }
+    /// The recipients as `age1…` strings, as stored in the config object.
     pub fn to_strings(&self) -> Vec<String> {
         self.0.iter().map(|r| r.to_string()).collect()
     }
@@ -133,6 +142,7 @@ impl std::fmt::Debug for Identities {
 }
 
 impl Identities {
+    /// Identities already parsed (e.g. generated in tests).
     pub fn from_x25519(ids: Vec<age::x25519::Identity>) -> Self {
         Self(Arc::new(ids))
     }
@@ -155,6 +165,7 @@ impl Identities {
         }
         Ok(Self(Arc::new(ids)))
     }
+    /// The identities, for age's decryptor.
     pub fn iter(&self) -> impl Iterator<Item = &dyn age::Identity> {
         self.0.iter().map(|i| i as &dyn age::Identity)
     }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// Why a source's run lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("source {source_name} is being backed up by another run ({holder}); try again later")]
@@ -73,6 +74,7 @@ impl SourceLock {
         Ok(Self { _file: file, path })
     }
 
+    /// The lock file, `state_dir/locks/<source>.lock`; it names the holder's pid and start time.
     pub fn path(&self) -> &Path {
         &self.path
     }

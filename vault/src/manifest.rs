@@ -14,6 +14,8 @@ use crate::format::{MANIFEST_TAG, MANIFEST_VERSION};
 use crate::ids::{IdKey, ObjectId};
 use crate::keys::{Identities, Recipients};
 
+/// Why a manifest could not be read: tampered or malformed bytes, a newer
+/// version, or a sealed part the identities cannot open.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error(
@@ -57,8 +59,10 @@ pub struct ChunkRef {
     /// (all three or none; see [`ChunkRef::delta_base`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<ObjectId>,
+    /// Delta entries only: size in bytes of the base chunk object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_stored_len: Option<u64>,
+    /// Delta entries only: unkeyed BLAKE3 of the base chunk object's bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_stored_hash: Option<ObjectId>,
     /// Size of the stored object in bytes.
@@ -70,18 +74,23 @@ pub struct ChunkRef {
 /// The base of a delta entry: a full chunk object, referenced like any chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeltaBase {
+    /// The base chunk's id (keyed BLAKE3 of its plaintext).
     pub id: ObjectId,
+    /// Size of the base chunk object, in bytes.
     pub stored_len: u64,
+    /// Unkeyed BLAKE3 of the base chunk object's bytes.
     pub stored_hash: ObjectId,
 }
 
 impl DeltaBase {
+    /// The base's object key, `chunks/<hh>/<id>`.
     pub fn key(&self) -> String {
         crate::format::chunk_key(&self.id)
     }
 }
 
 impl ChunkRef {
+    /// An entry stored as a full chunk object (the only kind a v1 manifest holds).
     pub fn full(id: ObjectId, stored_len: u64, stored_hash: ObjectId) -> Self {
         Self {
             id,
@@ -93,6 +102,7 @@ impl ChunkRef {
         }
     }
 
+    /// An entry stored as a zstd patch against `base` (manifest v2).
     pub fn delta(id: ObjectId, base: DeltaBase, stored_len: u64, stored_hash: ObjectId) -> Self {
         Self {
             id,
@@ -123,27 +133,42 @@ impl ChunkRef {
     }
 }
 
+/// A snapshot manifest: the public JSON stored under `snapshots/<source>/…`
+/// (field meanings in FORMAT.md, "Snapshot manifests"). Its id is the keyed
+/// BLAKE3 of its bytes. JSON fields are the format; do not rename them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Always [`MANIFEST_TAG`].
     pub format: String,
+    /// Manifest version: 2 if any entry is a delta, else 1.
     pub version: u32,
+    /// The repository's id (its config object's `id`).
     pub repository: String,
+    /// The source name, as in the object key.
     pub source: String,
+    /// How the stream was produced: `command`, `sqlite`, `stdin`, `postgres`, `mariadb` or `mysql`.
     pub kind: String,
+    /// When the backup started (UTC, microseconds); the key's time is this instant.
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+    /// When the manifest was made (UTC, writer's clock; prune never trusts it).
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
+    /// The snapshot is locked at least until this (UTC, whole seconds):
+    /// `started_at` truncated to the second, plus `lock_days`, plus one second.
     #[serde(with = "time::serde::rfc3339")]
     pub retain_until: OffsetDateTime,
     /// Manifest id of the previous snapshot of this source, if any.
     pub previous: Option<ObjectId>,
+    /// Length of the dump stream, in bytes.
     pub input_bytes: u64,
     /// Stored bytes of the distinct objects this snapshot references.
     pub stored_bytes: u64,
     /// Stored bytes this backup newly wrote (what it cost).
     pub added_bytes: u64,
+    /// Version of the Lockbox that wrote it; informational.
     pub lockbox_version: String,
+    /// The stream's chunks in order; a repeated chunk is listed each time.
     pub chunks: Vec<ChunkRef>,
     /// ASCII-armored age file holding [`SealedPart`] as JSON.
     pub sealed: String,
@@ -243,12 +268,16 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Encrypts `part` to `recipients` as an ASCII-armored age file, the value of [`Manifest::sealed`].
     pub fn seal(recipients: &Recipients, part: &SealedPart) -> Result<String, EnvelopeError> {
         let json = serde_json::to_vec(part).expect("sealed part serializes");
         let bin = envelope::encrypt(recipients, &json)?;
         armor(&bin)
     }
 
+    /// Decrypts and checks the sealed part: every chunk length is between 1 and
+    /// [`CHUNK_MAX_SIZE`](crate::format::CHUNK_MAX_SIZE), there is one per chunk, and they sum to `input_bytes`.
+    /// `key_name` is the manifest's key, for error messages.
     pub fn unseal(
         &self,
         identities: &Identities,
@@ -300,6 +329,7 @@ impl Manifest {
         Ok(part)
     }
 
+    /// The short form of a manifest id shown to users: its first 8 hex digits.
     pub fn short_id(id: &ObjectId) -> String {
         id.short()
     }

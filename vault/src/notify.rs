@@ -51,11 +51,15 @@ pub struct Delivery {
     pub kind: &'static str,
     /// `notify[i] scheme://host` or `notify[i] /path/to/program`: no secret.
     pub target: String,
+    /// The target accepted it.
     pub ok: bool,
+    /// Why the last attempt failed (secrets redacted), if it did not get through.
     pub error: Option<String>,
+    /// Attempts made within the delivery's time budget.
     pub attempts: u32,
 }
 
+/// Why a `[[notify]]` entry cannot be used: its secret cannot be read, or it was not validated.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     #[error("{key}: cannot read secret_file {path}: {reason}")]
@@ -239,6 +243,7 @@ impl Notifier {
         }
     }
 
+    /// No `[[notify]]` target is configured: notifying does nothing.
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
     }

@@ -15,6 +15,7 @@ use crate::keys::{Identities, Recipients};
 use crate::manifest::{Manifest, ManifestError};
 use crate::storage::{PutOutcome, ReadBackend, StorageError, WriteBackend};
 
+/// Why a repository could not be opened, listed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
     #[error(transparent)]
@@ -49,28 +50,43 @@ pub enum RepoError {
     },
 }
 
+/// The config object's `chunker`: the parameters chunk boundaries depend on.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkerParams {
+    /// Always [`CHUNKER_ALGORITHM`] (`fastcdc-2020`).
     pub algorithm: String,
+    /// Minimum chunk size, in bytes.
     pub min_size: u64,
+    /// Target average chunk size, in bytes.
     pub avg_size: u64,
+    /// Maximum chunk size, in bytes.
     pub max_size: u64,
+    /// FastCDC normalization level.
     pub normalization: u32,
 }
 
 /// The `config` object: everything a reader needs to interpret the rest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoConfig {
+    /// Always [`CONFIG_TAG`](crate::format::CONFIG_TAG) (`lockbox-repository`).
     pub format: String,
+    /// Repository layout version; readers refuse one greater than theirs.
     pub version: u32,
+    /// Repository id: 16 random bytes as 32 lowercase hex digits.
     pub id: String,
+    /// When `init` ran (UTC); informational.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Chunking parameters; a v1 reader refuses any but the current ones.
     pub chunker: ChunkerParams,
+    /// Always `blake3-keyed`.
     pub hash: String,
+    /// Always `zstd`.
     pub compression: String,
+    /// Always `age-v1-x25519`.
     pub encryption: String,
+    /// The age X25519 recipients (`age1…`) every object is encrypted to; public.
     pub recipients: Vec<String>,
     /// The 32-byte ID key, age-encrypted (ASCII armor) to `recipients`.
     pub id_key_sealed: String,
@@ -163,6 +179,7 @@ impl RepoConfig {
         Ok(key)
     }
 
+    /// The parsed [`recipients`](Self::recipients) field.
     pub fn recipients(&self) -> Result<Recipients, RepoError> {
         Recipients::parse(&self.recipients).map_err(|e| RepoError::BadConfig(e.to_string()))
     }
@@ -208,6 +225,9 @@ pub fn init(
     Ok((config, key))
 }
 
+/// Reads and validates the `config` object. Version-aware: a delete marker or
+/// junk version over it (S3) does not hide the locked original; tampering found
+/// is logged. A missing config is [`RepoError::NotInitialized`].
 pub fn load_config(backend: &dyn ReadBackend) -> Result<RepoConfig, RepoError> {
     // Version-aware: a delete marker or a junk version over `config` (S3)
     // does not hide the locked original.
@@ -233,10 +253,15 @@ pub fn load_config(backend: &dyn ReadBackend) -> Result<RepoConfig, RepoError> {
 /// A snapshot as found in a listing: its key and the id in its name.
 #[derive(Debug, Clone)]
 pub struct SnapshotRef {
+    /// The manifest's object key.
     pub key: String,
+    /// Source name from the key.
     pub source: String,
+    /// Manifest id from the key; not yet checked against the bytes.
     pub id: ObjectId,
+    /// Size of the manifest object, in bytes, as listed.
     pub size: u64,
+    /// The storage's LastModified, when the backend reports one.
     pub last_modified: Option<OffsetDateTime>,
 }
 
@@ -314,13 +339,18 @@ pub fn find_snapshot(
 /// A repository opened for writing: backend, config and the ID key.
 #[derive(Clone)]
 pub struct WriteRepo {
+    /// Where objects are written.
     pub backend: Arc<dyn WriteBackend>,
+    /// The repository's config object, as read at open.
     pub config: RepoConfig,
+    /// The ID key, checked against the config's `id_key_check`.
     pub id_key: IdKey,
+    /// The config's recipients, parsed.
     pub recipients: Recipients,
 }
 
 impl WriteRepo {
+    /// Reads the config and checks that `id_key` belongs to it.
     pub fn open(backend: Arc<dyn WriteBackend>, id_key: IdKey) -> Result<Self, RepoError> {
         let config = load_config(backend.as_ref())?;
         config.check_id_key(&id_key)?;

@@ -49,11 +49,17 @@ use time::{Duration, OffsetDateTime};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// Keep the N newest snapshots.
     pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest local hours that hold one.
     pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest local days that hold one.
     pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks that hold one.
     pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest months that hold one; gives a keep horizon.
     pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest years that hold one; gives a keep horizon.
     pub keep_yearly: Option<u32>,
 }
 
@@ -77,10 +83,15 @@ impl Policy {
 /// The periods of bucket rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
+    /// A local clock hour (the repeated hour at a DST fall-back is one period).
     Hourly,
+    /// A local calendar day.
     Daily,
+    /// An ISO 8601 week (Monday to Sunday).
     Weekly,
+    /// A local calendar month.
     Monthly,
+    /// A local calendar year.
     Yearly,
 }
 
@@ -145,7 +156,9 @@ impl Period {
 /// One snapshot as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The snapshot's manifest id (hex).
     pub id: String,
+    /// The source it belongs to; policies apply per source.
     pub source: String,
     /// The storage's own timestamp of the snapshot (its manifest's LastModified).
     pub trusted_time: OffsetDateTime,
@@ -159,11 +172,17 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     /// The `rank`-th newest, within `keep_last`.
-    Last { rank: u32 },
+    Last {
+        /// 1 for the newest snapshot.
+        rank: u32,
+    },
     /// The newest snapshot of `label`, the `rank`-th newest such period.
     Bucket {
+        /// The bucket rule's period.
         period: Period,
+        /// The period, e.g. `2026-11`, `2026-W47`, `2026-11-21 13h` (local time).
         label: String,
+        /// 1 for the newest period kept by this rule.
         rank: u32,
     },
     /// The newest snapshot of its source (always kept).
@@ -172,7 +191,10 @@ pub enum Reason {
     /// the policy; [`select`] itself never gives this reason).
     NewestVerified,
     /// Its lock has not expired.
-    Locked { until: OffsetDateTime },
+    Locked {
+        /// The snapshot's retain-until (UTC), later than `now`.
+        until: OffsetDateTime,
+    },
     /// The policy sets no rule.
     NoPolicy,
 }
@@ -193,9 +215,13 @@ impl fmt::Display for Reason {
 /// The verdict on one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// The snapshot's manifest id (hex), as given in [`Snapshot::id`].
     pub id: String,
+    /// The source it belongs to.
     pub source: String,
+    /// The storage's timestamp the decision was made on.
     pub trusted_time: OffsetDateTime,
+    /// The time the manifest claims; reported, never used.
     pub claimed_time: OffsetDateTime,
     /// True: keep. False: the policy would remove it.
     pub keep: bool,

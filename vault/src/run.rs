@@ -31,18 +31,28 @@ pub use crate::catalog::REPOSITORY_WIDE;
 /// Facts of a finished run, for notifications and logs.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// What ran: backup, drill or verify.
     pub kind: RunKind,
+    /// The source it concerned, or [`REPOSITORY_WIDE`].
     pub source: String,
+    /// How it ended.
     pub outcome: RunOutcome,
+    /// When it started (UTC).
     pub started_at: OffsetDateTime,
+    /// When it was closed (UTC).
     pub finished_at: OffsetDateTime,
+    /// The snapshot it wrote or checked (manifest id, hex), if any.
     pub snapshot: Option<String>,
+    /// Dump bytes read (backup) or restored (drill), when it succeeded.
     pub input_bytes: Option<u64>,
+    /// Stored bytes a successful backup newly wrote.
     pub added_bytes: Option<u64>,
+    /// The error message, when it did not succeed.
     pub error: Option<String>,
 }
 
 impl RunReport {
+    /// Seconds from start to close (never negative, even if the clock stepped back).
     pub fn duration_seconds(&self) -> f64 {
         (self.finished_at - self.started_at)
             .as_seconds_f64()
@@ -53,8 +63,11 @@ impl RunReport {
 /// What a successful run produced.
 #[derive(Debug, Clone, Default)]
 pub struct RunSuccess {
+    /// The snapshot written or checked, if any.
     pub snapshot: Option<ObjectId>,
+    /// Dump bytes read or restored.
     pub input_bytes: u64,
+    /// Stored bytes newly written (backups; 0 otherwise).
     pub added_bytes: u64,
 }
 

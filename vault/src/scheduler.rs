@@ -39,6 +39,8 @@ fn from_chrono(t: DateTime<Tz>) -> OffsetDateTime {
 }
 
 impl Schedule {
+    /// Parses a cron expression (5 fields, or 6 with seconds first) whose times are
+    /// local to `tz`. The error is a message naming the expression.
     pub fn parse(expr: &str, tz: Tz) -> Result<Self, String> {
         let fields = expr.split_whitespace().count();
         if !(5..=6).contains(&fields) {
@@ -56,6 +58,7 @@ impl Schedule {
         })
     }
 
+    /// The expression as configured.
     pub fn text(&self) -> &str {
         &self.text
     }

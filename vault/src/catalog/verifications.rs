@@ -27,6 +27,7 @@ pub enum VerificationKind {
 }
 
 impl VerificationKind {
+    /// `drill` or `verify`, as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             VerificationKind::Drill => "drill",
@@ -47,14 +48,19 @@ impl VerificationKind {
 /// may be added.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerificationRow {
+    /// The source of the verified snapshot.
     pub source: String,
     /// Full hex id of the snapshot's manifest.
     pub snapshot: String,
     /// When the snapshot's backup started (the data's age is measured from it).
     pub snapshot_started_at: String,
+    /// Drill or full verify.
     pub kind: VerificationKind,
+    /// Whether every check passed.
     pub passed: bool,
+    /// When the verification started.
     pub started_at: String,
+    /// When it finished.
     pub finished_at: String,
     /// Drills: seconds to restore and load (the RTO this drill achieved).
     pub restore_seconds: Option<f64>,

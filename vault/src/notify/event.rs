@@ -18,10 +18,15 @@ pub const PAYLOAD_SCHEMA: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// A backup of the source started.
     BackupStarted,
+    /// A backup wrote its snapshot.
     BackupSucceeded,
+    /// A backup failed, timed out or was interrupted: no snapshot.
     BackupFailed,
+    /// A restore drill loaded the snapshot and every check passed.
     DrillPassed,
+    /// A restore drill failed to load or a check failed.
     DrillFailed,
     /// `verify` found damage or a failed check.
     VerifyProblem,
@@ -32,6 +37,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The event's name, e.g. `backup_failed`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::BackupStarted => "backup_started",
@@ -61,6 +67,7 @@ impl EventKind {
 /// there; the rest is filled in when the reporter knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// What happened.
     pub kind: EventKind,
     /// The source's name (empty for `test`).
     pub source: String,
@@ -72,16 +79,22 @@ pub struct Event {
     pub outcome: Option<String>,
     /// What went wrong, in one or a few lines.
     pub error: Option<String>,
+    /// When the run started (UTC).
     pub started_at: Option<OffsetDateTime>,
+    /// When it ended (UTC).
     pub finished_at: Option<OffsetDateTime>,
+    /// How long it ran, in seconds.
     pub duration_seconds: Option<f64>,
+    /// Dump bytes read (backup) or restored (drill).
     pub input_bytes: Option<u64>,
+    /// Stored bytes a backup newly wrote.
     pub added_bytes: Option<u64>,
     /// The source's health at the time (`OK`, `WARN`, `CRIT`).
     pub health: Option<String>,
 }
 
 impl Event {
+    /// An event of `kind` for `source`, from this host, with nothing else filled in.
     pub fn new(kind: EventKind, source: &str) -> Self {
         Self {
             kind,

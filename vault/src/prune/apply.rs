@@ -24,6 +24,7 @@ use crate::format::{PRUNE_RECORD_TAG, PRUNE_RECORD_VERSION};
 use crate::ids::{IdKey, ObjectId};
 use crate::storage::{DeleteBackend, StorageError};
 
+/// What the operator decided for one apply, beyond the plan itself.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// The digest the operator confirmed (`--confirm`).
@@ -34,40 +35,56 @@ pub struct ApplyOptions {
     pub max_extend_days: u32,
     /// Snapshots verified according to this host's catalog.
     pub verified: BTreeSet<ObjectId>,
+    /// This host's name, written into the audit records.
     pub host: String,
 }
 
 /// An object version not deleted (or a lock not extended), and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotDone {
+    /// The object's key.
     pub key: String,
+    /// The storage's version id; `None` on the local backend.
     pub version: Option<String>,
+    /// Why it was skipped, refused or failed, for the operator.
     pub reason: String,
 }
 
+/// A promoted snapshot whose locks this apply extended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Extended {
+    /// The snapshot's manifest id (hex).
     pub snapshot: String,
+    /// The manifest's object key.
     pub key: String,
+    /// The retain-until the plan asked for (UTC).
     #[serde(with = "time::serde::rfc3339")]
     pub horizon: OffsetDateTime,
+    /// The retain-until actually set: the horizon, capped at now plus `max_extend_days`.
     #[serde(with = "time::serde::rfc3339")]
     pub until: OffsetDateTime,
     /// The horizon was beyond this run's `max_extend_days`.
     pub capped: bool,
+    /// Objects whose lock was raised: the snapshot's chunks plus its manifest.
     pub objects: usize,
 }
 
 /// What an apply did. JSON fields may be added.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApplyReport {
+    /// Digest (64 hex) of the plan applied.
     pub plan_digest: String,
+    /// When the apply started (UTC).
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+    /// When the apply finished (UTC).
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
+    /// Snapshots removed: every listed version of their manifest was deleted.
     pub snapshots_deleted: Vec<DeletedSnapshot>,
+    /// Every object version deleted.
     pub objects_deleted: Vec<ObjectVersion>,
+    /// Total size of the deleted versions, in bytes.
     pub bytes_deleted: u64,
     /// Not deleted by prune's own checks (referenced now, changed, newer than
     /// grace, newest verified snapshot, already gone).
@@ -76,7 +93,9 @@ pub struct ApplyReport {
     pub refused: Vec<NotDone>,
     /// Other errors (reported, not retried).
     pub failed: Vec<NotDone>,
+    /// Promoted snapshots whose locks were extended.
     pub extended: Vec<Extended>,
+    /// Keys of the audit records this apply wrote (`.intent`, `.done`).
     pub audit_records: Vec<String>,
 }
 
@@ -91,6 +110,13 @@ fn versions_of<'a>(versions: impl Iterator<Item = &'a Option<String>>) -> BTreeS
     versions.cloned().collect()
 }
 
+/// Applies a reviewed plan: checks the confirmed digest and the repository id,
+/// re-reads the repository, refuses if what the plan deletes or keeps changed,
+/// then deletes the listed versions (manifests first) and extends promoted
+/// snapshots' locks, writing locked `.intent` and `.done` audit records.
+///
+/// Storage refusals and per-object failures are reported in the
+/// [`ApplyReport`], not returned as errors; see [`ApplyReport::clean`].
 pub fn apply(
     backend: &dyn DeleteBackend,
     id_key: &IdKey,

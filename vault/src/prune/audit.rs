@@ -20,43 +20,65 @@ use crate::format::{self, MAX_PRUNE_RECORD_BYTES, PRUNE_AUDIT_PREFIX, PRUNE_RECO
 use crate::ids::ObjectId;
 use crate::storage::{ReadBackend, StorageError, StorageResult, WriteBackend};
 
+/// A snapshot named in an audit record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedSnapshot {
+    /// Source the snapshot belongs to.
     pub source: String,
+    /// The snapshot's manifest id (64 hex).
     pub id: String,
+    /// The manifest's object key under `snapshots/`.
     pub key: String,
 }
 
+/// One object version prune deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectVersion {
+    /// The object's key.
     pub key: String,
+    /// The storage's version id (S3); `None` on a backend without versions (local).
     pub version: Option<String>,
 }
 
 /// One audit record. JSON fields may be added.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// Always [`PRUNE_RECORD_TAG`].
     pub format: String,
+    /// Record document version ([`format::PRUNE_RECORD_VERSION`]).
     pub version: u32,
+    /// Id of the repository (its config object's `id`) the apply ran against.
     pub repository: String,
     /// `intent` (written before deleting) or `done`.
     pub phase: String,
+    /// Digest (64 hex) of the plan that was applied.
     pub plan_digest: String,
+    /// When the apply started (UTC, the pruning host's clock).
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+    /// When the apply finished; `None` in an `intent` record.
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// Name of the host that ran the apply.
     pub host: String,
+    /// Version of the Lockbox that wrote the record.
     pub lockbox_version: String,
     /// `intent`: the snapshots about to be removed; `done`: those removed.
     pub snapshots_deleted: Vec<DeletedSnapshot>,
+    /// Every object version deleted (empty in an `intent` record).
     pub objects_deleted: Vec<ObjectVersion>,
+    /// Total size of the deleted versions, in bytes.
     pub bytes_deleted: u64,
+    /// Planned deletions prune's own checks skipped (referenced again, changed,
+    /// newer than the grace period, already gone).
     pub objects_skipped: usize,
+    /// Deletions the storage refused (the version is still locked).
     pub objects_refused: usize,
+    /// Promoted snapshots whose locks (manifest and chunks) were extended.
     pub locks_extended: usize,
 }
 
+/// Why an audit record could not be listed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error(transparent)]
@@ -68,17 +90,26 @@ pub enum AuditError {
 /// The newest `.done` record's summary, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastPrune {
+    /// Key of the record (`audit/prune/…`).
     pub key: String,
+    /// When that apply finished (RFC 3339, UTC).
     pub finished_at: String,
+    /// Digest (64 hex) of the plan it applied.
     pub plan_digest: String,
+    /// Host that ran the apply.
     pub host: String,
+    /// Number of snapshots it removed.
     pub snapshots_deleted: usize,
+    /// Number of object versions it deleted.
     pub objects_deleted: usize,
+    /// Bytes it deleted.
     pub bytes_deleted: u64,
+    /// Deletions the storage refused because the version was still locked.
     pub objects_refused: usize,
 }
 
 impl AuditRecord {
+    /// The record's key: `audit/prune/<UTC start time>-<first 16 hex of the plan digest>.<phase>`.
     pub fn key(&self) -> String {
         format!(
             "{PRUNE_AUDIT_PREFIX}{}-{}.{}",
@@ -88,6 +119,7 @@ impl AuditRecord {
         )
     }
 
+    /// The summary `status` shows, for this record stored under `key`.
     pub fn summary(&self, key: &str) -> LastPrune {
         LastPrune {
             key: key.into(),
@@ -129,6 +161,7 @@ pub fn list(backend: &dyn ReadBackend) -> StorageResult<Vec<String>> {
     Ok(keys)
 }
 
+/// Reads and parses the record at `key`; a wrong `format` tag is [`AuditError::Malformed`].
 pub fn read(backend: &dyn ReadBackend, key: &str) -> Result<AuditRecord, AuditError> {
     let bytes = backend.get(key, MAX_PRUNE_RECORD_BYTES)?;
     let r: AuditRecord = serde_json::from_slice(&bytes).map_err(|e| AuditError::Malformed {

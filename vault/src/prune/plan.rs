@@ -21,6 +21,7 @@ use crate::storage::{ReadBackend, VersionInfo};
 /// A plan file larger than this is refused unread.
 pub const MAX_PLAN_BYTES: usize = 256 * 1024 * 1024;
 
+/// Why a plan file was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error("prune plan: not a valid plan file: {0}")]
@@ -52,12 +53,17 @@ pub enum ObjectKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Deletion {
+    /// Why the version goes: a removed snapshot's manifest, garbage, or an unreferenced chunk.
     pub kind: ObjectKind,
+    /// The object's key.
     pub key: String,
     /// The store's version id; `None` on unversioned stores.
     pub version: Option<String>,
+    /// The version is an S3 delete marker, not data.
     pub delete_marker: bool,
+    /// Size of the version, in bytes.
     pub size: u64,
+    /// The storage's LastModified of the version (UTC); `None` if it reported none.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_modified: Option<OffsetDateTime>,
 }
@@ -66,7 +72,9 @@ pub struct Deletion {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Held {
+    /// The chunk's key.
     pub key: String,
+    /// Why it is held, e.g. "locked until …" or "written … (within the grace period)".
     pub reason: String,
 }
 
@@ -74,9 +82,13 @@ pub struct Held {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Extension {
+    /// Source of the snapshot.
     pub source: String,
+    /// The snapshot's manifest id (hex).
     pub snapshot: String,
+    /// The manifest's key.
     pub key: String,
+    /// The keep horizon (UTC) the chunks and manifest are to be locked until.
     #[serde(with = "time::serde::rfc3339")]
     pub until: OffsetDateTime,
 }
@@ -87,6 +99,7 @@ pub struct Extension {
 pub struct Verdict {
     /// Full manifest id.
     pub id: String,
+    /// The manifest's key.
     pub key: String,
     /// The storage's timestamp (what the policy used).
     #[serde(with = "time::serde::rfc3339")]
@@ -97,19 +110,26 @@ pub struct Verdict {
     pub claimed_time: OffsetDateTime,
     /// The two differ by more than the tolerance.
     pub suspicious: bool,
+    /// The manifest's current lock, if the storage reports one.
     #[serde(with = "time::serde::rfc3339::option")]
     pub retain_until: Option<OffsetDateTime>,
+    /// True: kept; false: the plan deletes it.
     pub keep: bool,
     /// Every rule that keeps it (empty: removed).
     pub reasons: Vec<String>,
+    /// Until when the monthly/yearly rules keep it at least (see [`crate::retention`]);
+    /// the lock is extended to this.
     #[serde(with = "time::serde::rfc3339::option")]
     pub keep_horizon: Option<OffsetDateTime>,
 }
 
+/// The policy's verdicts for one source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourcePlan {
+    /// The source's name.
     pub source: String,
+    /// The policy applied (the configured one, or the default).
     pub policy: Policy,
     /// Newest first (by trusted time).
     pub snapshots: Vec<Verdict>,
@@ -119,29 +139,43 @@ pub struct SourcePlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateEntry {
+    /// The manifest's key.
     pub key: String,
+    /// Its version ids (`None` on unversioned stores); apply refuses if they changed.
     pub versions: Vec<Option<String>>,
 }
 
+/// A prune plan: everything apply will do, computed with read rights only and
+/// confirmed by its [`digest`](Plan::digest). JSON fields are part of the plan file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
+    /// Always [`PRUNE_PLAN_TAG`].
     pub format: String,
+    /// Plan document version ([`PRUNE_PLAN_VERSION`]).
     pub version: u32,
     /// Repository id (from its config object).
     pub repository: String,
+    /// Where the repository was read (backend location, no credentials).
     pub location: String,
+    /// When the plan was computed (UTC); the grace period counts back from it.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// IANA timezone the policy's periods were counted in.
     pub timezone: String,
+    /// Unreferenced chunks written within this many hours before `created_at` are held.
     pub grace_hours: u32,
+    /// Claimed and trusted time may differ by this many seconds before a snapshot is flagged suspicious.
     pub tolerance_seconds: i64,
+    /// Per-source verdicts, by source name.
     pub sources: Vec<SourcePlan>,
     /// Every snapshot key present when the plan was made.
     pub state: Vec<StateEntry>,
     /// In deletion order: manifests, garbage, then chunks.
     pub delete: Vec<Deletion>,
+    /// Unreferenced chunks not deleted yet, and why.
     pub held: Vec<Held>,
+    /// Kept snapshots whose locks are to be extended to their keep horizon.
     pub extend: Vec<Extension>,
     /// Snapshot keys whose manifest is forged or unreadable: not judged by
     /// the policy, not deleted (`verify` reports them).
@@ -160,9 +194,13 @@ struct PlanFile {
 pub struct PlanOptions {
     /// Policies of configured sources; others get `default_policy`.
     pub policies: BTreeMap<String, Policy>,
+    /// Policy for sources the configuration does not name.
     pub default_policy: Policy,
+    /// Timezone the periods of bucket rules are counted in.
     pub timezone: chrono_tz::Tz,
+    /// How far a manifest's claimed time may differ from the storage's before it is flagged.
     pub tolerance: Duration,
+    /// Unreferenced chunks newer than this many hours are held (a backup may be about to reference them).
     pub grace_hours: u32,
     /// Snapshots verified according to this host's catalog (full verify
     /// verdicts); passing attestations in the repository count too.

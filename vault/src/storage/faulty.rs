@@ -29,10 +29,15 @@ use super::{
 pub enum Op {
     /// `get` and `get_verified`.
     Get,
+    /// `head` and `head_version`.
     Head,
+    /// `list` and `list_versions`.
     List,
+    /// `put`.
     Put,
+    /// `extend_retention`.
     Extend,
+    /// `flush`.
     Flush,
 }
 
@@ -68,11 +73,16 @@ pub enum Trigger {
     Every(u64),
 }
 
+/// One fault to inject: which calls it matches, what happens, and when.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// The call it applies to.
     pub op: Op,
+    /// Only keys starting with this (empty: every key).
     pub prefix: String,
+    /// What happens when it fires.
     pub fault: Fault,
+    /// Which matching calls it fires on.
     pub trigger: Trigger,
     /// Fires at most this many times in all (`None`: no limit).
     pub limit: Option<u64>,
@@ -94,10 +104,12 @@ impl Rule {
         self.prefix = prefix.into();
         self
     }
+    /// Fires on the calls `trigger` selects (default: every matching call).
     pub fn when(mut self, trigger: Trigger) -> Self {
         self.trigger = trigger;
         self
     }
+    /// Fires at most `n` times in all.
     pub fn limit(mut self, n: u64) -> Self {
         self.limit = Some(n);
         self
@@ -118,6 +130,7 @@ pub struct Faulty<B: ?Sized> {
 }
 
 impl<B: ReadBackend + ?Sized> Faulty<B> {
+    /// Wraps `inner`; `rules` are checked in order for every call.
     pub fn new(inner: Arc<B>, rules: Vec<Rule>) -> Self {
         Self {
             inner,

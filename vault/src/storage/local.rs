@@ -31,6 +31,9 @@ use super::{
 const RETAIN_SUFFIX: &str = ".retain";
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// The `file://` backend: one read-only file per object, its retain-until in a
+/// `<key>.retain` file beside it (FORMAT.md, "Local backend"). It cannot stop
+/// root from deleting files; Object Lock storage can.
 pub struct LocalBackend {
     root: PathBuf,
     /// Directories that received new entries since the last flush.

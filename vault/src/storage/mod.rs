@@ -40,10 +40,13 @@ pub use s3::{LockMode, S3Backend, S3Settings};
 /// What a head or list reports about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
+    /// The object's key, relative to the repository root.
     pub key: String,
+    /// Size of the stored object, in bytes.
     pub size: u64,
     /// `None` when the backend did not report it (e.g. S3 LIST); ask `head`.
     pub retain_until: Option<OffsetDateTime>,
+    /// When the store received the object (its LastModified); `None` if not reported.
     pub last_modified: Option<OffsetDateTime>,
 }
 
@@ -51,11 +54,15 @@ pub struct ObjectInfo {
 /// reports it. Unversioned stores report one version per key, `version: None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionInfo {
+    /// The object's key.
     pub key: String,
     /// The store's version id (`None` on unversioned stores).
     pub version: Option<String>,
+    /// This entry is an S3 delete marker, not a version with data.
     pub delete_marker: bool,
+    /// Size of the version, in bytes.
     pub size: u64,
+    /// When the store received this version; `None` if not reported.
     pub last_modified: Option<OffsetDateTime>,
 }
 
@@ -63,10 +70,13 @@ pub struct VersionInfo {
 /// an object (content addressing makes that a duplicate, never a conflict).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
+    /// The object was written, with the requested retention.
     Created,
+    /// The key already held an object; nothing was written.
     AlreadyExists,
 }
 
+/// A backend failure. [`StorageError::is_transient`] says whether it is worth retrying.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("object {key} not found in {location}")]
@@ -98,6 +108,7 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Worth retrying: a timeout, throttling or 5xx-like I/O failure.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -107,11 +118,13 @@ impl StorageError {
             }
         )
     }
+    /// The key (or version) does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
     }
 }
 
+/// Result of a storage operation.
 pub type StorageResult<T> = Result<T, StorageError>;
 
 /// The keys every backend accepts: relative, `/`-separated, with no empty,
@@ -144,9 +157,11 @@ pub(crate) fn check_key(
 /// version of the key whose bytes failed the caller's check.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TamperEvent {
+    /// The key the evidence was found at.
     pub key: String,
     /// The store's version id, where it has versions.
     pub version: Option<String>,
+    /// What was found, for people, e.g. "delete marker created at …".
     pub what: String,
 }
 
@@ -169,6 +184,7 @@ pub struct Verified {
     pub tampering: Vec<TamperEvent>,
 }
 
+/// Read access to a repository's objects: all that restore and verify hold.
 pub trait ReadBackend: Send + Sync {
     /// Human-readable location for messages, e.g. `file:///srv/lockbox`.
     fn location(&self) -> String;
@@ -236,6 +252,8 @@ pub trait ReadBackend: Send + Sync {
     }
 }
 
+/// Writes that can never lose data: put-if-absent with a retention, and
+/// raising a retention. Backup holds only this (no delete).
 pub trait WriteBackend: ReadBackend {
     /// Writes a new object locked until `retain_until`. Never replaces an
     /// existing object: returns [`PutOutcome::AlreadyExists`] instead.
@@ -268,7 +286,9 @@ pub trait DeleteBackend: WriteBackend {
 /// Backend settings beyond the URL (from the `[repository]` section).
 #[derive(Debug, Clone, Default)]
 pub struct BackendOptions {
+    /// S3 Object Lock mode of new objects (compliance unless testing).
     pub lock_mode: LockMode,
+    /// S3 endpoint, region, credentials and addressing; ignored for `file://`.
     pub s3: S3Settings,
     /// Retries of transient failures ([`retry`]); not configurable in the
     /// TOML, tests shorten it.

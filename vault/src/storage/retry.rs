@@ -83,6 +83,7 @@ pub struct Retrying<B: ?Sized> {
 }
 
 impl<B: ?Sized> Retrying<B> {
+    /// Wraps `inner`, retrying its transient failures according to `policy`.
     pub fn new(inner: Arc<B>, policy: RetryPolicy) -> Self {
         Self { inner, policy }
     }

@@ -101,6 +101,10 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 /// and connection errors; the SDK backs off exponentially with jitter.
 const MAX_ATTEMPTS: u32 = 6;
 
+/// The `s3://bucket/prefix` backend: objects under the prefix, each version
+/// locked with S3 Object Lock in the configured [`LockMode`]. The bucket must
+/// have versioning and Object Lock enabled. Blocking API over the async SDK
+/// (it owns a small tokio runtime).
 pub struct S3Backend {
     rt: tokio::runtime::Runtime,
     client: Client,
@@ -255,6 +259,7 @@ impl S3Backend {
         self.rt.block_on(f)
     }
 
+    /// The bucket name from the URL.
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
