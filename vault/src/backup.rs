@@ -67,7 +67,8 @@ fn check_state_space(catalog: &Catalog) -> Result<(), BackupError> {
     }
 }
 
-/// Why a backup wrote no snapshot. Whatever it had stored stays (locked) for a later backup to reuse.
+/// Why a backup wrote no snapshot. Whatever it had stored stays, locked, for a
+/// later backup to reuse.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error(transparent)]

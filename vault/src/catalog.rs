@@ -161,7 +161,7 @@ impl SnapshotRow {
     }
 }
 
-/// One recorded run (backup, drill or verify) of `lockbox runs --json`.
+/// One recorded run (backup, drill or verify) of the catalog's run history.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
     /// The run's number in this catalog, increasing.

@@ -199,7 +199,8 @@ pub struct BaseCache {
     /// The sketch of each chunk of the previous backup, by chunk id.
     sketch_of: HashMap<ObjectId, Sketch>,
     entries: Mutex<Vec<Option<Entry>>>,
-    /// A delta is kept only while at most this percentage of the chunk's estimated full stored size.
+    /// A delta is kept only while at most this percentage of the chunk's
+    /// estimated full stored size.
     pub max_percent: u32,
     /// A write failed because the file system is full (or over quota).
     full: std::sync::atomic::AtomicBool,

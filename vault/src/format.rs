@@ -97,7 +97,7 @@ pub const ATTESTATIONS_PREFIX: &str = "attestations/";
 pub const PRUNE_AUDIT_PREFIX: &str = "audit/prune/";
 /// `format` of a prune plan (the reviewed JSON file `prune plan` writes, not a stored object).
 pub const PRUNE_PLAN_TAG: &str = "lockbox-prune-plan";
-/// Version of the prune plan document; readers refuse newer ones.
+/// Version of the prune plan document; apply refuses a plan of any other.
 pub const PRUNE_PLAN_VERSION: u32 = 1;
 /// `format` of a prune audit record (`.intent` and `.done` under [`PRUNE_AUDIT_PREFIX`]).
 pub const PRUNE_RECORD_TAG: &str = "lockbox-prune-record";

@@ -121,7 +121,7 @@ pub struct LastBackup {
 /// The newest backup run, whatever its outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastRun {
-    /// `running`, `success`, `failed`, `interrupted` or `aborted`.
+    /// `running`, `success`, `failed`, `interrupted`, `timed_out` or `aborted`.
     pub outcome: String,
     /// When it started (RFC 3339, UTC).
     pub started_at: String,
@@ -169,7 +169,8 @@ pub struct LastDrill {
     pub passed: bool,
     /// When the drill finished (RFC 3339, UTC).
     pub finished_at: String,
-    /// Seconds from the start of the restore to a loaded, checked database (RTO); `None` if the load did not complete.
+    /// Seconds from the start of the restore to a loaded, checked database
+    /// (RTO); `None` if the load did not complete.
     pub restore_seconds: Option<f64>,
     /// What failed, for a failed drill.
     pub detail: Option<String>,
@@ -199,7 +200,8 @@ pub struct ThresholdSeconds {
 pub struct SourceStatus {
     /// The source's name.
     pub source: String,
-    /// Listed in the config (others appear because the catalog has snapshots of them).
+    /// Listed in the config (others appear because the catalog has runs or
+    /// snapshots of them).
     pub configured: bool,
     /// The verdict: the worst of `reasons`, OK when there are none.
     pub health: Health,

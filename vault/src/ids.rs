@@ -87,7 +87,7 @@ impl<'de> serde::Deserialize<'de> for ObjectId {
 pub struct IdKey([u8; 32]);
 
 impl IdKey {
-    /// A fresh random key (done once, by `init`).
+    /// A fresh random key, as `init` makes for a new repository.
     pub fn generate() -> Self {
         let mut k = [0u8; 32];
         rand::rng().fill_bytes(&mut k);
@@ -101,7 +101,8 @@ impl IdKey {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
-    /// `K(data)`: the keyed BLAKE3 id of `data` (a chunk's plaintext, or a manifest's or attestation's bytes).
+    /// `K(data)`: the keyed BLAKE3 id of `data` (a chunk's plaintext, or a
+    /// manifest's or attestation's bytes).
     pub fn id_of(&self, data: &[u8]) -> ObjectId {
         ObjectId(*blake3::keyed_hash(&self.0, data).as_bytes())
     }

@@ -97,8 +97,8 @@ pub struct Recipients(Arc<Vec<age::x25519::Recipient>>);
 
 impl Recipients {
     /// Parses `repository.recipients`: at least one, each an age X25519 recipient
-    /// (`age1…`). Secret keys, SSH keys and the example placeholder are refused
-    /// by name, without echoing the string.
+    /// (`age1…`). Secret keys (never echoed), SSH keys and the example
+    /// placeholder are refused by name.
     pub fn parse(strings: &[String]) -> Result<Self, KeyError> {
         if strings.is_empty() {
             return Err(KeyError::NoRecipients);

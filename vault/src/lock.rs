@@ -74,7 +74,8 @@ impl SourceLock {
         Ok(Self { _file: file, path })
     }
 
-    /// The lock file, `state_dir/locks/<source>.lock`; it names the holder's pid and start time.
+    /// The lock file, `state_dir/locks/<source>.lock`; it names the holder's pid
+    /// and start time.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -268,15 +268,17 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Encrypts `part` to `recipients` as an ASCII-armored age file, the value of [`Manifest::sealed`].
+    /// Encrypts `part` to `recipients` as an ASCII-armored age file, the value
+    /// of [`Manifest::sealed`].
     pub fn seal(recipients: &Recipients, part: &SealedPart) -> Result<String, EnvelopeError> {
         let json = serde_json::to_vec(part).expect("sealed part serializes");
         let bin = envelope::encrypt(recipients, &json)?;
         armor(&bin)
     }
 
-    /// Decrypts and checks the sealed part: every chunk length is between 1 and
-    /// [`CHUNK_MAX_SIZE`](crate::format::CHUNK_MAX_SIZE), there is one per chunk, and they sum to `input_bytes`.
+    /// Decrypts and checks the sealed part: every chunk length is between 1
+    /// and [`CHUNK_MAX_SIZE`](crate::format::CHUNK_MAX_SIZE) bytes, there is one
+    /// per chunk, and they sum to `input_bytes`.
     /// `key_name` is the manifest's key, for error messages.
     pub fn unseal(
         &self,

@@ -22,11 +22,11 @@ pub enum EventKind {
     BackupStarted,
     /// A backup wrote its snapshot.
     BackupSucceeded,
-    /// A backup failed, timed out or was interrupted: no snapshot.
+    /// A backup ended without a snapshot (failed, timed out, interrupted or aborted).
     BackupFailed,
     /// A restore drill loaded the snapshot and every check passed.
     DrillPassed,
-    /// A restore drill failed to load or a check failed.
+    /// A restore drill did not pass: the load or a check failed, or the drill could not run.
     DrillFailed,
     /// `verify` found damage or a failed check.
     VerifyProblem,

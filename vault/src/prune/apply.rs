@@ -44,7 +44,8 @@ pub struct ApplyOptions {
 pub struct NotDone {
     /// The object's key.
     pub key: String,
-    /// The storage's version id; `None` on the local backend.
+    /// The storage's version id, where one applies (`None` on the local backend
+    /// and for lock extensions).
     pub version: Option<String>,
     /// Why it was skipped, refused or failed, for the operator.
     pub reason: String,
@@ -65,7 +66,8 @@ pub struct Extended {
     pub until: OffsetDateTime,
     /// The horizon was beyond this run's `max_extend_days`.
     pub capped: bool,
-    /// Objects whose lock was raised: the snapshot's chunks plus its manifest.
+    /// Objects whose lock was raised: every object the snapshot references, and
+    /// its manifest.
     pub objects: usize,
 }
 

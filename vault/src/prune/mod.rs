@@ -45,7 +45,7 @@ use crate::attestation::AttestationError;
 use crate::repository::RepoError;
 use crate::storage::StorageError;
 
-/// Why a prune plan or apply failed; nothing is deleted after the first such error.
+/// Why a prune plan could not be made or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
     #[error(transparent)]

@@ -141,7 +141,8 @@ pub struct SourcePlan {
 pub struct StateEntry {
     /// The manifest's key.
     pub key: String,
-    /// Its version ids (`None` on unversioned stores); apply refuses if they changed.
+    /// Its version ids when the plan was made (`None` on unversioned stores);
+    /// apply refuses if a snapshot the plan deletes now has other versions.
     pub versions: Vec<Option<String>>,
 }
 
@@ -156,7 +157,7 @@ pub struct Plan {
     pub version: u32,
     /// Repository id (from its config object).
     pub repository: String,
-    /// Where the repository was read (backend location, no credentials).
+    /// The backend the plan was computed from, e.g. `s3://bucket/prefix` (no credentials).
     pub location: String,
     /// When the plan was computed (UTC); the grace period counts back from it.
     #[serde(with = "time::serde::rfc3339")]
@@ -165,7 +166,8 @@ pub struct Plan {
     pub timezone: String,
     /// Unreferenced chunks written within this many hours before `created_at` are held.
     pub grace_hours: u32,
-    /// Claimed and trusted time may differ by this many seconds before a snapshot is flagged suspicious.
+    /// Claimed and trusted time may differ by this many seconds before a
+    /// snapshot is flagged suspicious.
     pub tolerance_seconds: i64,
     /// Per-source verdicts, by source name.
     pub sources: Vec<SourcePlan>,
@@ -200,7 +202,8 @@ pub struct PlanOptions {
     pub timezone: chrono_tz::Tz,
     /// How far a manifest's claimed time may differ from the storage's before it is flagged.
     pub tolerance: Duration,
-    /// Unreferenced chunks newer than this many hours are held (a backup may be about to reference them).
+    /// Unreferenced chunks newer than this many hours are held (a backup may be
+    /// about to reference them).
     pub grace_hours: u32,
     /// Snapshots verified according to this host's catalog (full verify
     /// verdicts); passing attestations in the repository count too.

@@ -288,7 +288,8 @@ pub trait DeleteBackend: WriteBackend {
 pub struct BackendOptions {
     /// S3 Object Lock mode of new objects (compliance unless testing).
     pub lock_mode: LockMode,
-    /// S3 endpoint, region, credentials and addressing; ignored for `file://`.
+    /// S3 endpoint, region, profile and addressing (credentials come from the AWS
+    /// chain); ignored for `file://`.
     pub s3: S3Settings,
     /// Retries of transient failures ([`retry`]); not configurable in the
     /// TOML, tests shorten it.
