@@ -179,7 +179,7 @@ impl RepoConfig {
         Ok(key)
     }
 
-    /// The parsed [`recipients`](Self::recipients) field.
+    /// The config's `recipients` strings, parsed.
     pub fn recipients(&self) -> Result<Recipients, RepoError> {
         Recipients::parse(&self.recipients).map_err(|e| RepoError::BadConfig(e.to_string()))
     }
