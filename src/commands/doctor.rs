@@ -3,9 +3,11 @@ use std::process::ExitCode;
 use anyhow::Result;
 use lockbox_vault::config::Config;
 use lockbox_vault::doctor::{self, Status};
+use lockbox_vault::error::ErrorClass;
 
-use super::{EXIT_FAILURE, print_json};
+use super::print_json;
 use crate::cli::DoctorArgs;
+use crate::error;
 
 pub fn run(config: &Config, args: DoctorArgs) -> Result<ExitCode> {
     let checks = doctor::run(config, args.as_profile.as_deref());
@@ -30,7 +32,7 @@ pub fn run(config: &Config, args: DoctorArgs) -> Result<ExitCode> {
         );
     }
     Ok(if failed > 0 {
-        ExitCode::from(EXIT_FAILURE)
+        error::exit(ErrorClass::Operational)
     } else {
         ExitCode::SUCCESS
     })

@@ -10,7 +10,8 @@ use lockbox_restore::drill::{self, DrillPlan, DrillReport};
 use lockbox_restore::load::{self, DbTarget, Password};
 use lockbox_vault::attestation::{self, Attestation, PublicCheck};
 use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome, VerificationKind, VerificationRow};
-use lockbox_vault::config::{Config, ConfigError, SourceKind};
+use lockbox_vault::config::{Config, SourceKind};
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::format::{ATTESTATION_TAG, ATTESTATION_VERSION};
 use lockbox_vault::ids::IdKey;
 use lockbox_vault::keys::Identities;
@@ -21,21 +22,15 @@ use lockbox_vault::{state, storage};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{
-    EXIT_FAILURE, EXIT_IDENTITY, EXIT_INTEGRITY, human_bytes, note, open_read, print_json,
-};
+use super::{configured_source, human_bytes, note, open_read, print_json};
 use crate::cli::DrillArgs;
+use crate::error::{self, UsageError};
 use crate::progress::Bar;
 
 const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
 
 fn usage(key: &str, message: String) -> anyhow::Error {
-    ConfigError::Invalid {
-        path: "drill".into(),
-        key: key.into(),
-        message,
-    }
-    .into()
+    UsageError::arg(key, message).into()
 }
 
 /// Same host (local spellings equal) and port: the source's own server.
@@ -54,12 +49,7 @@ fn same_server(a: &DbTarget, b: &DbTarget) -> bool {
 }
 
 pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
-    let source = config.source(&args.source).ok_or_else(|| {
-        usage(
-            "SOURCE",
-            format!("no source named {:?} in the config", args.source),
-        )
-    })?;
+    let source = configured_source(config, &args.source)?;
     lockbox_vault::sys::set_stop_note("scratch database removed, nothing recorded as verified");
     let guard = RunGuard::begin(&config.catalog_path(), RunKind::Drill, &source.name);
     let result = drill_source(config, &args, source);
@@ -221,13 +211,7 @@ fn drill_source(
         );
     }
     Ok((
-        ExitCode::from(if report.identity_failure {
-            EXIT_IDENTITY
-        } else if report.operational_failure || failure == "interrupted" {
-            EXIT_FAILURE
-        } else {
-            EXIT_INTEGRITY
-        }),
+        error::exit(report.failure_class.unwrap_or(ErrorClass::Integrity)),
         Some(failure.to_string()),
     ))
 }

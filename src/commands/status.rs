@@ -22,10 +22,10 @@ pub fn load_report(config: &Config, only: Option<&str>) -> Result<StatusReport> 
     if let Some(name) = only {
         report.sources.retain(|s| s.source == name);
         if report.sources.is_empty() {
-            bail!(
+            bail!(crate::error::UsageError::new(format!(
                 "no source {name:?}: it is not in {} and the catalog has no run or snapshot of it",
                 config.path.display()
-            );
+            )));
         }
         report.health = report.sources[0].health;
     }
@@ -212,8 +212,8 @@ fn row(s: &SourceStatus) -> [String; 11] {
     ]
 }
 
-const PLUGIN_OK: u8 = 0;
-const PLUGIN_UNKNOWN: u8 = 3;
+pub(crate) const PLUGIN_OK: u8 = 0;
+pub(crate) const PLUGIN_UNKNOWN: u8 = 3;
 
 /// `lockbox check`: never fails with Lockbox's own exit codes; a failure of
 /// the check itself is UNKNOWN.

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use lockbox_restore::verify::{self, KnownSnapshot, VerifyOptions, VerifyReport};
 use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome, VerificationKind, VerificationRow};
 use lockbox_vault::config::Config;
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::ids::IdKey;
 use lockbox_vault::keys::{self, Identities};
 use lockbox_vault::repository::{self, RepoConfig};
@@ -14,8 +15,9 @@ use lockbox_vault::storage::ReadBackend;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{EXIT_INTEGRITY, human_bytes, note, open_read, print_json};
+use super::{human_bytes, note, open_read, print_json};
 use crate::cli::VerifyArgs;
+use crate::error::{self, UsageError};
 use crate::progress::Bar;
 
 /// The repository's config and ID key: from `state_dir/id.key` on a backup
@@ -38,12 +40,12 @@ pub(super) fn repo_key(
     } else if let Some(ids) = identities {
         repo_config.unseal_id_key(ids)?
     } else {
-        bail!(
+        bail!(UsageError::new(format!(
             "this host has no ID key for repository {} ({} is missing): pass --identity FILE \
              (a restore host), or run on a backup host",
             repo_config.id,
             path.display()
-        );
+        )));
     };
     Ok((repo_config, key))
 }
@@ -77,11 +79,10 @@ fn verify_repository(config: &Config, args: &VerifyArgs) -> Result<(ExitCode, Op
     if let Some(pct) = args.sample
         && !(pct > 0.0 && pct <= 100.0)
     {
-        bail!(lockbox_vault::config::ConfigError::Invalid {
-            path: "command line".into(),
-            key: "--sample".into(),
-            message: "must be a percentage above 0 and at most 100".into(),
-        });
+        bail!(UsageError::arg(
+            "--sample",
+            "must be a percentage above 0 and at most 100"
+        ));
     }
     let backend = open_read(config)?;
     let identities = args
@@ -163,7 +164,7 @@ fn verify_repository(config: &Config, args: &VerifyArgs) -> Result<(ExitCode, Op
             .map(|p| format!(": first {} {}: {}", p.kind.as_str(), p.object, p.detail))
             .unwrap_or_default();
         (
-            ExitCode::from(EXIT_INTEGRITY),
+            error::exit(ErrorClass::Integrity),
             Some(format!(
                 "verify found {} problem(s) in {} snapshot(s){first}",
                 report.problems.len(),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::envelope::{self, EnvelopeError};
+use crate::error::ErrorClass;
 use crate::format::{MANIFEST_TAG, MANIFEST_VERSION};
 use crate::ids::{IdKey, ObjectId};
 use crate::keys::{Identities, Recipients};
@@ -35,13 +36,17 @@ pub enum ManifestError {
 }
 
 impl ManifestError {
-    /// True when the manifest's bytes themselves are bad (tampered, forged,
-    /// truncated), as opposed to an unsupported version or a wrong identity.
-    pub fn is_integrity_failure(&self) -> bool {
-        matches!(
-            self,
-            ManifestError::NameMismatch { .. } | ManifestError::Malformed { .. }
-        )
+    /// Bad bytes (tampered, forged, truncated) are [`ErrorClass::Integrity`];
+    /// a newer version asks for an upgrade ([`ErrorClass::Usage`]); an
+    /// unseal failure is its envelope's (a wrong identity, or damage).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ManifestError::NameMismatch { .. } | ManifestError::Malformed { .. } => {
+                ErrorClass::Integrity
+            }
+            ManifestError::UnsupportedVersion { .. } => ErrorClass::Usage,
+            ManifestError::Unseal { source, .. } => source.class(),
+        }
     }
 }
 
@@ -318,8 +323,8 @@ mod tests {
             matches!(err, ManifestError::UnsupportedVersion { found: 3, .. }),
             "{err}"
         );
-        assert!(!err.is_integrity_failure());
+        assert_eq!(err.class(), ErrorClass::Usage);
         let garbage = Manifest::parse_unchecked(b"{\"version\":1}", "k").unwrap_err();
-        assert!(garbage.is_integrity_failure());
+        assert_eq!(garbage.class(), ErrorClass::Integrity);
     }
 }
