@@ -6,12 +6,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0   success
-  1   operational failure (storage, source dump, I/O); nothing was lost
-  2   usage or configuration error
-  3   integrity failure: data in the repository failed verification
-  4   the identity cannot decrypt this repository or snapshot
-  75  temporary failure: another run holds the source's lock (it names the pid); retry later";
+  0      success
+  1      operational failure (storage, source dump, I/O); nothing was lost
+  2      usage or configuration error (unknown source, missing identity file, a repository
+         written by a newer Lockbox)
+  3      integrity failure: data in the repository failed verification
+  4      the identity cannot decrypt this repository or snapshot
+  75     temporary failure: another run holds the source's lock (it names the pid); retry later
+  128+n  stopped by signal n (130 SIGINT, 143 SIGTERM); nothing partial was published";
 
 #[derive(Parser)]
 #[command(

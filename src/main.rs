@@ -1,9 +1,10 @@
 //! The `lockbox` binary: argument parsing, logging, and mapping errors to
-//! exit codes. The work is done by the `lockbox-vault` and
+//! exit codes (`error`). The work is done by the `lockbox-vault` and
 //! `lockbox-restore` crates.
 
 mod cli;
 mod commands;
+mod error;
 mod progress;
 mod render;
 
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, LogFormat};
+use lockbox_vault::error::ErrorClass;
 
 /// Chunk buffers (0.5–8 MiB) are allocated and freed on several threads.
 /// glibc raises its mmap threshold to the largest block freed so far, after
@@ -43,19 +45,19 @@ fn main() -> ExitCode {
             if let Some(signal) = lockbox_vault::sys::stop_signal() {
                 // One line, whatever the error chain says: the tool was
                 // killed by us, and what matters is what was left behind.
-                tracing::debug!(error = %format!("{err:#}"), "stopped");
+                tracing::debug!(error = %error::render(&err), "stopped");
                 eprintln!(
                     "error: interrupted by {}: {}",
                     lockbox_vault::sys::signal_name(signal),
                     lockbox_vault::sys::stop_note()
                 );
-                return ExitCode::from(lockbox_vault::sys::Interrupted { signal }.exit_code());
+                return error::exit(ErrorClass::Interrupted { signal });
             }
             if is_broken_pipe(&err) {
-                return ExitCode::from(1);
+                return error::exit(ErrorClass::Operational);
             }
-            eprintln!("error: {err:#}");
-            ExitCode::from(commands::exit_code_for(&err))
+            eprintln!("error: {}", error::render(&err));
+            error::exit(error::class_of(&err))
         }
     }
 }

@@ -162,7 +162,7 @@ command = ["/nonexistent/pg_dump"]
     let (_, err) = v.fails(&["backup", "missing"]);
     assert!(err.contains("not found"), "{err}");
     let (code, err) = v.fails(&["backup", "nosuch"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "an unknown source is a usage error: {err}");
     assert!(err.contains("configured: good, bad, missing"), "{err}");
 
     let snaps = snapshots_json(&v);

@@ -7,6 +7,7 @@
 
 use lockbox_vault::attestation::{Attestation, AttestationError, PublicCheck};
 use lockbox_vault::catalog::{VerificationKind, VerificationRow};
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::format::{ATTESTATION_TAG, ATTESTATION_VERSION};
 use lockbox_vault::manifest::Manifest;
 use lockbox_vault::repository::{RepoConfig, RepoError, SnapshotRef};
@@ -27,6 +28,17 @@ pub enum AttestError {
     /// A time in the manifest cannot be written as RFC 3339.
     #[error("the snapshot's start time cannot be written as RFC 3339")]
     Time(#[from] time::error::Format),
+}
+
+impl AttestError {
+    /// See [`ErrorClass`].
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AttestError::Repository(e) => e.class(),
+            AttestError::Attestation(e) => e.class(),
+            AttestError::Time(_) => ErrorClass::Integrity,
+        }
+    }
 }
 
 /// A drill's attestation, sealed, and how long it must stay locked: at

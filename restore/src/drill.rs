@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use lockbox_vault::config::{DrillCheck, ROW_TOLERANCE_FLOOR, expect_text};
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::repository::SnapshotRef;
 use lockbox_vault::storage::{ReadBackend, TamperEvent};
@@ -103,15 +104,13 @@ pub struct DrillReport {
     pub started_at: String,
     pub finished_at: String,
     pub checks: Vec<CheckResult>,
-    /// True if the failure was damage in the repository (exit 3), not a check.
+    /// What kind of failure it was, `None` if the drill passed: a failed
+    /// check, a dump that does not load or damage in the repository is
+    /// [`ErrorClass::Integrity`]; the drill server, the disk or a stop is
+    /// [`ErrorClass::Operational`]; a wrong identity
+    /// [`ErrorClass::Identity`]; a refused target [`ErrorClass::Usage`].
     #[serde(skip)]
-    pub integrity_failure: bool,
-    #[serde(skip)]
-    pub identity_failure: bool,
-    /// True if the failure was operational (drill server, disk), not the
-    /// snapshot's fault.
-    #[serde(skip)]
-    pub operational_failure: bool,
+    pub failure_class: Option<ErrorClass>,
     pub tampering: Vec<TamperEvent>,
 }
 
@@ -172,9 +171,7 @@ pub fn run(
         started_at: started.format(&Rfc3339).expect("formats"),
         finished_at: String::new(),
         checks: Vec::new(),
-        integrity_failure: false,
-        identity_failure: false,
-        operational_failure: false,
+        failure_class: None,
         tampering: Vec::new(),
     };
     let pw = plan.password.as_ref();
@@ -182,14 +179,14 @@ pub fn run(
         match plan.scratch.exists(pw) {
             Ok(false) => {}
             Ok(true) => {
-                report.operational_failure = true;
+                report.failure_class = Some(ErrorClass::Operational);
                 return Err(format!(
                     "the scratch database {} already exists; refusing to touch it",
                     plan.scratch
                 ));
             }
             Err(e) => {
-                report.operational_failure = true;
+                report.failure_class = Some(ErrorClass::Operational);
                 return Err(format!("drill server: {e}"));
             }
         }
@@ -212,13 +209,12 @@ pub fn run(
         let load = match loaded {
             Ok(l) => l,
             Err(e) => {
-                if let Some(r) = e.restore_error() {
-                    report.integrity_failure = r.is_integrity_failure();
-                    report.identity_failure = r.is_wrong_identity();
-                }
-                report.operational_failure = !report.integrity_failure
-                    && !report.identity_failure
-                    && !matches!(e, LoadError::Tool { .. });
+                report.failure_class = Some(match &e {
+                    // The tool ran and refused the dump: the snapshot does
+                    // not load, which is what the drill is there to find.
+                    LoadError::Tool { .. } => ErrorClass::Integrity,
+                    e => e.class(),
+                });
                 report.checks.push(builtin("load", false, format!("{e:#}")));
                 return Err(format!("check load failed: {e}"));
             }
@@ -236,15 +232,20 @@ pub fn run(
         ));
         let clock = Instant::now();
         if cancel.load(Ordering::Relaxed) {
+            report.failure_class = Some(ErrorClass::Operational);
             return Err("interrupted".into());
         }
         run_checks(plan, &load.source_info, &mut report.checks, cancel);
         report.check_seconds = clock.elapsed().as_secs_f64();
         if cancel.load(Ordering::Relaxed) {
+            report.failure_class = Some(ErrorClass::Operational);
             return Err("interrupted".into());
         }
         match report.checks.iter().find(|c| !c.passed) {
-            Some(c) => Err(format!("check {} failed: {}", c.name, c.detail)),
+            Some(c) => {
+                report.failure_class = Some(ErrorClass::Integrity);
+                Err(format!("check {} failed: {}", c.name, c.detail))
+            }
             None => Ok(()),
         }
     })();

@@ -18,7 +18,7 @@ mod output;
 mod pipeline;
 pub mod verify;
 
-use lockbox_vault::envelope::EnvelopeError;
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::manifest::ManifestError;
 use lockbox_vault::repository::{self, RepoError, SnapshotRef};
@@ -78,34 +78,39 @@ pub enum RestoreError {
 }
 
 impl RestoreError {
-    /// True when the repository's data failed verification (as opposed to
-    /// an operational failure such as a network error or a full disk).
-    pub fn is_integrity_failure(&self) -> bool {
-        matches!(
-            self,
+    /// Missing, corrupt or mismatching data is [`ErrorClass::Integrity`];
+    /// a chunk sealed to other recipients is [`ErrorClass::Identity`]; an
+    /// existing output is a usage error; wrapped errors answer for
+    /// themselves.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            RestoreError::Repo(e) => e.class(),
+            RestoreError::Interrupted(e) => e.class(),
+            RestoreError::Manifest(e) => e.class(),
+            RestoreError::Storage { source, .. } => source.class(),
             RestoreError::ChunkMissing { .. }
-                | RestoreError::ChunkCorrupt { .. }
-                | RestoreError::StreamMismatch { .. }
-        ) || match self {
-            RestoreError::Manifest(m) | RestoreError::Repo(RepoError::Manifest(m)) => {
-                m.is_integrity_failure()
-            }
-            _ => false,
+            | RestoreError::ChunkCorrupt { .. }
+            | RestoreError::StreamMismatch { .. } => ErrorClass::Integrity,
+            RestoreError::WrongIdentity { .. } => ErrorClass::Identity,
+            RestoreError::OutputExists { .. } => ErrorClass::Usage,
+            RestoreError::Output { .. } => ErrorClass::Operational,
         }
     }
+}
 
-    /// True when the identity cannot decrypt this repository or snapshot.
-    pub fn is_wrong_identity(&self) -> bool {
-        matches!(
-            self,
-            RestoreError::WrongIdentity { .. }
-                | RestoreError::Repo(RepoError::Unseal(EnvelopeError::NoMatchingIdentity))
-                | RestoreError::Manifest(ManifestError::Unseal {
-                    source: EnvelopeError::NoMatchingIdentity,
-                    ..
-                })
-        )
+/// The class of `err` if it is a public error type of this crate or of
+/// `lockbox-vault` ([`lockbox_vault::error::class_of`]), or `None`.
+pub fn class_of(err: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
+    if let Some(e) = err.downcast_ref::<RestoreError>() {
+        return Some(e.class());
     }
+    if let Some(e) = err.downcast_ref::<load::LoadError>() {
+        return Some(e.class());
+    }
+    if let Some(e) = err.downcast_ref::<attest::AttestError>() {
+        return Some(e.class());
+    }
+    lockbox_vault::error::class_of(err)
 }
 
 /// What a verified restore did.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use lockbox_restore::{RestoreError, RestoreOptions};
 use lockbox_vault::backup::{self, BackupError, BackupOptions, BackupSummary, NoProgress};
 use lockbox_vault::catalog::Catalog;
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::ids::IdKey;
 use lockbox_vault::keys::{self, Identities, Recipients};
 use lockbox_vault::repository::{self, WriteRepo};
@@ -370,7 +371,11 @@ fn restore_reports_persistent_damage_naming_the_object_and_writes_nothing() {
         for fault in [Fault::Truncate, Fault::Flip] {
             let (f, backend) = r.faulty(vec![Rule::new(Op::Get, fault).keys("chunks/")]);
             let err = r.restore(backend.as_ref()).unwrap_err();
-            assert!(err.is_integrity_failure(), "{name} {fault:?}: {err}");
+            assert_eq!(
+                err.class(),
+                ErrorClass::Integrity,
+                "{name} {fault:?}: {err}"
+            );
             let text = err.to_string();
             assert!(
                 text.contains("chunks/"),
@@ -383,7 +388,7 @@ fn restore_reports_persistent_damage_naming_the_object_and_writes_nothing() {
         let (_, backend) = r.faulty(vec![Rule::new(Op::Get, Fault::Transient).keys("chunks/")]);
         let err = r.restore(backend.as_ref()).unwrap_err();
         let text = err.to_string();
-        assert!(!err.is_integrity_failure(), "{name}: {text}");
+        assert_eq!(err.class(), ErrorClass::Operational, "{name}: {text}");
         assert!(
             text.contains("chunks/") && text.contains("gave up after 4 attempts"),
             "{name}: {text}"

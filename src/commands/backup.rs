@@ -1,13 +1,14 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use lockbox_vault::backup::{self, BackupSummary};
 use lockbox_vault::catalog::RunKind;
 use lockbox_vault::config::Config;
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::format::valid_source_name;
 use lockbox_vault::ids::ObjectId;
-use lockbox_vault::lock::{LockError, SourceLock};
+use lockbox_vault::lock::SourceLock;
 use lockbox_vault::notify::Notifier;
 use lockbox_vault::run::{self, RunGuard, RunSuccess};
 use lockbox_vault::source::{self, DumpStream};
@@ -16,8 +17,9 @@ use serde::Serialize;
 use lockbox_vault::access::BackupHost;
 use lockbox_vault::backup::BackupOptions;
 
-use super::{EXIT_FAILURE, EXIT_TEMPFAIL};
+use super::configured_source;
 use crate::cli::BackupArgs;
+use crate::error::{self, UsageError};
 use crate::progress::Bar;
 use crate::render::{human_bytes, print_json};
 
@@ -55,30 +57,22 @@ fn backup_one(
 ) -> Result<BackupSummary> {
     let stream = if from_stdin {
         if !valid_source_name(name) {
-            return Err(anyhow!(
-                "{name:?} is not a valid source name: use 1-64 of A-Z a-z 0-9 . _ -"
-            ));
+            return Err(UsageError::arg(
+                "--stdin",
+                format!("{name:?} is not a valid source name: use 1-64 of A-Z a-z 0-9 . _ -"),
+            )
+            .into());
         }
         if std::io::stdin().is_terminal() {
-            return Err(anyhow!(
+            return Err(UsageError::new(format!(
                 "--stdin reads the dump from standard input, which is a terminal; \
                  pipe a dump in, e.g. `pg_dump mydb | lockbox backup --stdin {name}`"
-            ));
+            ))
+            .into());
         }
         None
     } else {
-        Some(config.source(name).ok_or_else(|| {
-            let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
-            anyhow!(
-                "no source named {name:?} in {}; configured: {}",
-                config.path.display(),
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            )
-        })?)
+        Some(configured_source(config, name)?)
     };
     // Taken before the dump starts, so a busy source costs the database nothing.
     let _lock = SourceLock::acquire(&config.state_dir, name)?;
@@ -172,7 +166,7 @@ fn run_all(
     json: bool,
 ) -> Result<ExitCode> {
     if config.sources.is_empty() {
-        return Err(anyhow!("no [[source]] in {}", config.path.display()));
+        return Err(UsageError::new(format!("no [[source]] in {}", config.path.display())).into());
     }
     let mut results = Vec::new();
     for src in &config.sources {
@@ -193,9 +187,7 @@ fn run_all(
                     // The remaining sources are not started after a stop.
                     return Err(e);
                 }
-                let busy = e
-                    .chain()
-                    .any(|c| matches!(c.downcast_ref(), Some(LockError::Busy { .. })));
+                let busy = error::class_of(&e) == ErrorClass::Busy;
                 SourceResult {
                     source: src.name.clone(),
                     outcome: if busy { "busy" } else { "failed" },
@@ -233,9 +225,9 @@ fn run_all(
         }
     }
     Ok(if summary.failed > 0 {
-        ExitCode::from(EXIT_FAILURE)
+        error::exit(ErrorClass::Operational)
     } else if summary.busy > 0 {
-        ExitCode::from(EXIT_TEMPFAIL)
+        error::exit(ErrorClass::Busy)
     } else {
         ExitCode::SUCCESS
     })

@@ -22,13 +22,14 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use lockbox_vault::catalog::Catalog;
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::run::RunReport;
 
 use lockbox_vault::access::BackupHost;
 use lockbox_vault::backup::BackupSummary;
 
-use super::EXIT_TEMPFAIL;
 use crate::cli::LogFormat;
+use crate::error::{self, UsageError};
 
 mod child;
 mod drills;
@@ -315,10 +316,10 @@ fn build_slots(config: &Config, now: OffsetDateTime) -> Result<HashMap<String, S
         );
     }
     if slots.is_empty() && !drills::any_scheduled(config) {
-        anyhow::bail!(
+        anyhow::bail!(UsageError::new(format!(
             "no source in {} has a `schedule`; add e.g. schedule = \"30 2 * * *\"",
             config.path.display()
-        );
+        )));
     }
     Ok(slots)
 }
@@ -482,7 +483,7 @@ fn finish(name: &str, r: Running, code: Option<i32>) {
                 "run finished"
             );
         }
-        Some(c) if c == i32::from(EXIT_TEMPFAIL) => {
+        Some(c) if c == i32::from(error::exit_code(ErrorClass::Busy)) => {
             tracing::warn!(
                 source = %name,
                 outcome = "busy",

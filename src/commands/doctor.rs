@@ -3,9 +3,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use lockbox_vault::config::Config;
 use lockbox_vault::doctor::{self, Status};
+use lockbox_vault::error::ErrorClass;
 
-use super::EXIT_FAILURE;
 use crate::cli::DoctorArgs;
+use crate::error;
 use crate::render::print_json;
 
 pub fn run(config: &Config, args: DoctorArgs) -> Result<ExitCode> {
@@ -31,7 +32,7 @@ pub fn run(config: &Config, args: DoctorArgs) -> Result<ExitCode> {
         );
     }
     Ok(if failed > 0 {
-        ExitCode::from(EXIT_FAILURE)
+        error::exit(ErrorClass::Operational)
     } else {
         ExitCode::SUCCESS
     })

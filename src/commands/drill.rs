@@ -11,7 +11,8 @@ use lockbox_restore::drill::{self, DrillPlan, DrillReport};
 use lockbox_restore::load::{self, DbTarget, Password};
 use lockbox_vault::attestation;
 use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome};
-use lockbox_vault::config::{Config, ConfigError, SourceKind};
+use lockbox_vault::config::{Config, SourceKind};
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::ids::IdKey;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::manifest::Manifest;
@@ -20,20 +21,16 @@ use lockbox_vault::run::{RunGuard, RunSuccess};
 use lockbox_vault::{state, storage};
 use time::OffsetDateTime;
 
-use super::{EXIT_FAILURE, EXIT_IDENTITY, EXIT_INTEGRITY, note};
+use super::{configured_source, note};
 use crate::cli::DrillArgs;
+use crate::error::{self, UsageError};
 use crate::progress::Bar;
 use crate::render::{human_bytes, print_json};
 
 const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
 
 fn usage(key: &str, message: String) -> anyhow::Error {
-    ConfigError::Invalid {
-        path: "drill".into(),
-        key: key.into(),
-        message,
-    }
-    .into()
+    UsageError::arg(key, message).into()
 }
 
 /// Same host (local spellings equal) and port: the source's own server.
@@ -52,12 +49,7 @@ fn same_server(a: &DbTarget, b: &DbTarget) -> bool {
 }
 
 pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
-    let source = config.source(&args.source).ok_or_else(|| {
-        usage(
-            "SOURCE",
-            format!("no source named {:?} in the config", args.source),
-        )
-    })?;
+    let source = configured_source(config, &args.source)?;
     lockbox_vault::sys::set_stop_note("scratch database removed, nothing recorded as verified");
     let guard = RunGuard::begin(&config.catalog_path(), RunKind::Drill, &source.name);
     let result = drill_source(config, &args, source);
@@ -214,13 +206,7 @@ fn drill_source(
         );
     }
     Ok((
-        ExitCode::from(if report.identity_failure {
-            EXIT_IDENTITY
-        } else if report.operational_failure || failure == "interrupted" {
-            EXIT_FAILURE
-        } else {
-            EXIT_INTEGRITY
-        }),
+        error::exit(report.failure_class.unwrap_or(ErrorClass::Integrity)),
         Some(failure.to_string()),
     ))
 }

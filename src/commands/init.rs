@@ -9,6 +9,7 @@ use lockbox_vault::{state, storage};
 use time::{Duration, OffsetDateTime};
 
 use crate::cli::InitArgs;
+use crate::error::UsageError;
 
 pub fn run(config: &Config, args: InitArgs) -> Result<ExitCode> {
     state::ensure_private_dir(&config.state_dir)
@@ -41,14 +42,14 @@ pub fn run(config: &Config, args: InitArgs) -> Result<ExitCode> {
                     key_path.display()
                 );
             } else {
-                bail!(
+                bail!(UsageError::new(format!(
                     "{} already holds repository {}, and this host has no ID key for it. \
                      Copy {} from another backup host, or run `lockbox init --identity FILE` \
                      once to recover it",
                     backend.location(),
                     existing.id,
                     key_path.display()
-                );
+                )));
             }
             if existing.recipients != config.repository.recipients {
                 tracing::warn!(
@@ -61,12 +62,12 @@ pub fn run(config: &Config, args: InitArgs) -> Result<ExitCode> {
         }
         Err(RepoError::NotInitialized { .. }) => {
             if key_path.exists() {
-                bail!(
+                bail!(UsageError::new(format!(
                     "{} exists but {} holds no repository; refusing to mix keys. \
                      Move the old key file away if this is a new repository",
                     key_path.display(),
                     backend.location()
-                );
+                )));
             }
             let recipients = Recipients::parse(&config.repository.recipients)?;
             let until = OffsetDateTime::now_utc()

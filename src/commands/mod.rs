@@ -16,17 +16,20 @@ mod snapshots;
 mod status;
 mod verify;
 
+#[cfg(test)]
+pub(crate) use status::{PLUGIN_OK, PLUGIN_UNKNOWN};
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use lockbox_vault::catalog::Catalog;
-use lockbox_vault::config::{Config, ConfigError};
-use lockbox_vault::keys::KeyError;
-use lockbox_vault::repository::{self, RepoError};
+use lockbox_vault::config::{Config, SourceConfig};
+use lockbox_vault::repository;
 use lockbox_vault::storage;
 
 use crate::cli::{CatalogCommand, Cli, Command, NotifyCommand};
+use crate::error::UsageError;
 
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -43,13 +46,6 @@ pub(crate) use note;
 pub fn is_quiet() -> bool {
     QUIET.load(std::sync::atomic::Ordering::Relaxed)
 }
-
-pub const EXIT_FAILURE: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_INTEGRITY: u8 = 3;
-pub const EXIT_IDENTITY: u8 = 4;
-/// EX_TEMPFAIL from sysexits.h: another run holds the source's lock.
-pub const EXIT_TEMPFAIL: u8 = 75;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
@@ -106,74 +102,41 @@ fn dispatch(config: &Config, command: Command) -> Result<ExitCode> {
     }
 }
 
-/// Chooses the exit code for an error by what went wrong.
-pub fn exit_code_for(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        if cause.downcast_ref::<ConfigError>().is_some()
-            || cause
-                .downcast_ref::<lockbox_vault::notify::NotifyError>()
-                .is_some()
-        {
-            return EXIT_USAGE;
+/// The one lookup of a configured source by name, for every command.
+pub fn configured_source<'a>(config: &'a Config, name: &str) -> Result<&'a SourceConfig> {
+    config.source(name).ok_or_else(|| {
+        unknown_source(
+            name,
+            &config.path,
+            config.sources.iter().map(|s| s.name.as_str()),
+        )
+        .into()
+    })
+}
+
+pub fn unknown_source<'a>(
+    name: &str,
+    config_path: &Path,
+    configured: impl IntoIterator<Item = &'a str>,
+) -> UsageError {
+    let names: Vec<&str> = configured.into_iter().collect();
+    UsageError::new(format!(
+        "no source named {name:?} in {}; configured: {}",
+        config_path.display(),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
         }
-        if let Some(e) = cause.downcast_ref::<lockbox_restore::load::LoadError>() {
-            if e.is_usage() {
-                return EXIT_USAGE;
-            }
-            if let Some(r) = e.restore_error() {
-                if r.is_wrong_identity() {
-                    return EXIT_IDENTITY;
-                }
-                if r.is_integrity_failure() {
-                    return EXIT_INTEGRITY;
-                }
-            }
-        }
-        if let Some(e) = cause.downcast_ref::<lockbox_restore::RestoreError>() {
-            if e.is_wrong_identity() {
-                return EXIT_IDENTITY;
-            }
-            if e.is_integrity_failure() {
-                return EXIT_INTEGRITY;
-            }
-        }
-        if let Some(RepoError::Unseal(_)) = cause.downcast_ref::<RepoError>() {
-            return EXIT_IDENTITY;
-        }
-        if let Some(RepoError::Manifest(_)) = cause.downcast_ref::<RepoError>() {
-            return EXIT_INTEGRITY;
-        }
-        if let Some(e) = cause.downcast_ref::<lockbox_vault::prune::PruneError>()
-            && e.is_usage()
-        {
-            return EXIT_USAGE;
-        }
-        if cause
-            .downcast_ref::<lockbox_vault::prune::PlanError>()
-            .is_some()
-        {
-            return EXIT_USAGE;
-        }
-        if let Some(lockbox_vault::lock::LockError::Busy { .. }) = cause.downcast_ref() {
-            return EXIT_TEMPFAIL;
-        }
-        if let Some(KeyError::NoIdentity { .. } | KeyError::IdentityFile { .. }) =
-            cause.downcast_ref::<KeyError>()
-        {
-            return EXIT_USAGE;
-        }
-    }
-    EXIT_FAILURE
+    ))
 }
 
 fn load_config(path: Option<PathBuf>) -> Result<Config> {
     let Some(path) = path else {
-        bail!(ConfigError::Read {
-            path: "(none)".into(),
-            reason: "no config file given: pass --config PATH or set LOCKBOX_CONFIG \
-                     (see examples/lockbox.toml), or try `lockbox quickstart`"
-                .into(),
-        });
+        bail!(UsageError::new(
+            "no config file given: pass --config PATH or set LOCKBOX_CONFIG \
+             (see examples/lockbox.toml), or try `lockbox quickstart`"
+        ));
     };
     Ok(Config::load(&path)?)
 }

@@ -44,6 +44,6 @@ pub fn test(config: &Config, args: NotifyTestArgs) -> Result<ExitCode> {
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(super::EXIT_FAILURE)
+        crate::error::exit(lockbox_vault::error::ErrorClass::Operational)
     })
 }

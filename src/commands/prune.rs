@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use lockbox_vault::catalog::Catalog;
 use lockbox_vault::config::{Config, ConfigError};
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::ids::ObjectId;
 use lockbox_vault::prune::plan::{self, MAX_PLAN_BYTES, ObjectKind};
 use lockbox_vault::prune::{ApplyOptions, ApplyReport, Plan, PlanError, PlanOptions, PruneError};
@@ -19,19 +20,19 @@ use time::format_description::well_known::Rfc3339;
 
 use lockbox_vault::access;
 
-use super::{EXIT_FAILURE, note};
+use super::note;
 use crate::cli::PruneArgs;
+use crate::error::{self, UsageError};
 use crate::render::{human_bytes, print_json};
 
 pub fn run(config: &Config, args: PruneArgs) -> Result<ExitCode> {
     match (&args.plan, &args.apply, &args.confirm) {
         (Some(path), None, None) => make_plan(config, path, args.json),
         (None, Some(path), Some(digest)) => apply(config, path, digest, args.json),
-        _ => bail!(ConfigError::Invalid {
-            path: "command line".into(),
-            key: "prune".into(),
-            message: "give either --plan FILE, or --apply FILE --confirm DIGEST".into(),
-        }),
+        _ => bail!(UsageError::arg(
+            "prune",
+            "give either --plan FILE, or --apply FILE --confirm DIGEST"
+        )),
     }
 }
 
@@ -276,7 +277,7 @@ fn apply(config: &Config, path: &Path, confirm: &str, json: bool) -> Result<Exit
     Ok(if report.clean() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_FAILURE)
+        error::exit(ErrorClass::Operational)
     })
 }
 

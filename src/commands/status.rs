@@ -189,8 +189,8 @@ fn row(s: &SourceStatus) -> [String; 11] {
     ]
 }
 
-const PLUGIN_OK: u8 = 0;
-const PLUGIN_UNKNOWN: u8 = 3;
+pub(crate) const PLUGIN_OK: u8 = 0;
+pub(crate) const PLUGIN_UNKNOWN: u8 = 3;
 
 /// `lockbox check`: never fails with Lockbox's own exit codes; a failure of
 /// the check itself is UNKNOWN.

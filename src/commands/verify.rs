@@ -13,10 +13,12 @@ use time::format_description::well_known::Rfc3339;
 
 use lockbox_vault::access::{open_read, read_key};
 
-use super::{EXIT_INTEGRITY, note};
+use super::note;
 use crate::cli::VerifyArgs;
+use crate::error::{self, UsageError};
 use crate::progress::Bar;
 use crate::render::{human_bytes, print_json};
+use lockbox_vault::error::ErrorClass;
 
 pub fn run(config: &Config, args: VerifyArgs) -> Result<ExitCode> {
     lockbox_vault::sys::set_stop_note("nothing recorded as verified");
@@ -47,11 +49,10 @@ fn verify_repository(config: &Config, args: &VerifyArgs) -> Result<(ExitCode, Op
     if let Some(pct) = args.sample
         && !(pct > 0.0 && pct <= 100.0)
     {
-        bail!(lockbox_vault::config::ConfigError::Invalid {
-            path: "command line".into(),
-            key: "--sample".into(),
-            message: "must be a percentage above 0 and at most 100".into(),
-        });
+        bail!(UsageError::arg(
+            "--sample",
+            "must be a percentage above 0 and at most 100"
+        ));
     }
     let backend = open_read(config)?;
     let identities = args
@@ -133,7 +134,7 @@ fn verify_repository(config: &Config, args: &VerifyArgs) -> Result<(ExitCode, Op
             .map(|p| format!(": first {} {}: {}", p.kind.as_str(), p.object, p.detail))
             .unwrap_or_default();
         (
-            ExitCode::from(EXIT_INTEGRITY),
+            error::exit(ErrorClass::Integrity),
             Some(format!(
                 "verify found {} problem(s) in {} snapshot(s){first}",
                 report.problems.len(),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
+use crate::error::ErrorClass;
 use crate::ids::IdKey;
 use crate::keys::{self, Identities, KeyError};
 use crate::repository::{self, RepoConfig, RepoError, WriteRepo};
@@ -50,6 +51,22 @@ pub enum AccessError {
     /// The local catalog could not be opened.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+}
+
+impl AccessError {
+    /// See [`ErrorClass`]: a host without its ID key is a usage error (the
+    /// operator joins it or passes an identity); the rest answer for
+    /// themselves.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AccessError::NoIdKey { .. } => ErrorClass::Usage,
+            AccessError::StateDir { .. } => ErrorClass::Operational,
+            AccessError::Storage(e) => e.class(),
+            AccessError::Repository(e) => e.class(),
+            AccessError::Key(e) => e.class(),
+            AccessError::Catalog(e) => e.class(),
+        }
+    }
 }
 
 /// A read-only view of the configured repository (a restore host needs no

@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 
 use crate::envelope::{self, EnvelopeError};
 use crate::envelope::{armor, dearmor};
+use crate::error::ErrorClass;
 use crate::format::{self, ATTESTATION_TAG, ATTESTATION_VERSION, MAX_ATTESTATION_BYTES};
 use crate::ids::{IdKey, ObjectId};
 use crate::keys::{Identities, Recipients};
@@ -41,6 +42,21 @@ pub enum AttestationError {
     UnsupportedVersion { key: String, found: u32 },
     #[error("attestation: cannot seal or open the sealed part: {0}")]
     Seal(#[from] EnvelopeError),
+}
+
+impl AttestationError {
+    /// Like a manifest's: bad bytes are damage, a newer version asks for an
+    /// upgrade, storage and the envelope answer for themselves.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AttestationError::Storage(e) => e.class(),
+            AttestationError::Seal(e) => e.class(),
+            AttestationError::NameMismatch { .. } | AttestationError::Malformed { .. } => {
+                ErrorClass::Integrity
+            }
+            AttestationError::UnsupportedVersion { .. } => ErrorClass::Usage,
+        }
+    }
 }
 
 /// The outcome of one check, as shown publicly. User-defined checks are

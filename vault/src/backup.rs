@@ -30,6 +30,7 @@ use crate::catalog::{Catalog, CatalogError, KnownChunk};
 use crate::chunker::Chunker;
 use crate::delta::{BaseCache, CacheError, DeltaOptions, Sketch, sketches};
 use crate::envelope::{self, EnvelopeError, Sealer};
+use crate::error::ErrorClass;
 use crate::format::{
     self, MANIFEST_TAG, MANIFEST_VERSION, MANIFEST_VERSION_FULL, MAX_OBJECT_BYTES,
 };
@@ -73,11 +74,19 @@ fn check_state_space(catalog: &Catalog) -> Result<(), BackupError> {
 pub enum BackupError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("reading the dump of source {source_name}: {reason}")]
-    Read { source_name: String, reason: String },
+    #[error("reading the dump of source {source_name}: {source}")]
+    Read {
+        source_name: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The source's `timeout` expired while its dump was being read.
-    #[error("reading the dump of source {source_name}: {reason}")]
-    TimedOut { source_name: String, reason: String },
+    #[error("reading the dump of source {source_name}: {source}")]
+    TimedOut {
+        source_name: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -101,6 +110,26 @@ pub enum BackupError {
     #[doc(hidden)]
     #[error("backup pipeline stopped")]
     Stopped,
+}
+
+impl BackupError {
+    /// Wrapped errors answer for themselves; reading the dump, a full state
+    /// directory and a stopped pipeline are operational.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            BackupError::Source(e) => e.class(),
+            BackupError::Storage(e) => e.class(),
+            BackupError::Repo(e) => e.class(),
+            BackupError::Catalog(e) => e.class(),
+            BackupError::Envelope(e) => e.class(),
+            BackupError::Cache(e) => e.class(),
+            BackupError::Interrupted(e) => e.class(),
+            BackupError::Read { .. }
+            | BackupError::TimedOut { .. }
+            | BackupError::StateFull { .. }
+            | BackupError::Stopped => ErrorClass::Operational,
+        }
+    }
 }
 
 /// How a backup locks and how much it runs in parallel.
@@ -665,14 +694,14 @@ fn chunk_stream(
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 shared.fail(BackupError::TimedOut {
                     source_name: source.to_string(),
-                    reason: e.to_string(),
+                    source: e,
                 });
                 return None;
             }
             Err(e) => {
                 shared.fail(BackupError::Read {
                     source_name: source.to_string(),
-                    reason: e.to_string(),
+                    source: e,
                 });
                 return None;
             }

@@ -27,6 +27,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::attestation::AttestationError;
+use crate::error::ErrorClass;
 use crate::ids::{IdKey, ObjectId};
 use crate::manifest::Manifest;
 use crate::repository::{self, RepoError};
@@ -76,6 +78,24 @@ pub enum CatalogError {
     OtherSchema { path: String, found: i64 },
     #[error(transparent)]
     Repo(#[from] RepoError),
+    #[error(transparent)]
+    Attestation(#[from] AttestationError),
+}
+
+impl CatalogError {
+    /// The catalog is a cache: its own failures, an unreadable file
+    /// included, are operational; what it read from the repository answers
+    /// for itself.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            CatalogError::Repo(e) => e.class(),
+            CatalogError::Attestation(e) => e.class(),
+            CatalogError::Sqlite { .. }
+            | CatalogError::Io { .. }
+            | CatalogError::Unreadable { .. }
+            | CatalogError::OtherSchema { .. } => ErrorClass::Operational,
+        }
+    }
 }
 
 /// The source name of a run that concerns the whole repository (a

@@ -35,6 +35,13 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// A configuration that cannot be read or is wrong: fix it.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Usage
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

@@ -70,6 +70,13 @@ pub struct CacheError {
     source: std::io::Error,
 }
 
+impl CacheError {
+    /// The base cache is local and only an optimisation: operational.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Operational
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
     move |source| CacheError {
         path: path.display().to_string(),

@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 
+use crate::error::ErrorClass;
 use crate::format::{DELTA_WINDOW_LOG, DELTA_ZSTD_LEVEL, ZSTD_LEVEL};
 use crate::keys::{Identities, Recipients};
 
@@ -25,6 +26,20 @@ pub enum EnvelopeError {
     TooLarge { limit: usize },
     #[error("encryption failed: {0}")]
     Encrypt(String),
+}
+
+impl EnvelopeError {
+    /// A wrong identity is [`ErrorClass::Identity`]; an envelope that does
+    /// not open or decompress is damage ([`ErrorClass::Integrity`]).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EnvelopeError::NoMatchingIdentity => ErrorClass::Identity,
+            EnvelopeError::Decrypt(_)
+            | EnvelopeError::Decompress(_)
+            | EnvelopeError::TooLarge { .. } => ErrorClass::Integrity,
+            EnvelopeError::Encrypt(_) => ErrorClass::Operational,
+        }
+    }
 }
 
 /// Per-thread compression state; zstd contexts are expensive to create, so

@@ -87,6 +87,22 @@ pub enum FuzzError {
     Contract(String),
 }
 
+impl FuzzError {
+    /// The decoders' own classes; a broken contract is a bug (operational).
+    pub fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            FuzzError::Envelope(e) => e.class(),
+            FuzzError::Manifest(e) => e.class(),
+            FuzzError::Repo(e) => e.class(),
+            FuzzError::Attestation(e) => e.class(),
+            FuzzError::Config(e) => e.class(),
+            FuzzError::Key(e) => e.class(),
+            FuzzError::Plan(e) => e.class(),
+            FuzzError::Contract(_) => crate::error::ErrorClass::Operational,
+        }
+    }
+}
+
 /// Runs target `name` on `data`. Panics on an unknown name.
 pub fn run(name: &str, data: &[u8]) -> Result<(), FuzzError> {
     match name {

@@ -649,6 +649,16 @@ pub enum StatusError {
     },
 }
 
+impl StatusError {
+    /// See [`crate::error::ErrorClass`]: an unknown source is a usage error.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            StatusError::Catalog(e) => e.class(),
+            StatusError::UnknownSource { .. } => crate::error::ErrorClass::Usage,
+        }
+    }
+}
+
 /// The status of every source (or only `only`), now, from the local
 /// catalog. Its errors name the catalog and, when it is unreadable, what to
 /// do.

@@ -22,6 +22,14 @@ pub struct ObjectId([u8; 32]);
 #[error("not a 64-digit hex object id: {0:?}")]
 pub struct BadObjectId(pub String);
 
+impl BadObjectId {
+    /// Object ids come from object names and manifests: one that does not
+    /// parse is damage.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Integrity
+    }
+}
+
 impl ObjectId {
     /// Wraps 32 raw bytes (a BLAKE3 output).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {

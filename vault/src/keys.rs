@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use age::secrecy::ExposeSecret;
 
+use crate::error::ErrorClass;
 use crate::ids::IdKey;
 
 /// Why recipients, an identity file or the ID key file could not be used.
@@ -29,8 +30,12 @@ pub enum KeyError {
     },
     #[error("no recipients configured: set repository.recipients to one or more age1… public keys")]
     NoRecipients,
-    #[error("cannot read identity file {path}: {reason}")]
-    IdentityFile { path: String, reason: String },
+    #[error("cannot read identity file {path}: {source}")]
+    IdentityFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("identity file {path} holds no age X25519 identity (AGE-SECRET-KEY-1…)")]
     NoIdentity { path: String },
     #[error("ID key file {path}: {reason}")]
@@ -42,6 +47,24 @@ pub enum KeyError {
         path: String,
         source: std::io::Error,
     },
+}
+
+impl KeyError {
+    /// Keys and identities are the operator's to supply: all but a failed
+    /// write are usage errors (a missing, unreadable or wrong key file
+    /// included; `lockbox init` or `--identity` fixes them).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            KeyError::Write { .. } => ErrorClass::Operational,
+            KeyError::UnusableRecipient { problem, .. } => problem.class(),
+            KeyError::BadRecipient { .. }
+            | KeyError::NoRecipients
+            | KeyError::IdentityFile { .. }
+            | KeyError::NoIdentity { .. }
+            | KeyError::IdKeyFile { .. }
+            | KeyError::Exists { .. } => ErrorClass::Usage,
+        }
+    }
 }
 
 /// The recipient in `examples/lockbox.toml`. Its secret half was destroyed,
@@ -73,6 +96,11 @@ pub enum UnusableRecipient {
 }
 
 impl UnusableRecipient {
+    /// A recipient no backup should be encrypted to: fix the configuration.
+    pub fn class(&self) -> ErrorClass {
+        ErrorClass::Usage
+    }
+
     /// Checked before parsing, so a pasted secret key is named as such
     /// (and never echoed) rather than reported as a malformed recipient.
     fn of(s: &str) -> Option<Self> {
@@ -150,9 +178,9 @@ impl Identities {
     /// `lockbox keygen` write: comments and `AGE-SECRET-KEY-1…` lines).
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
         let shown = path.display().to_string();
-        let text = fs::read_to_string(path).map_err(|e| KeyError::IdentityFile {
+        let text = fs::read_to_string(path).map_err(|source| KeyError::IdentityFile {
             path: shown.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         let ids: Vec<_> = text
             .lines()

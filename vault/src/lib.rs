@@ -5,6 +5,7 @@
 //! * [`ids`] — keyed BLAKE3 object ids and the ID key.
 //! * [`chunker`] — content-defined chunking (FastCDC).
 //! * [`envelope`] — the object envelope: age around one zstd frame.
+//! * [`error`] — the class of every error (usage, integrity, identity, busy, …) and its registry.
 //! * [`keys`] — recipients, identities, key files.
 //! * [`storage`] — backend traits and the local write-once backend.
 //! * [`repository`] — the config object; listing and reading snapshots.
@@ -73,6 +74,7 @@ pub mod config;
 pub mod delta;
 pub mod doctor;
 pub mod envelope;
+pub mod error;
 pub mod format;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

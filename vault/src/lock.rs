@@ -14,13 +14,30 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::error::ErrorClass;
+
 /// Why a source's run lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("source {source_name} is being backed up by another run ({holder}); try again later")]
     Busy { source_name: String, holder: String },
-    #[error("lock file {path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("lock file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LockError {
+    /// A held lock is [`ErrorClass::Busy`] (retry later); failing to take
+    /// it is operational.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            LockError::Busy { .. } => ErrorClass::Busy,
+            LockError::Io { .. } => ErrorClass::Operational,
+        }
+    }
 }
 
 /// Held while a source is being backed up; dropping it releases the lock.
@@ -35,9 +52,9 @@ impl SourceLock {
     pub fn acquire(state_dir: &Path, source: &str) -> Result<Self, LockError> {
         let dir = state_dir.join("locks");
         let path = dir.join(format!("{source}.lock"));
-        let io = |e: std::io::Error| LockError::Io {
+        let io = |source: std::io::Error| LockError::Io {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            source,
         };
         crate::state::ensure_private_dir(&dir).map_err(io)?;
         let mut file = OpenOptions::new()

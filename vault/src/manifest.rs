@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::envelope::{self, EnvelopeError};
 use crate::envelope::{armor, dearmor};
+use crate::error::ErrorClass;
 use crate::format::{MANIFEST_TAG, MANIFEST_VERSION};
 use crate::ids::{IdKey, ObjectId};
 use crate::keys::{Identities, Recipients};
@@ -37,13 +38,17 @@ pub enum ManifestError {
 }
 
 impl ManifestError {
-    /// True when the manifest's bytes themselves are bad (tampered, forged,
-    /// truncated), as opposed to an unsupported version or a wrong identity.
-    pub fn is_integrity_failure(&self) -> bool {
-        matches!(
-            self,
-            ManifestError::NameMismatch { .. } | ManifestError::Malformed { .. }
-        )
+    /// Bad bytes (tampered, forged, truncated) are [`ErrorClass::Integrity`];
+    /// a newer version asks for an upgrade ([`ErrorClass::Usage`]); an
+    /// unseal failure is its envelope's (a wrong identity, or damage).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ManifestError::NameMismatch { .. } | ManifestError::Malformed { .. } => {
+                ErrorClass::Integrity
+            }
+            ManifestError::UnsupportedVersion { .. } => ErrorClass::Usage,
+            ManifestError::Unseal { source, .. } => source.class(),
+        }
     }
 }
 
@@ -349,8 +354,8 @@ mod tests {
             matches!(err, ManifestError::UnsupportedVersion { found: 3, .. }),
             "{err}"
         );
-        assert!(!err.is_integrity_failure());
+        assert_eq!(err.class(), ErrorClass::Usage);
         let garbage = Manifest::parse_unchecked(b"{\"version\":1}", "k").unwrap_err();
-        assert!(garbage.is_integrity_failure());
+        assert_eq!(garbage.class(), ErrorClass::Integrity);
     }
 }

@@ -74,6 +74,14 @@ pub enum NotifyError {
     NotValidated { key: String },
 }
 
+impl NotifyError {
+    /// A `[[notify]]` entry whose secret is missing is the configuration's
+    /// to fix.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Usage
+    }
+}
+
 /// Key material that must not be shown. `Debug` prints no byte of it.
 struct Secret(Vec<u8>);
 

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::envelope::{self, EnvelopeError};
 use crate::envelope::{armor, dearmor};
+use crate::error::ErrorClass;
 use crate::format::{self, *};
 use crate::ids::{IdKey, ObjectId};
 use crate::keys::{Identities, Recipients};
@@ -33,7 +34,7 @@ pub enum RepoError {
     )]
     UnsupportedVersion { found: u32 },
     #[error("repository config `config`: the identity cannot unseal the ID key: {0}")]
-    Unseal(EnvelopeError),
+    Unseal(#[source] EnvelopeError),
     #[error(
         "this host's ID key does not match repository {id}; the key file belongs to another repository"
     )]
@@ -48,6 +49,27 @@ pub enum RepoError {
         first: String,
         second: String,
     },
+}
+
+impl RepoError {
+    /// See [`ErrorClass`]. A missing repository is operational (often an
+    /// unmounted volume or a wrong bucket, not damage); a `config` object
+    /// that does not parse is damage; a snapshot that does not exist or is
+    /// ambiguous is a wrong request.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            RepoError::Storage(e) => e.class(),
+            RepoError::Manifest(e) => e.class(),
+            RepoError::Unseal(e) => e.class(),
+            RepoError::BadConfig(_) => ErrorClass::Integrity,
+            RepoError::UnsupportedVersion { .. }
+            | RepoError::AlreadyInitialized { .. }
+            | RepoError::WrongIdKey { .. }
+            | RepoError::NoSuchSnapshot { .. }
+            | RepoError::AmbiguousSnapshot { .. } => ErrorClass::Usage,
+            RepoError::NotInitialized { .. } => ErrorClass::Operational,
+        }
+    }
 }
 
 /// The config object's `chunker`: the parameters chunk boundaries depend on.

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::config::{SourceConfig, SourceKind};
+use crate::error::ErrorClass;
 
 pub mod db;
 mod mariadb;
@@ -56,6 +57,22 @@ pub enum SourceError {
         reason: String,
         stderr: String,
     },
+}
+
+impl SourceError {
+    /// A source that cannot be dumped (tool missing or failing, database
+    /// unreachable, timeout) is operational: nothing in the repository was
+    /// touched, and the run is recorded as failed.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SourceError::Spawn { .. }
+            | SourceError::Failed { .. }
+            | SourceError::Sqlite { .. }
+            | SourceError::Io { .. }
+            | SourceError::TimedOut { .. }
+            | SourceError::Database { .. } => ErrorClass::Operational,
+        }
+    }
 }
 
 fn stderr_suffix(stderr: &str) -> String {

@@ -58,9 +58,12 @@ pub struct Interrupted {
 }
 
 impl Interrupted {
-    /// The conventional exit status of a process stopped by this signal.
-    pub fn exit_code(self) -> u8 {
-        (128 + self.signal).clamp(0, 255) as u8
+    /// [`ErrorClass::Interrupted`](crate::error::ErrorClass::Interrupted)
+    /// with the signal's number.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Interrupted {
+            signal: self.signal,
+        }
     }
 }
 

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use lockbox_vault::error::ErrorClass;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::repository::SnapshotRef;
 use lockbox_vault::storage::ReadBackend;
@@ -83,25 +84,21 @@ pub enum LoadError {
 }
 
 impl LoadError {
-    /// The verified-restore error inside, if that is what failed (so the
-    /// CLI can map integrity and identity failures to their exit codes).
-    pub fn restore_error(&self) -> Option<&RestoreError> {
+    /// A wrong request (bad URL, occupied or protected target, wrong kind,
+    /// unreadable password file) is a usage error; the verified restore
+    /// inside answers for itself; a failing tool is operational.
+    pub fn class(&self) -> ErrorClass {
         match self {
-            LoadError::Restore(e) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// True when the request itself was wrong (bad URL, occupied target,
-    /// wrong kind): a usage error rather than an operational failure.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
+            LoadError::Restore(e) => e.class(),
             LoadError::BadUrl { .. }
-                | LoadError::NotEmpty { .. }
-                | LoadError::KindMismatch { .. }
-                | LoadError::Refused { .. }
-        )
+            | LoadError::NotEmpty { .. }
+            | LoadError::KindMismatch { .. }
+            | LoadError::Refused { .. }
+            | LoadError::Password { .. } => ErrorClass::Usage,
+            LoadError::Tool { .. } | LoadError::Spawn { .. } | LoadError::Io { .. } => {
+                ErrorClass::Operational
+            }
+        }
     }
 }
 

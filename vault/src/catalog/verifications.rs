@@ -187,10 +187,6 @@ impl Catalog {
         backend: &dyn ReadBackend,
         id_key: &IdKey,
     ) -> Result<usize, CatalogError> {
-        let storage = |e: AttestationError| match e {
-            AttestationError::Storage(s) => CatalogError::Repo(RepoError::Storage(s)),
-            other => CatalogError::Repo(RepoError::BadConfig(other.to_string())),
-        };
         let known: std::collections::HashSet<String> = self
             .verifications(None)?
             .into_iter()
@@ -198,7 +194,7 @@ impl Catalog {
             .collect();
         let mut added = 0;
         for r in attestation::list(backend, None)
-            .map_err(storage)?
+            .map_err(CatalogError::Attestation)?
             .into_iter()
             .filter(|r| !known.contains(&r.key))
         {

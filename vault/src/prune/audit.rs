@@ -87,6 +87,16 @@ pub enum AuditError {
     Malformed { key: String, reason: String },
 }
 
+impl AuditError {
+    /// An audit record in the repository that does not parse is damage.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            AuditError::Storage(e) => e.class(),
+            AuditError::Malformed { .. } => crate::error::ErrorClass::Integrity,
+        }
+    }
+}
+
 /// The newest `.done` record's summary, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastPrune {

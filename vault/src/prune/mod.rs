@@ -42,6 +42,7 @@ pub use apply::{ApplyOptions, ApplyReport};
 pub use plan::{Plan, PlanError, PlanOptions};
 
 use crate::attestation::AttestationError;
+use crate::error::ErrorClass;
 use crate::repository::RepoError;
 use crate::storage::StorageError;
 
@@ -75,13 +76,21 @@ pub enum PruneError {
 }
 
 impl PruneError {
-    /// A usage error (exit 2): the wrong plan, digest or repository.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            PruneError::DigestMismatch { .. }
-                | PruneError::WrongRepository { .. }
-                | PruneError::Plan(_)
-        )
+    /// The wrong plan, digest or repository is a usage error; a repository
+    /// that changed since the plan, or a snapshot prune cannot read the
+    /// references of, is operational (nothing was deleted: plan again).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PruneError::Storage(e) => e.class(),
+            PruneError::Repo(e) => e.class(),
+            PruneError::Attestation(e) => e.class(),
+            PruneError::Plan(e) => e.class(),
+            PruneError::DigestMismatch { .. } | PruneError::WrongRepository { .. } => {
+                ErrorClass::Usage
+            }
+            PruneError::UnknownReferences { .. } | PruneError::StateChanged(_) => {
+                ErrorClass::Operational
+            }
+        }
     }
 }

@@ -37,6 +37,14 @@ pub enum PlanError {
     TooLarge,
 }
 
+impl PlanError {
+    /// The plan file is the operator's input: a malformed, altered, too
+    /// large or too new one is a usage error.
+    pub fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Usage
+    }
+}
+
 /// What kind of object a deletion removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -12,6 +12,7 @@ use super::PruneError;
 use super::apply::{ApplyOptions, apply};
 use super::audit;
 use super::plan::{self, ObjectKind, Plan, PlanError, PlanOptions};
+use crate::error::ErrorClass;
 use crate::format::{self, MANIFEST_TAG};
 use crate::ids::{IdKey, ObjectId};
 use crate::manifest::{ChunkRef, DeltaBase, Manifest};
@@ -316,7 +317,7 @@ fn digest_mismatch_or_a_changed_repository_refuses() {
     };
     let err = apply(&r.b, &r.key, REPO, &p, &opts, r.now).unwrap_err();
     assert!(
-        matches!(err, PruneError::DigestMismatch { .. }) && err.is_usage(),
+        matches!(err, PruneError::DigestMismatch { .. }) && err.class() == ErrorClass::Usage,
         "{err}"
     );
     opts.confirm = p.digest();
@@ -328,7 +329,7 @@ fn digest_mismatch_or_a_changed_repository_refuses() {
     std::fs::remove_file(r.dir.path().join(&s2)).unwrap();
     let err = apply(&r.b, &r.key, REPO, &p, &opts, r.now).unwrap_err();
     assert!(
-        matches!(err, PruneError::StateChanged(_)) && !err.is_usage(),
+        matches!(err, PruneError::StateChanged(_)) && err.class() == ErrorClass::Operational,
         "{err}"
     );
     assert!(

@@ -33,6 +33,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use time::OffsetDateTime;
 
+use crate::error::ErrorClass;
+
 pub use local::LocalBackend;
 pub use retry::{RetryPolicy, Retrying};
 pub use s3::{LockMode, S3Backend, S3Settings};
@@ -121,6 +123,18 @@ impl StorageError {
     /// The key (or version) does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
+    }
+    /// An object larger than the format allows is damage (or an attack);
+    /// a bad URL is the configuration's; the rest is operational (a lock
+    /// refusing a delete is the storage doing its job, not damage).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StorageError::TooLarge { .. } => ErrorClass::Integrity,
+            StorageError::BadUrl { .. } => ErrorClass::Usage,
+            StorageError::NotFound { .. }
+            | StorageError::Retained { .. }
+            | StorageError::Io { .. } => ErrorClass::Operational,
+        }
     }
 }
 
