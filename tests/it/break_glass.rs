@@ -6,7 +6,6 @@
 //! a step that quietly needs anything else fails here before it fails someone
 //! during an incident.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
