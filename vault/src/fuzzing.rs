@@ -3,7 +3,7 @@
 //! valid encodings each one starts from.
 //!
 //! The cargo-fuzz crate in `vault/fuzz/` calls these, and so does the
-//! mutation smoke test `vault/tests/fuzz_smoke.rs` that runs in CI without a
+//! mutation smoke test `vault/tests/it/fuzz_smoke.rs` that runs in CI without a
 //! nightly toolchain. A target returns the decoder's own typed error for
 //! input it rejects; a panic (or an out-of-bounds allocation) is a bug.
 //!

@@ -1,6 +1,6 @@
 #![no_main]
 //! Fuzz target `envelope`: the body is `lockbox_vault::fuzzing`'s, shared with
-//! the CI smoke test `vault/tests/fuzz_smoke.rs`.
+//! the CI smoke test `vault/tests/it/fuzz_smoke.rs`.
 
 use libfuzzer_sys::fuzz_target;
 

@@ -498,7 +498,7 @@ fn hanging_and_failing_receivers_cost_at_most_the_budget_and_leak_no_secret() {
             .collect();
         // At most one line, or two when `send` gave up on a thread that
         // then finished. (That every delivery is logged is asserted on the
-        // binary's stderr in tests/notify.rs: in this test binary, events
+        // binary's stderr in tests/it/notify.rs: in this test binary, events
         // of callsites other tests hit first are sometimes not captured.)
         assert!(lines.len() <= 2, "{}: {lines:?}", d.target);
         assert!(

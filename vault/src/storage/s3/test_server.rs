@@ -39,7 +39,8 @@ impl TestServer {
         }
     }
 
-    fn start() -> Result<Self, String> {
+    /// Starts a server for the caller to skip or fail on as it decides.
+    pub fn start() -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let pidfile: PathBuf = dir.path().join("moto.pid");
         let out = Command::new(SCRIPT)

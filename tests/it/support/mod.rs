@@ -1,0 +1,304 @@
+//! Shared harness for end-to-end tests: a fresh vault in a temp directory,
+//! driven through the real `lockbox` binary.
+#![allow(dead_code)]
+
+pub mod config;
+pub mod db;
+pub mod local;
+pub mod monitoring;
+pub mod skip;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use lockbox_vault::storage::s3::test_server::TestServer;
+
+pub use config::TestConfig;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lockbox");
+
+/// A temp directory holding an identity, a config, a state dir and a local vault.
+pub struct Vault {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub identity: PathBuf,
+    pub recipient: String,
+    /// Extra environment for every lockbox run (e.g. S3 test credentials).
+    pub env: Vec<(String, String)>,
+    /// What `config` was written from.
+    settings: TestConfig,
+}
+
+impl Vault {
+    /// Creates and initialises a vault with `extra` TOML appended to the config.
+    pub fn new(extra: &str) -> Self {
+        let v = Self::uninitialised(extra, Vec::new());
+        v.ok(&["init"]);
+        v
+    }
+
+    /// Creates and initialises a local vault with the config `configure`
+    /// makes of the default.
+    pub fn with(configure: impl FnOnce(TestConfig) -> TestConfig) -> Self {
+        let v = Self::configured(|dir| configure(TestConfig::local(dir)), Vec::new());
+        v.ok(&["init"]);
+        v
+    }
+
+    /// A vault in `s3://BUCKET/vault` on the test server `endpoint`, with
+    /// dummy credentials in the environment (never in the config); not
+    /// initialised yet. `extra` is appended to the `[repository]` section.
+    pub fn s3(endpoint: &str, bucket: &str, extra: &str) -> Self {
+        Self::s3_with(endpoint, bucket, |c| c.raw(extra))
+    }
+
+    /// Like [`Vault::s3`], with the config `configure` makes of the default.
+    pub fn s3_with(
+        endpoint: &str,
+        bucket: &str,
+        configure: impl FnOnce(TestConfig) -> TestConfig,
+    ) -> Self {
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent/lockbox-test"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/lockbox-test"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Self::configured(|dir| configure(TestConfig::s3(dir, endpoint, bucket)), env)
+    }
+
+    /// A local vault with `extra` TOML appended to the config; no init.
+    pub fn uninitialised(extra: &str, env: Vec<(String, String)>) -> Self {
+        Self::configured(|dir| TestConfig::local(dir).raw(extra), env)
+    }
+
+    /// An identity, and the config `base` builds for the vault's directory
+    /// with that identity's recipient added; no init.
+    pub fn configured(base: impl FnOnce(&Path) -> TestConfig, env: Vec<(String, String)>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = dir.path().join("identity.txt");
+        let out = Command::new(BIN)
+            .args(["keygen", "--output"])
+            .arg(&identity)
+            .output()
+            .expect("run keygen");
+        assert!(
+            out.status.success(),
+            "keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let settings = base(dir.path()).recipient(&recipient);
+        let config = dir.path().join("lockbox.toml");
+        settings.write(&config);
+        Self {
+            dir,
+            config,
+            identity,
+            recipient,
+            env,
+            settings,
+        }
+    }
+
+    /// The config this vault was created with, to change and
+    /// [`Vault::rewrite_config`].
+    pub fn settings(&self) -> TestConfig {
+        self.settings.clone()
+    }
+
+    /// Replaces the vault's config file with `settings`.
+    pub fn rewrite_config(&mut self, settings: TestConfig) {
+        settings.write(&self.config);
+        self.settings = settings;
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.path().join("repo")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(&self.config)
+            .env("NO_COLOR", "1")
+            .env_remove("LOCKBOX_IDENTITY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
+    /// A config for another host sharing this vault: same repository, its
+    /// own (initially empty) state directory `name`. Returns the config path.
+    pub fn other_host(&self, name: &str) -> (PathBuf, PathBuf) {
+        let state = self.path().join(name);
+        let cfg = self.path().join(format!("{name}.toml"));
+        self.settings().state_dir(&state).write(&cfg);
+        (cfg, state)
+    }
+
+    /// Runs lockbox with `args`; panics with its output unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().expect("run lockbox");
+        assert!(
+            out.status.success(),
+            "lockbox {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs lockbox with `args`, expecting failure; returns (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.cmd().args(args).output().expect("run lockbox");
+        assert!(
+            !out.status.success(),
+            "lockbox {args:?} unexpectedly succeeded"
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Backs up `data` from stdin under `source`; returns the JSON summary.
+    pub fn backup_bytes(&self, source: &str, data: &[u8]) -> serde_json::Value {
+        let file = self.path().join(format!("input-{source}.bin"));
+        std::fs::write(&file, data).unwrap();
+        let out = self
+            .cmd()
+            .args(["backup", "--json", "--stdin", source])
+            .stdin(Stdio::from(std::fs::File::open(&file).unwrap()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "backup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("backup --json prints JSON")
+    }
+
+    /// Restores `snapshot` of `source` to a file; returns its bytes.
+    /// `restore SNAPSHOT --source SOURCE` with this vault's identity, to
+    /// `output` (a path, or `-` for standard output).
+    pub fn restore_args<'a>(
+        &'a self,
+        snapshot: &'a str,
+        source: &'a str,
+        output: &'a str,
+    ) -> [&'a str; 8] {
+        [
+            "restore",
+            snapshot,
+            "--source",
+            source,
+            "--identity",
+            self.identity.to_str().unwrap(),
+            "--output",
+            output,
+        ]
+    }
+
+    pub fn restore_bytes(&self, source: &str, snapshot: &str) -> Vec<u8> {
+        let target = self
+            .path()
+            .join(format!("restored-{source}-{snapshot}.bin"));
+        let _ = std::fs::remove_file(&target);
+        self.ok(&self.restore_args(snapshot, source, target.to_str().unwrap()));
+        std::fs::read(&target).unwrap()
+    }
+
+    /// Paths of all chunk objects in the local vault.
+    pub fn chunk_files(&self) -> Vec<PathBuf> {
+        local::objects(&self.repo(), "chunks")
+    }
+
+    /// Paths of all snapshot manifests in the local vault.
+    pub fn manifest_files(&self) -> Vec<PathBuf> {
+        local::objects(&self.repo(), "snapshots")
+    }
+
+    /// `restore latest --source SOURCE --into URL --json` plus `extra`, with
+    /// this vault's identity; the output, whatever the exit status.
+    pub fn restore_latest_into(&self, source: &str, url: &str, extra: &[&str]) -> Output {
+        self.cmd()
+            .args(["restore", "latest", "--source", source, "--identity"])
+            .arg(&self.identity)
+            .args(["--into", url, "--json"])
+            .args(extra)
+            .output()
+            .expect("run lockbox restore --into")
+    }
+
+    /// Asserts that `source` has no snapshot.
+    pub fn assert_no_snapshots(&self, source: &str) {
+        let out = self.ok(&["snapshots", "--json", "--source", source]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+    }
+}
+
+/// A fresh S3 test server for the running test, or `None` after
+/// [`skip::skip`] when it cannot start.
+pub fn s3_server() -> Option<TestServer> {
+    skip::require(
+        "the S3 test server (tests/support/s3-server)",
+        TestServer::start(),
+    )
+}
+
+/// Makes a file writable so a test can damage it (simulating an attacker
+/// or bit rot with direct disk access).
+pub fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// Deterministic mixed text/binary data (xorshift), `len` bytes.
+pub fn mixed_data(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(2).wrapping_add(1);
+    let mut out = Vec::with_capacity(len);
+    let mut line = 0u64;
+    while out.len() < len {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        if (s >> 60) < 11 {
+            // Text rows, like a COPY block of a dump.
+            line += 1;
+            out.extend_from_slice(
+                format!(
+                    "{line}\tcustomer-{}\t{}.{:02}\t2026-11-{:02}\tnote {}\n",
+                    s % 9973,
+                    s % 100_000,
+                    s % 100,
+                    s % 28 + 1,
+                    s >> 40
+                )
+                .as_bytes(),
+            );
+        } else {
+            // Incompressible binary runs, like bytea or an embedded blob.
+            for _ in 0..64 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+    }
+    out.truncate(len);
+    out
+}
