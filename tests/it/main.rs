@@ -10,6 +10,7 @@
 
 mod support;
 
+mod architecture;
 mod backup_restore;
 mod break_glass;
 mod catalog_heal;
