@@ -20,6 +20,7 @@ const MIB: usize = 1 << 20;
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
+    #[allow(unsafe_code)] // a raw syscall is the point here
     fn mount(test: &str, dir: &Path, size: &str) -> Option<Self> {
         let skip = |why: String| {
             use std::io::Write;

@@ -80,6 +80,7 @@ impl Rows {
 }
 
 /// Peak RSS (KiB) of the largest child this process has waited for.
+#[allow(unsafe_code)] // a raw syscall is the point here
 fn children_max_rss_kib() -> i64 {
     // SAFETY: getrusage only writes into the struct we pass.
     unsafe {

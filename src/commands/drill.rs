@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use lockbox_restore::drill::{self, DrillPlan, DrillReport};
-use lockbox_restore::load::{self, DbTarget, Password};
+use lockbox_restore::load::{self, DbTarget};
 use lockbox_vault::attestation::{self, Attestation, PublicCheck};
 use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome, VerificationKind, VerificationRow};
 use lockbox_vault::config::{Config, ConfigError, SourceKind};
@@ -27,8 +27,6 @@ use super::{
 use crate::cli::DrillArgs;
 use crate::progress::Bar;
 
-const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
-
 fn usage(key: &str, message: String) -> anyhow::Error {
     ConfigError::Invalid {
         path: "drill".into(),
@@ -36,21 +34,6 @@ fn usage(key: &str, message: String) -> anyhow::Error {
         message,
     }
     .into()
-}
-
-/// Same host (local spellings equal) and port: the source's own server.
-fn same_server(a: &DbTarget, b: &DbTarget) -> bool {
-    let norm = |h: &str| match h.to_ascii_lowercase().as_str() {
-        "localhost" | "127.0.0.1" | "::1" | "[::1]" | "" => "localhost".to_string(),
-        other => other.to_string(),
-    };
-    match (a, b) {
-        (DbTarget::Postgres(x), DbTarget::Postgres(y))
-        | (DbTarget::Mariadb(x), DbTarget::Mariadb(y)) => {
-            norm(&x.host) == norm(&y.host) && x.port == y.port
-        }
-        _ => false,
-    }
 }
 
 pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
@@ -125,7 +108,7 @@ fn drill_source(
                 })?;
             let server = DbTarget::parse(&url)?;
             if let Some(src) = DbTarget::of_source(source)
-                && same_server(&src, &server)
+                && src.same_server(&server)
                 && !drill_cfg.as_ref().is_some_and(|d| d.allow_source_server)
             {
                 return Err(usage(
@@ -143,13 +126,10 @@ fn drill_source(
     };
     // Never the source's own database, whatever the settings say.
     load::guard_sources(&config.sources, &scratch, None)?;
-    let password = match drill_cfg.as_ref().and_then(|d| d.password_file.as_deref()) {
-        Some(f) => Some(Password::from_file(f)?),
-        None => std::env::var(PASSWORD_ENV)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(Password::new),
-    };
+    let login = load::login(
+        drill_cfg.as_ref().and_then(|d| d.password_file.as_deref()),
+        &tmp_dir,
+    )?;
 
     let backend = open_read(config)?;
     let identities = Identities::from_file(&identity)?;
@@ -164,8 +144,7 @@ fn drill_source(
     }
     let plan = DrillPlan {
         scratch,
-        password,
-        tmp_dir,
+        login,
         keep: args.keep,
         row_tolerance_pct: drill_cfg
             .as_ref()
@@ -232,17 +211,6 @@ fn drill_source(
     ))
 }
 
-pub(super) fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `len` bytes into the buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 fn parse_time(s: &str) -> OffsetDateTime {
     OffsetDateTime::parse(s, &Rfc3339).unwrap_or_else(|_| OffsetDateTime::now_utc())
 }
@@ -290,7 +258,7 @@ fn attest(
             .collect(),
         summary: summary(report, &failed),
         lockbox_version: env!("CARGO_PKG_VERSION").into(),
-        host: host_name(),
+        host: lockbox_vault::sys::host_name().to_string(),
         sealed: String::new(),
     };
     let secret = serde_json::json!({
