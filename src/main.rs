@@ -15,28 +15,8 @@ use clap::Parser;
 use cli::{Cli, LogFormat};
 use lockbox_vault::error::ErrorClass;
 
-/// Chunk buffers (0.5–8 MiB) are allocated and freed on several threads.
-/// glibc raises its mmap threshold to the largest block freed so far, after
-/// which such buffers are recycled inside per-thread arenas and the peak RSS
-/// becomes the sum of every arena's high-water mark: a pgbench day-2 backup
-/// peaked at 101–114 MiB against the 100 MiB target. A fixed 1 MiB
-/// threshold hands large buffers back to the kernel when freed (86–90 MiB
-/// there). Fixing it also fixes the trim threshold at glibc's 128 KiB
-/// default, so the heap was shrunk after nearly every free and refaulted
-/// (133 k minor faults per 1 GiB restore); 8 MiB keeps that to 34 k with no
-/// change in peak RSS.
-fn bound_allocator_retention() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator tuning; called before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
-    }
-}
-
 fn main() -> ExitCode {
-    bound_allocator_retention();
+    lockbox_vault::sys::bound_allocator_retention();
     let cli = Cli::parse();
     init_logging(&cli);
     match commands::run(cli) {

@@ -9,7 +9,6 @@
 //! This module only reads the repository (a `ReadBackend`); the caller
 //! writes the attestation.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -23,14 +22,15 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::RestoreProgress;
-use crate::load::{self, DbTarget, LoadError, LoadOptions, Password, TableName};
+use crate::load::{self, DbTarget, LoadError, LoadOptions, Login, TableName};
 
 /// What a drill needs besides the snapshot.
 pub struct DrillPlan {
     /// The scratch database (already named; see [`scratch_name`]).
     pub scratch: DbTarget,
-    pub password: Option<Password>,
-    pub tmp_dir: PathBuf,
+    /// The drill server's password and the state directory's private
+    /// `tmp`, where credential files and the verified dump go.
+    pub login: Login,
     pub keep: bool,
     pub row_tolerance_pct: f64,
     pub checks: Vec<DrillCheck>,
@@ -117,7 +117,7 @@ pub struct DrillReport {
 /// Drops the scratch database when dropped, unless kept.
 struct Scratch<'a> {
     target: &'a DbTarget,
-    password: Option<&'a Password>,
+    login: &'a Login,
     keep: bool,
 }
 
@@ -126,7 +126,7 @@ impl Drop for Scratch<'_> {
         if self.keep {
             return;
         }
-        if let Err(e) = self.target.drop_database(self.password) {
+        if let Err(e) = self.target.drop_database(self.login) {
             tracing::error!(scratch = %self.target, error = %e,
                 "could not drop the drill's scratch database; drop it by hand");
         }
@@ -174,9 +174,9 @@ pub fn run(
         failure_class: None,
         tampering: Vec::new(),
     };
-    let pw = plan.password.as_ref();
+    let login = &plan.login;
     let outcome = (|| -> Result<(), String> {
-        match plan.scratch.exists(pw) {
+        match plan.scratch.exists(login) {
             Ok(false) => {}
             Ok(true) => {
                 report.failure_class = Some(ErrorClass::Operational);
@@ -192,7 +192,7 @@ pub fn run(
         }
         let _scratch = Scratch {
             target: &plan.scratch,
-            password: pw,
+            login,
             keep: plan.keep,
         };
         let opts = LoadOptions::default();
@@ -201,8 +201,7 @@ pub fn run(
             identities,
             snap,
             &plan.scratch,
-            pw,
-            &plan.tmp_dir,
+            login,
             &opts,
             progress,
         );
@@ -262,15 +261,15 @@ fn run_checks(
     cancel: &AtomicBool,
 ) {
     let t = &plan.scratch;
-    let pw = plan.password.as_ref();
+    let login = &plan.login;
     if let DbTarget::Sqlite(_) = t {
-        out.push(match t.query_scalar(pw, "PRAGMA integrity_check") {
+        out.push(match t.query_scalar(login, "PRAGMA integrity_check") {
             Ok(Some(v)) if v == "ok" => builtin("integrity_check", true, "ok".into()),
             Ok(v) => builtin("integrity_check", false, format!("returned {v:?}")),
             Err(e) => builtin("integrity_check", false, e.to_string()),
         });
         if let Some(want) = info.get("page_count").and_then(|v| v.as_u64()) {
-            out.push(match t.query_scalar(pw, "PRAGMA page_count") {
+            out.push(match t.query_scalar(login, "PRAGMA page_count") {
                 Ok(Some(v)) if v == want.to_string() => {
                     builtin("page_count", true, format!("{v} pages, as recorded"))
                 }
@@ -295,8 +294,8 @@ fn run_checks(
 
 fn tables_and_rows(plan: &DrillPlan, tables: &[serde_json::Value], out: &mut Vec<CheckResult>) {
     let t = &plan.scratch;
-    let pw = plan.password.as_ref();
-    let found = match t.list_tables(pw) {
+    let login = &plan.login;
+    let found = match t.list_tables(login) {
         Ok(f) => f,
         Err(e) => {
             out.push(builtin("tables", false, e.to_string()));
@@ -344,7 +343,7 @@ fn tables_and_rows(plan: &DrillPlan, tables: &[serde_json::Value], out: &mut Vec
             continue;
         }
         counted += 1;
-        match t.count_rows(pw, name) {
+        match t.count_rows(login, name) {
             Ok(got) => {
                 let slack = if *exact {
                     0
@@ -409,7 +408,7 @@ fn user_check(plan: &DrillPlan, i: usize, c: &DrillCheck) -> CheckResult {
         sql: Some(sql.clone()),
         value: None,
     };
-    let value = match plan.scratch.query_scalar(plan.password.as_ref(), &sql) {
+    let value = match plan.scratch.query_scalar(&plan.login, &sql) {
         Ok(v) => v,
         Err(e) => {
             r.detail = format!("the query failed: {e}");

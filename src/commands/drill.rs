@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 use lockbox_restore::attest;
 use lockbox_restore::drill::{self, DrillPlan, DrillReport};
-use lockbox_restore::load::{self, DbTarget, Password};
+use lockbox_restore::load::{self, DbTarget};
 use lockbox_vault::attestation;
 use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome};
 use lockbox_vault::config::{Config, SourceKind};
@@ -27,25 +27,8 @@ use crate::error::{self, UsageError};
 use crate::progress::Bar;
 use crate::render::{human_bytes, print_json};
 
-const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
-
 fn usage(key: &str, message: String) -> anyhow::Error {
     UsageError::arg(key, message).into()
-}
-
-/// Same host (local spellings equal) and port: the source's own server.
-fn same_server(a: &DbTarget, b: &DbTarget) -> bool {
-    let norm = |h: &str| match h.to_ascii_lowercase().as_str() {
-        "localhost" | "127.0.0.1" | "::1" | "[::1]" | "" => "localhost".to_string(),
-        other => other.to_string(),
-    };
-    match (a, b) {
-        (DbTarget::Postgres(x), DbTarget::Postgres(y))
-        | (DbTarget::Mariadb(x), DbTarget::Mariadb(y)) => {
-            norm(&x.host) == norm(&y.host) && x.port == y.port
-        }
-        _ => false,
-    }
 }
 
 pub fn run(config: &Config, args: DrillArgs) -> Result<ExitCode> {
@@ -115,7 +98,7 @@ fn drill_source(
                 })?;
             let server = DbTarget::parse(&url)?;
             if let Some(src) = DbTarget::of_source(source)
-                && same_server(&src, &server)
+                && src.same_server(&server)
                 && !drill_cfg.as_ref().is_some_and(|d| d.allow_source_server)
             {
                 return Err(usage(
@@ -133,13 +116,10 @@ fn drill_source(
     };
     // Never the source's own database, whatever the settings say.
     load::guard_sources(&config.sources, &scratch, None)?;
-    let password = match drill_cfg.as_ref().and_then(|d| d.password_file.as_deref()) {
-        Some(f) => Some(Password::from_file(f)?),
-        None => std::env::var(PASSWORD_ENV)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(Password::new),
-    };
+    let login = load::login(
+        drill_cfg.as_ref().and_then(|d| d.password_file.as_deref()),
+        &tmp_dir,
+    )?;
 
     let backend = lockbox_vault::access::open_read(config)?;
     let identities = Identities::from_file(&identity)?;
@@ -154,8 +134,7 @@ fn drill_source(
     }
     let plan = DrillPlan {
         scratch,
-        password,
-        tmp_dir,
+        login,
         keep: args.keep,
         row_tolerance_pct: drill_cfg
             .as_ref()
@@ -211,17 +190,6 @@ fn drill_source(
     ))
 }
 
-pub(super) fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `len` bytes into the buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// Writes the drill's attestation under Object Lock; returns its key.
 fn write_attestation(
     config: &Config,
@@ -236,7 +204,7 @@ fn write_attestation(
         snap,
         manifest,
         report,
-        host_name(),
+        lockbox_vault::sys::host_name().to_string(),
         OffsetDateTime::now_utc(),
     )?;
     let backend =

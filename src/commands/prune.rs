@@ -249,7 +249,7 @@ fn apply(config: &Config, path: &Path, confirm: &str, json: bool) -> Result<Exit
         lock_days: config.repository.lock_days,
         max_extend_days: config.prune.max_extend_days(),
         verified: catalog_verified(config, &repo_config.id)?,
-        host: super::drill::host_name(),
+        host: lockbox_vault::sys::host_name().to_string(),
     };
     let report = lockbox_vault::prune::apply::apply(
         backend.as_ref(),

@@ -3,7 +3,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use lockbox_restore::load::{self, DbTarget, LoadOptions, LoadReport, Password};
+use lockbox_restore::load::{self, DbTarget, LoadOptions, LoadReport};
 use lockbox_restore::{RestoreOptions, RestoreReport};
 use lockbox_vault::config::Config;
 use lockbox_vault::keys::Identities;
@@ -14,10 +14,6 @@ use lockbox_vault::access::open_read;
 use crate::cli::RestoreArgs;
 use crate::progress::Bar;
 use crate::render::{human_bytes, print_json};
-
-/// Where `restore --into` reads the database password if no
-/// `--password-file` is given.
-const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
 
 pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
     if let Some(url) = &args.into {
@@ -82,13 +78,9 @@ pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
 fn run_into(config: &Config, args: &RestoreArgs, url: &str) -> Result<ExitCode> {
     let target = DbTarget::parse(url)?;
     load::guard_sources(&config.sources, &target, args.overwrite_source.as_deref())?;
-    let password = match &args.password_file {
-        Some(f) => Some(Password::from_file(f)?),
-        None => std::env::var(PASSWORD_ENV)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(Password::new),
-    };
+    // Credential files and the verified dump go to the state directory's
+    // private tmp, never the system temp directory.
+    let login = load::login(args.password_file.as_deref(), &config.tmp_dir())?;
     let backend = open_read(config)?;
     let identities = Identities::from_file(&args.identity)?;
     let snap = repository::find_snapshot(backend.as_ref(), &args.source, &args.snapshot)?;
@@ -102,8 +94,7 @@ fn run_into(config: &Config, args: &RestoreArgs, url: &str) -> Result<ExitCode> 
         &identities,
         &snap,
         &target,
-        password.as_ref(),
-        &config.tmp_dir(),
+        &login,
         &opts,
         &bar,
     );

@@ -209,6 +209,7 @@ fn catalog_rebuild_works_on_a_garbage_catalog() {
 /// The daemon opens the catalog at start: on a garbage catalog it rebuilds
 /// it and goes on backing up on schedule.
 #[test]
+#[allow(unsafe_code)] // a raw syscall is the point here
 fn a_daemon_started_on_a_garbage_catalog_rebuilds_it_and_backs_up() {
     let v = Vault::new(&format!("{SOURCE}schedule = \"* * * * * *\"\n"));
     v.ok(&["backup", "app"]);

@@ -40,6 +40,7 @@ impl Daemon {
             .unwrap();
         Self { child, log }
     }
+    #[allow(unsafe_code)] // a raw syscall is the point here
     fn signal(&self, sig: libc::c_int) {
         // SAFETY: signals our own child process, which has not been reaped.
         unsafe {

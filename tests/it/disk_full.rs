@@ -18,6 +18,7 @@ const MIB: usize = 1 << 20;
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
+    #[allow(unsafe_code)] // a raw syscall is the point here
     fn mount(dir: &Path, size: &str) -> Option<Self> {
         if unsafe { libc::geteuid() } != 0 {
             skip("mounting a small tmpfs needs root");

@@ -277,6 +277,7 @@ fn sqlite_drill_corruption_and_attestations_survive_rebuild() {
 /// The daemon runs drills on their own schedule (here every 2 seconds, with
 /// no backup schedule at all) and stops cleanly on SIGTERM.
 #[test]
+#[allow(unsafe_code)] // a raw syscall is the point here
 fn daemon_runs_scheduled_drills() {
     let dir = tempfile::tempdir().unwrap();
     let dbfile = dir.path().join("d.db");
@@ -340,6 +341,7 @@ fn daemon_runs_scheduled_drills() {
 /// Ctrl-C (SIGINT to the drill's process group, as a terminal sends it)
 /// while a check runs: the drill stops, fails, and drops its scratch database.
 #[test]
+#[allow(unsafe_code)] // a raw syscall is the point here
 fn interrupted_drill_drops_its_scratch_database() {
     use std::os::unix::process::CommandExt;
     let engine = Engine::Postgres;

@@ -284,6 +284,7 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+#[allow(unsafe_code)] // a raw syscall is the point here
 fn signal(child: &Child, sig: i32) {
     // SAFETY: kill(2) has no memory effects.
     unsafe {

@@ -193,6 +193,7 @@ fn notify_test_refuses_a_missing_secret_or_an_inline_one() {
 /// source whose newest snapshot is older than its max_backup_age is told
 /// to the targets that hear `stale`, and counted.
 #[test]
+#[allow(unsafe_code)] // a raw syscall is the point here
 fn notify_daemon_tells_of_a_source_gone_stale() {
     let (url, seen) = receiver(200);
     let v = Vault::new(&format!(

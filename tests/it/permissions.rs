@@ -11,6 +11,7 @@ use std::process::Command;
 use crate::support::{self, Vault};
 
 /// `lockbox` with the vault's config and umask 000.
+#[allow(unsafe_code)] // a raw syscall is the point here
 fn open_umask(v: &Vault, args: &[&str]) -> std::process::Output {
     let mut c: Command = v.cmd();
     // SAFETY: umask is async-signal-safe; nothing else runs between fork and exec.
@@ -45,6 +46,7 @@ fn mode(p: &Path) -> u32 {
 }
 
 #[test]
+#[allow(unsafe_code)] // a raw syscall is the point here
 fn state_and_restored_files_are_private_even_with_umask_000() {
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("app.db");

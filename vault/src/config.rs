@@ -766,7 +766,7 @@ impl Config {
         })?;
         let mut config = Self::parse(&text, &shown)?;
         config.path = path.to_path_buf();
-        crate::source::db::register_secret_env_names(
+        crate::dbtool::register_secret_env_names(
             config
                 .sources
                 .iter()

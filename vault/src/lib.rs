@@ -20,6 +20,8 @@
 //! * [`notify`] — `[[notify]]` deliveries: webhooks, dead-man's-switch pings, hook commands.
 //! * [`doctor`] — the storage and host checklist (its canary delete probe must fail).
 //! * [`source`] — dump sources (command, SQLite, stdin).
+//! * [`dbtool`] — running database client tools for sources, restores, drills and doctor:
+//!   passwords, private credential files, scrubbing, server URLs.
 //! * [`backup`] — the streaming backup pipeline.
 //! * [`delta`] — delta chunks: pairing with a base and the local base cache.
 //! * [`scheduler`] — cron schedules, periods and catch-up rules for the daemon.
@@ -27,7 +29,8 @@
 //! * [`lock`] — per-source run locks (one backup of a source at a time per host).
 //! * [`run`] — the run record: every backup, drill and verify is recorded from the moment
 //!   its source is chosen until a guard closes it, whatever fails in between.
-//! * [`sys`] — process control: tools in their own process groups, stop signals, /proc.
+//! * [`sys`] — the operating system: tools in their own process groups, stop signals, /proc,
+//!   free space, host name, allocator tuning; the only module with `unsafe`.
 //! * `fuzzing` (hidden) — fuzz target bodies and seed corpora for every decoder of stored bytes.
 //!
 //! Architecture invariants:
@@ -71,6 +74,7 @@ pub mod backup;
 pub mod catalog;
 pub mod chunker;
 pub mod config;
+pub mod dbtool;
 pub mod delta;
 pub mod doctor;
 pub mod envelope;

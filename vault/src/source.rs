@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use crate::config::{SourceConfig, SourceKind};
 use crate::error::ErrorClass;
 
-pub mod db;
+mod db;
 mod mariadb;
 mod postgres;
 
@@ -330,7 +330,7 @@ pub fn spawn_command(
             return Err(SourceError::Failed {
                 source_name: name,
                 program: prog,
-                status: describe_status(status),
+                status: crate::dbtool::describe_status(status),
                 stderr,
             });
         }
@@ -344,15 +344,6 @@ pub fn spawn_command(
         child: Some(shared),
         watchdog: None,
     })
-}
-
-fn describe_status(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => status.to_string(),
-    }
 }
 
 /// Copies the database with SQLite's online backup API into a private

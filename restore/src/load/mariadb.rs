@@ -5,29 +5,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{LoadError, Password, Server, TableName};
+use lockbox_vault::dbtool::mariadb::{self as mytool, quote_ident};
 
-pub(super) fn quote_ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
-}
+use super::{LoadError, Login, Server, TableName};
 
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-fn options_file(pw: &Password) -> String {
-    let mut v = String::new();
-    for c in pw.expose().chars() {
-        match c {
-            '\\' => v.push_str("\\\\"),
-            '"' => v.push_str("\\\""),
-            '\n' => v.push_str("\\n"),
-            '\r' => v.push_str("\\r"),
-            '\t' => v.push_str("\\t"),
-            c => v.push(c),
-        }
-    }
-    format!("[client]\npassword=\"{v}\"\n")
 }
 
 fn client(s: &Server) -> &'static str {
@@ -43,17 +26,18 @@ fn client(s: &Server) -> &'static str {
 fn command(
     s: &Server,
     database: Option<&str>,
-    pw: Option<&Password>,
+    login: &Login,
 ) -> Result<(Command, Option<tempfile::NamedTempFile>), LoadError> {
     let mut cmd = Command::new(client(s));
-    let file = match pw {
-        Some(pw) => {
-            let f = super::secret_file(&options_file(pw))?;
-            cmd.arg(format!("--defaults-extra-file={}", f.path().display()));
-            Some(f)
-        }
-        None => None,
-    };
+    let file = login
+        .credential_file(mytool::OPTIONS_PREFIX, mytool::options_file)
+        .map_err(|e| LoadError::Io {
+            what: "temporary credentials file".into(),
+            reason: e.to_string(),
+        })?;
+    if let Some(f) = &file {
+        cmd.arg(mytool::defaults_arg(f));
+    }
     cmd.arg(format!("--host={}", s.host))
         .arg(format!("--port={}", s.port))
         .arg("--connect-timeout=30")
@@ -64,35 +48,35 @@ fn command(
     if let Some(db) = database {
         cmd.arg(format!("--database={db}"));
     }
-    cmd.env_remove("MYSQL_PWD").env_remove(super::PASSWORD_ENV);
-    // Nor a source's password_env, which a drill's process also carries.
-    lockbox_vault::source::db::scrub_secret_env(&mut cmd);
+    // Nor LOCKBOX_RESTORE_PASSWORD or a source's password_env, which a
+    // drill's process also carries.
+    mytool::configure_env(&mut cmd);
     Ok((cmd, file))
 }
 
 fn query(
     s: &Server,
     database: Option<&str>,
-    pw: Option<&Password>,
+    login: &Login,
     sql: &str,
     what: &str,
 ) -> Result<String, LoadError> {
-    let (mut cmd, _file) = command(s, database, pw)?;
+    let (mut cmd, _file) = command(s, database, login)?;
     cmd.args(["--batch", "--skip-column-names", "-e", sql]);
     super::run_tool(
         cmd,
         None,
-        pw,
+        login,
         &super::DbTarget::Mariadb(s.clone()).to_string(),
         what,
     )
 }
 
-pub(super) fn exists(s: &Server, pw: Option<&Password>) -> Result<bool, LoadError> {
+pub(super) fn exists(s: &Server, login: &Login) -> Result<bool, LoadError> {
     let out = query(
         s,
         None,
-        pw,
+        login,
         &format!(
             "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = {}",
             quote_literal(&s.database)
@@ -102,34 +86,34 @@ pub(super) fn exists(s: &Server, pw: Option<&Password>) -> Result<bool, LoadErro
     Ok(out.trim() != "0")
 }
 
-pub(super) fn create(s: &Server, pw: Option<&Password>) -> Result<(), LoadError> {
+pub(super) fn create(s: &Server, login: &Login) -> Result<(), LoadError> {
     query(
         s,
         None,
-        pw,
+        login,
         &format!("CREATE DATABASE {}", quote_ident(&s.database)),
         "creating the database",
     )
     .map(std::mem::drop)
 }
 
-pub(super) fn drop(s: &Server, pw: Option<&Password>) -> Result<(), LoadError> {
+pub(super) fn drop(s: &Server, login: &Login) -> Result<(), LoadError> {
     query(
         s,
         None,
-        pw,
+        login,
         &format!("DROP DATABASE IF EXISTS {}", quote_ident(&s.database)),
         "dropping the database",
     )
     .map(std::mem::drop)
 }
 
-pub(super) fn is_empty(s: &Server, pw: Option<&Password>) -> Result<bool, LoadError> {
+pub(super) fn is_empty(s: &Server, login: &Login) -> Result<bool, LoadError> {
     let db = quote_literal(&s.database);
     let out = query(
         s,
         None,
-        pw,
+        login,
         &format!(
             "SELECT (SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {db}) \
              + (SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = {db}) \
@@ -142,10 +126,10 @@ pub(super) fn is_empty(s: &Server, pw: Option<&Password>) -> Result<bool, LoadEr
 
 pub(super) fn query_scalar(
     s: &Server,
-    pw: Option<&Password>,
+    login: &Login,
     sql: &str,
 ) -> Result<Option<String>, LoadError> {
-    let out = query(s, Some(&s.database), pw, sql, "running a query")?;
+    let out = query(s, Some(&s.database), login, sql, "running a query")?;
     Ok(out
         .lines()
         .next()
@@ -153,11 +137,11 @@ pub(super) fn query_scalar(
         .filter(|v| v != "NULL"))
 }
 
-pub(super) fn list_tables(s: &Server, pw: Option<&Password>) -> Result<Vec<TableName>, LoadError> {
+pub(super) fn list_tables(s: &Server, login: &Login) -> Result<Vec<TableName>, LoadError> {
     let out = query(
         s,
         None,
-        pw,
+        login,
         &format!(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = {} \
              AND table_type = 'BASE TABLE' ORDER BY table_name",
@@ -175,16 +159,52 @@ pub(super) fn list_tables(s: &Server, pw: Option<&Password>) -> Result<Vec<Table
         .collect())
 }
 
-pub(super) fn load(s: &Server, pw: Option<&Password>, dump: &Path) -> Result<(), LoadError> {
-    let (mut cmd, _file) = command(s, Some(&s.database), pw)?;
+pub(super) fn load(s: &Server, login: &Login, dump: &Path) -> Result<(), LoadError> {
+    let (mut cmd, _file) = command(s, Some(&s.database), login)?;
     // Batch mode stops at the first error (no --force).
     cmd.arg("--batch");
     super::run_tool(
         cmd,
         Some(dump),
-        pw,
+        login,
         &super::DbTarget::Mariadb(s.clone()).to_string(),
         "loading the dump",
     )
     .map(std::mem::drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::load::Secret;
+
+    /// A restore's or drill's options file: the first argument, in the state
+    /// directory's `tmp`, 0600, and removed with the command's file handle.
+    #[test]
+    fn options_file_is_private_under_state_tmp_and_removed() {
+        let state = tempfile::tempdir().unwrap();
+        let private_tmp = state.path().join("tmp");
+        let login = Login::new(Some(Secret::new("hunter2")), &private_tmp);
+        let server = Server::parse("mariadb://root@localhost/shop").unwrap();
+        let (cmd, file) = command(&server, None, &login).unwrap();
+        let path = file.as_ref().expect("a password gives a file").path();
+        let first = cmd
+            .get_args()
+            .next()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(first, format!("--defaults-extra-file={}", path.display()));
+        assert_eq!(path.parent(), Some(private_tmp.as_path()));
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(
+            !cmd.get_args()
+                .any(|a| a.to_string_lossy().contains("hunter2"))
+        );
+        std::mem::drop(file);
+        assert_eq!(std::fs::read_dir(&private_tmp).unwrap().count(), 0);
+    }
 }

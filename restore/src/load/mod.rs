@@ -11,9 +11,9 @@
 //!
 //! Verification happens BEFORE anything is loaded: the snapshot is restored,
 //! with every chunk and the whole-stream hash checked, into a private (0600)
-//! temporary file in the caller's temp directory, and only a fully verified
-//! file is handed to `pg_restore` / `psql` / the `mariadb` client (SQLite:
-//! renamed into place). The dump tools cannot roll back on a verification
+//! temporary file in the state directory's `tmp` ([`Login::private_tmp`]),
+//! and only a fully verified file is handed to `pg_restore` / `psql` / the
+//! `mariadb` client (SQLite: renamed into place). The dump tools cannot roll back on a verification
 //! failure discovered mid-stream, so streaming straight into them could
 //! leave a half-loaded database; the cost is disk space for one dump.
 //! PostgreSQL loads run in a single transaction (all or nothing); a database
@@ -21,7 +21,8 @@
 //!
 //! Passwords never appear in a URL (refused) or in argv: they reach the
 //! tools through a temporary 0600 passfile (`PGPASSFILE`) or MySQL options
-//! file (`--defaults-extra-file`), removed after each call, and they are
+//! file (`--defaults-extra-file`) in the state directory's private `tmp`
+//! (see [`lockbox_vault::dbtool`]), removed after each call, and they are
 //! scrubbed from any captured tool output.
 
 mod mariadb;
@@ -33,15 +34,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use lockbox_vault::dbtool::{self, STDERR_TAIL};
+pub use lockbox_vault::dbtool::{Login, PASSWORD_ENV, Secret, Server};
 use lockbox_vault::error::ErrorClass;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::repository::SnapshotRef;
 use lockbox_vault::storage::ReadBackend;
 
 use crate::{RestoreError, RestoreOptions, RestoreProgress};
-
-/// Bytes of a failing tool's stderr kept for the error message.
-const STDERR_TAIL: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -110,50 +110,22 @@ fn tail_suffix(stderr: &str) -> String {
     }
 }
 
-/// A database password, never shown by `Debug` and scrubbed from tool
-/// output.
-pub struct Password(String);
-
-impl Password {
-    pub fn new(value: impl Into<String>) -> Self {
-        Password(value.into())
-    }
-
-    /// The first line of `path`.
-    pub fn from_file(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Password {
-            reason: format!("reading {}: {e}", path.display()),
-        })?;
-        let line = text.lines().next().unwrap_or("");
-        if line.is_empty() {
-            return Err(LoadError::Password {
-                reason: format!("{} is empty", path.display()),
-            });
-        }
-        Ok(Password(line.to_string()))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
-
-/// A server database named by a `postgresql://` or `mysql://`/`mariadb://`
-/// URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Server {
-    /// The URL scheme as given (`postgresql`, `postgres`, `mysql`, `mariadb`).
-    pub scheme: String,
-    pub host: String,
-    pub port: u16,
-    pub user: Option<String>,
-    pub database: String,
+/// The login for a target database: the password from `password_file`,
+/// else from [`PASSWORD_ENV`], else none; credential files go to
+/// `private_tmp`, the state directory's `tmp` (`Config::tmp_dir`).
+pub fn login(password_file: Option<&Path>, private_tmp: &Path) -> Result<Login, LoadError> {
+    let secret = match password_file {
+        Some(f) => Some(Secret::from_file(f).map_err(|e| LoadError::Password {
+            reason: match e {
+                dbtool::SecretError::Read { path, source } => {
+                    format!("reading {}: {source}", path.display())
+                }
+                e @ dbtool::SecretError::Empty { .. } => e.to_string(),
+            },
+        })?),
+        None => Secret::from_env(PASSWORD_ENV),
+    };
+    Ok(Login::new(secret, private_tmp))
 }
 
 /// Where `restore --into` loads a snapshot.
@@ -189,7 +161,7 @@ impl DbTarget {
     /// or `sqlite:///abs/path.db`. A URL carrying a password is refused.
     pub fn parse(url: &str) -> Result<DbTarget, LoadError> {
         let bad = |reason: &str| LoadError::BadUrl {
-            url: redact_url(url),
+            url: dbtool::redact_url(url),
             reason: reason.into(),
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
@@ -197,7 +169,7 @@ impl DbTarget {
         })?;
         let scheme = scheme.to_ascii_lowercase();
         if scheme == "sqlite" {
-            let path = percent_decode(rest).map_err(|e| bad(&e))?;
+            let path = dbtool::percent_decode(rest).map_err(|e| bad(&e))?;
             let path = PathBuf::from(path);
             if !path.is_absolute() {
                 return Err(bad(
@@ -206,58 +178,19 @@ impl DbTarget {
             }
             return Ok(DbTarget::Sqlite(path));
         }
-        let default_port = match scheme.as_str() {
-            "postgresql" | "postgres" => 5432,
-            "mysql" | "mariadb" => 3306,
-            _ => {
-                return Err(bad(
-                    "unknown scheme; use postgresql://, mysql://, mariadb:// or sqlite://",
-                ));
-            }
-        };
-        if rest.contains('?') || rest.contains('#') {
+        if !matches!(
+            scheme.as_str(),
+            "postgresql" | "postgres" | "mysql" | "mariadb"
+        ) {
             return Err(bad(
-                "query parameters are not supported (a password never goes in the URL; \
-                 use --password-file)",
+                "unknown scheme; use postgresql://, mysql://, mariadb:// or sqlite://",
             ));
         }
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        if userinfo.is_some_and(|u| u.contains(':')) {
-            return Err(bad(
-                "the URL must not contain a password (it would show in the process list and \
-                 shell history); use --password-file or LOCKBOX_RESTORE_PASSWORD",
-            ));
-        }
-        let user = match userinfo {
-            Some(u) if !u.is_empty() => Some(percent_decode(u).map_err(|e| bad(&e))?),
-            _ => None,
-        };
-        let (host, port) = split_host_port(hostport).map_err(|e| bad(&e))?;
-        let port = port.unwrap_or(default_port);
-        let database = percent_decode(path).map_err(|e| bad(&e))?;
-        if database.is_empty() {
-            return Err(bad("name the database: …://user@host:port/DATABASE"));
-        }
-        check_name(&database).map_err(|e| bad(&e))?;
-        if let Some(u) = &user {
-            check_name(u).map_err(|e| bad(&format!("user: {e}")))?;
-        }
-        let server = Server {
-            scheme: scheme.clone(),
-            host: if host.is_empty() {
-                "localhost".into()
-            } else {
-                host
-            },
-            port,
-            user,
-            database,
-        };
-        Ok(if default_port == 5432 {
+        let server = Server::parse(url).map_err(|e| LoadError::BadUrl {
+            url: e.url,
+            reason: e.reason,
+        })?;
+        Ok(if server.is_postgres() {
             DbTarget::Postgres(server)
         } else {
             DbTarget::Mariadb(server)
@@ -302,18 +235,9 @@ impl DbTarget {
     /// True if both name the same database on the same server (host names
     /// for the local machine count as equal), or the same SQLite file.
     pub fn same_database(&self, other: &DbTarget) -> bool {
-        fn host(h: &str) -> String {
-            let h = h.to_ascii_lowercase();
-            match h.as_str() {
-                "localhost" | "127.0.0.1" | "::1" | "[::1]" | "" => "localhost".into(),
-                _ => h,
-            }
-        }
         match (self, other) {
             (DbTarget::Postgres(a), DbTarget::Postgres(b))
-            | (DbTarget::Mariadb(a), DbTarget::Mariadb(b)) => {
-                host(&a.host) == host(&b.host) && a.port == b.port && a.database == b.database
-            }
+            | (DbTarget::Mariadb(a), DbTarget::Mariadb(b)) => a.same_database(b),
             (DbTarget::Sqlite(a), DbTarget::Sqlite(b)) => {
                 let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
                 canon(a) == canon(b)
@@ -322,71 +246,68 @@ impl DbTarget {
         }
     }
 
+    /// The server a drill target shares with `other`: same engine, host
+    /// (local spellings equal) and port. False for SQLite.
+    pub fn same_server(&self, other: &DbTarget) -> bool {
+        match (self, other) {
+            (
+                DbTarget::Postgres(a) | DbTarget::Mariadb(a),
+                DbTarget::Postgres(b) | DbTarget::Mariadb(b),
+            ) => a.same_server(b),
+            _ => false,
+        }
+    }
+
     /// The database a configured source dumps, for [`Self::same_database`].
     /// `None` for kinds that are not databases (or a URL we cannot parse).
     pub fn of_source(config: &lockbox_vault::config::SourceConfig) -> Option<DbTarget> {
-        use lockbox_vault::config::{DbFlavor, SourceKind};
+        use lockbox_vault::config::SourceKind;
         match config.kind() {
             SourceKind::Sqlite { path } => Some(DbTarget::Sqlite(path.clone())),
-            SourceKind::Database(db) => {
-                if let Some(url) = &db.url {
-                    // Parameters (sslmode=…) do not change which database it is.
-                    return DbTarget::parse(url.split('?').next().unwrap_or(url)).ok();
-                }
-                let server = Server {
-                    scheme: db.flavor.kind_name().into(),
-                    host: db.host.clone().unwrap_or_else(|| "localhost".into()),
-                    port: db.port.unwrap_or(if db.flavor == DbFlavor::Postgres {
-                        5432
-                    } else {
-                        3306
-                    }),
-                    user: db.user.clone(),
-                    database: db.database.clone()?,
-                };
-                Some(if db.flavor == DbFlavor::Postgres {
+            SourceKind::Database(db) => Server::of_source(db).map(|server| {
+                if server.is_postgres() {
                     DbTarget::Postgres(server)
                 } else {
                     DbTarget::Mariadb(server)
-                })
-            }
+                }
+            }),
             SourceKind::Command { .. } => None,
         }
     }
 
     /// True if the database exists (SQLite: the file exists).
-    pub fn exists(&self, pw: Option<&Password>) -> Result<bool, LoadError> {
+    pub fn exists(&self, login: &Login) -> Result<bool, LoadError> {
         match self {
-            DbTarget::Postgres(s) => postgres::exists(s, pw),
-            DbTarget::Mariadb(s) => mariadb::exists(s, pw),
+            DbTarget::Postgres(s) => postgres::exists(s, login),
+            DbTarget::Mariadb(s) => mariadb::exists(s, login),
             DbTarget::Sqlite(p) => Ok(p.exists()),
         }
     }
 
     /// Creates the (empty) database.
-    pub fn create_database(&self, pw: Option<&Password>) -> Result<(), LoadError> {
+    pub fn create_database(&self, login: &Login) -> Result<(), LoadError> {
         match self {
-            DbTarget::Postgres(s) => postgres::create(s, pw),
-            DbTarget::Mariadb(s) => mariadb::create(s, pw),
+            DbTarget::Postgres(s) => postgres::create(s, login),
+            DbTarget::Mariadb(s) => mariadb::create(s, login),
             DbTarget::Sqlite(p) => sqlite::create(p),
         }
     }
 
     /// Drops the database if it exists.
-    pub fn drop_database(&self, pw: Option<&Password>) -> Result<(), LoadError> {
+    pub fn drop_database(&self, login: &Login) -> Result<(), LoadError> {
         match self {
-            DbTarget::Postgres(s) => postgres::drop(s, pw),
-            DbTarget::Mariadb(s) => mariadb::drop(s, pw),
+            DbTarget::Postgres(s) => postgres::drop(s, login),
+            DbTarget::Mariadb(s) => mariadb::drop(s, login),
             DbTarget::Sqlite(p) => sqlite::drop(p),
         }
     }
 
     /// True if the database is missing or holds no tables, views, sequences
     /// or routines of its own.
-    pub fn is_empty(&self, pw: Option<&Password>) -> Result<bool, LoadError> {
+    pub fn is_empty(&self, login: &Login) -> Result<bool, LoadError> {
         match self {
-            DbTarget::Postgres(s) => postgres::is_empty(s, pw),
-            DbTarget::Mariadb(s) => mariadb::is_empty(s, pw),
+            DbTarget::Postgres(s) => postgres::is_empty(s, login),
+            DbTarget::Mariadb(s) => mariadb::is_empty(s, login),
             DbTarget::Sqlite(p) => sqlite::is_empty(p),
         }
     }
@@ -394,23 +315,19 @@ impl DbTarget {
     /// Runs one query in the database; the first column of the first row
     /// (`None` if there is no row or it is NULL). For checks, not for
     /// untrusted SQL.
-    pub fn query_scalar(
-        &self,
-        pw: Option<&Password>,
-        sql: &str,
-    ) -> Result<Option<String>, LoadError> {
+    pub fn query_scalar(&self, login: &Login, sql: &str) -> Result<Option<String>, LoadError> {
         match self {
-            DbTarget::Postgres(s) => postgres::query_scalar(s, pw, sql),
-            DbTarget::Mariadb(s) => mariadb::query_scalar(s, pw, sql),
+            DbTarget::Postgres(s) => postgres::query_scalar(s, login, sql),
+            DbTarget::Mariadb(s) => mariadb::query_scalar(s, login, sql),
             DbTarget::Sqlite(p) => sqlite::query_scalar(p, sql),
         }
     }
 
     /// The base tables of the database (not views), sorted.
-    pub fn list_tables(&self, pw: Option<&Password>) -> Result<Vec<TableName>, LoadError> {
+    pub fn list_tables(&self, login: &Login) -> Result<Vec<TableName>, LoadError> {
         let mut t = match self {
-            DbTarget::Postgres(s) => postgres::list_tables(s, pw),
-            DbTarget::Mariadb(s) => mariadb::list_tables(s, pw),
+            DbTarget::Postgres(s) => postgres::list_tables(s, login),
+            DbTarget::Mariadb(s) => mariadb::list_tables(s, login),
             DbTarget::Sqlite(p) => sqlite::list_tables(p),
         }?;
         t.sort();
@@ -418,26 +335,29 @@ impl DbTarget {
     }
 
     /// `count(*)` of one table.
-    pub fn count_rows(&self, pw: Option<&Password>, table: &TableName) -> Result<u64, LoadError> {
+    pub fn count_rows(&self, login: &Login, table: &TableName) -> Result<u64, LoadError> {
         let sql = match self {
             DbTarget::Postgres(_) => format!(
                 "select count(*) from {}{}",
                 table
                     .schema
                     .as_deref()
-                    .map(|s| format!("{}.", postgres::quote_ident(s)))
+                    .map(|s| format!("{}.", dbtool::postgres::quote_ident(s)))
                     .unwrap_or_default(),
-                postgres::quote_ident(&table.name)
+                dbtool::postgres::quote_ident(&table.name)
             ),
             DbTarget::Mariadb(_) => {
-                format!("SELECT COUNT(*) FROM {}", mariadb::quote_ident(&table.name))
+                format!(
+                    "SELECT COUNT(*) FROM {}",
+                    dbtool::mariadb::quote_ident(&table.name)
+                )
             }
             DbTarget::Sqlite(_) => format!(
                 "SELECT count(*) FROM {}",
-                postgres::quote_ident(&table.name)
+                dbtool::postgres::quote_ident(&table.name)
             ),
         };
-        let v = self.query_scalar(pw, &sql)?.unwrap_or_default();
+        let v = self.query_scalar(login, &sql)?.unwrap_or_default();
         v.trim().parse().map_err(|_| LoadError::Io {
             what: format!("counting rows of {table} in {self}"),
             reason: format!("unexpected answer {v:?}"),
@@ -449,159 +369,18 @@ impl std::fmt::Display for DbTarget {
     /// Shown in messages: the URL without a password (there never is one).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DbTarget::Postgres(s) | DbTarget::Mariadb(s) => write!(
-                f,
-                "{}://{}{}:{}/{}",
-                s.scheme,
-                s.user
-                    .as_deref()
-                    .map(|u| format!("{u}@"))
-                    .unwrap_or_default(),
-                s.host,
-                s.port,
-                s.database
-            ),
+            DbTarget::Postgres(s) | DbTarget::Mariadb(s) => s.fmt(f),
             DbTarget::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
         }
     }
 }
 
-fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
-    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or("unclosed [ in the host")?;
-        (h.to_string(), after.strip_prefix(':'))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (hostport.to_string(), None),
-        }
-    };
-    if host.starts_with('-') {
-        return Err("the host must not start with '-'".into());
-    }
-    let port = match port {
-        None | Some("") => None,
-        Some(p) => Some(
-            p.parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("bad port {p:?}"))?,
-        ),
-    };
-    Ok((host, port))
-}
-
-/// Names reach tools as separate arguments; refuse those a tool would read
-/// as an option or (libpq) as a connection string.
-fn check_name(name: &str) -> Result<(), String> {
-    if name.starts_with('-') {
-        return Err(format!("{name:?} must not start with '-'"));
-    }
-    if name.contains('=') || name.contains('\0') || name.contains('\n') {
-        return Err(format!("{name:?} must not contain '=', NUL or newlines"));
-    }
-    Ok(())
-}
-
-fn percent_decode(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or("truncated %-escape")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape %{hex}"))?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "not UTF-8 after %-decoding".into())
-}
-
-/// The URL with any user-info password replaced, for error messages.
-fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, tail) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        if let Some((userinfo, host)) = authority.rsplit_once('@')
-            && let Some((user, _)) = userinfo.split_once(':')
-        {
-            return format!("{scheme}://{user}:***@{host}{}", redact_query(tail));
-        }
-        return format!("{scheme}://{authority}{}", redact_query(tail));
-    }
-    url.to_string()
-}
-
-fn redact_query(tail: &str) -> String {
-    match tail.split_once('?') {
-        Some((path, _)) => format!("{path}?***"),
-        None => tail.to_string(),
-    }
-}
-
-/// Replaces the password in captured tool output.
-fn scrub(text: &str, pw: Option<&Password>) -> String {
-    match pw {
-        Some(p) if !p.expose().is_empty() => text.replace(p.expose(), "[password removed]"),
-        _ => text.to_string(),
-    }
-}
-
-/// The environment variable `restore --into` and `drill` read a target
-/// password from; removed from every child's environment.
-pub const PASSWORD_ENV: &str = "LOCKBOX_RESTORE_PASSWORD";
-
-/// A private (0600) temporary file with `contents`, removed when dropped.
-fn secret_file(contents: &str) -> Result<tempfile::NamedTempFile, LoadError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut f = tempfile::Builder::new()
-        .prefix("lockbox-cred-")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile()
-        .map_err(|e| LoadError::Io {
-            what: "temporary credentials file".into(),
-            reason: e.to_string(),
-        })?;
-    f.write_all(contents.as_bytes())
-        .and_then(|_| f.flush())
-        .map_err(|e| LoadError::Io {
-            what: "writing temporary credentials file".into(),
-            reason: e.to_string(),
-        })?;
-    Ok(f)
-}
-
-fn describe_status(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => status.to_string(),
-    }
-}
-
-fn tail(s: &str) -> String {
-    if s.len() <= STDERR_TAIL {
-        return s.to_string();
-    }
-    let mut start = s.len() - STDERR_TAIL;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    s[start..].to_string()
-}
-
 /// Runs a client tool to completion (stdin from `input` or nothing) and
 /// returns its stdout; a failure carries its scrubbed stderr.
 fn run_tool(
-    mut cmd: Command,
+    cmd: Command,
     input: Option<&Path>,
-    pw: Option<&Password>,
+    login: &Login,
     target: &str,
     what: &str,
 ) -> Result<String, LoadError> {
@@ -614,8 +393,7 @@ fn run_tool(
         None => Stdio::null(),
     };
     tracing::debug!(tool = %tool, what, target, "running");
-    cmd.stdin(stdin);
-    let out = lockbox_vault::sys::output_in_group(&mut cmd).map_err(|e| LoadError::Spawn {
+    let out = dbtool::run(cmd, stdin, login).map_err(|e| LoadError::Spawn {
         target: target.into(),
         tool: tool.clone(),
         reason: if e.kind() == std::io::ErrorKind::NotFound {
@@ -624,20 +402,19 @@ fn run_tool(
             e.to_string()
         },
     })?;
-    let stderr = scrub(&String::from_utf8_lossy(&out.stderr), pw);
     if !out.status.success() {
         return Err(LoadError::Tool {
             target: target.into(),
             what: what.into(),
             tool,
-            status: describe_status(out.status),
-            stderr: tail(&stderr),
+            status: dbtool::describe_status(out.status),
+            stderr: dbtool::tail(&out.stderr, STDERR_TAIL),
         });
     }
-    if !stderr.trim().is_empty() {
-        tracing::debug!(tool = %tool, stderr = %tail(&stderr).trim_end(), "tool stderr");
+    if !out.stderr.trim().is_empty() {
+        tracing::debug!(tool = %tool, stderr = %dbtool::tail(&out.stderr, STDERR_TAIL).trim_end(), "tool stderr");
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout)
 }
 
 /// Refuses `target` if it is the database of one of `sources`, unless
@@ -759,7 +536,8 @@ fn check_kind(kind: &str, target: &DbTarget) -> Result<(), LoadError> {
     }
 }
 
-/// Restores `snap` verified into a private temporary file in `tmp_dir`, then
+/// Restores `snap` verified into a private temporary file in the login's
+/// private directory (the state directory's `tmp`), then
 /// loads it into `target` (created if missing). Refuses a non-empty target
 /// unless `opts.force`. On failure, a database created here is dropped again
 /// and nothing unverified was ever loaded.
@@ -769,8 +547,7 @@ pub fn restore_into(
     identities: &Identities,
     snap: &SnapshotRef,
     target: &DbTarget,
-    password: Option<&Password>,
-    tmp_dir: &Path,
+    login: &Login,
     opts: &LoadOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<LoadReport, LoadError> {
@@ -781,8 +558,8 @@ pub fn restore_into(
     let shown = target.to_string();
 
     // Before fetching anything: a refusal costs no download.
-    let existed = target.exists(password)?;
-    if existed && !opts.force && !target.is_empty(password)? {
+    let existed = target.exists(login)?;
+    if existed && !opts.force && !target.is_empty(login)? {
         return Err(LoadError::NotEmpty { target: shown });
     }
 
@@ -827,6 +604,7 @@ pub fn restore_into(
         });
     }
 
+    let tmp_dir = login.private_tmp();
     let tmp = lockbox_vault::state::private_temp_file(tmp_dir, "restore-").map_err(|e| {
         LoadError::Io {
             what: format!(
@@ -860,10 +638,10 @@ pub fn restore_into(
     let load_start = Instant::now();
     let created = !existed;
     if created {
-        target.create_database(password)?;
+        target.create_database(login)?;
     }
     let loaded = match target {
-        DbTarget::Postgres(s) => postgres::load(s, password, tmp.path(), format, opts.force),
+        DbTarget::Postgres(s) => postgres::load(s, login, tmp.path(), format, opts.force),
         DbTarget::Mariadb(s) => {
             if format != DumpFormat::SqlText {
                 Err(LoadError::KindMismatch {
@@ -872,13 +650,13 @@ pub fn restore_into(
                     reason: "the snapshot is not an SQL text dump".into(),
                 })
             } else {
-                mariadb::load(s, password, tmp.path())
+                mariadb::load(s, login, tmp.path())
             }
         }
         DbTarget::Sqlite(_) => unreachable!("handled above"),
     };
     if let Err(e) = loaded {
-        if created && let Err(d) = target.drop_database(password) {
+        if created && let Err(d) = target.drop_database(login) {
             tracing::warn!(target = %shown, error = %d, "could not drop the database created for the failed load");
         }
         return Err(e);

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{DumpFormat, LoadError, Password, Server, TableName};
+use lockbox_vault::dbtool::postgres::{self as pgtool, quote_ident};
+
+use super::{DumpFormat, LoadError, Login, Server, TableName};
 
 /// Objects of the database's own (non-system) schemas.
 const OWN_OBJECTS_SQL: &str = "select (select count(*) from pg_class c \
@@ -14,18 +16,8 @@ const OWN_OBJECTS_SQL: &str = "select (select count(*) from pg_class c \
  + (select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
    where n.nspname not in ('pg_catalog', 'information_schema'))";
 
-pub(super) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-/// `host:port:database:user:password`, separators escaped.
-fn passfile_line(pw: &Password) -> String {
-    let escaped = pw.expose().replace('\\', "\\\\").replace(':', "\\:");
-    format!("*:*:*:*:{escaped}\n")
 }
 
 /// A psql/pg_restore command for `database` on `s`; the passfile must live
@@ -34,7 +26,7 @@ fn command(
     program: &str,
     s: &Server,
     database: &str,
-    pw: Option<&Password>,
+    login: &Login,
 ) -> Result<(Command, Option<tempfile::NamedTempFile>), LoadError> {
     let mut cmd = Command::new(program);
     cmd.arg("--no-password")
@@ -46,36 +38,32 @@ fn command(
         cmd.arg("--username").arg(u);
     }
     cmd.arg("--dbname").arg(database);
+    let passfile = login
+        .credential_file(pgtool::PASSFILE_PREFIX, pgtool::passfile_line)
+        .map_err(|e| LoadError::Io {
+            what: "temporary credentials file".into(),
+            reason: e.to_string(),
+        })?;
     // The restore password reaches the tool only through the passfile,
-    // never through an inherited LOCKBOX_RESTORE_PASSWORD.
-    cmd.env_remove("PGPASSWORD")
-        .env_remove(super::PASSWORD_ENV)
-        .env_remove("PGSERVICE")
-        .env("PGAPPNAME", "lockbox-restore");
-    // Nor a source's password_env, which a drill's process also carries.
-    lockbox_vault::source::db::scrub_secret_env(&mut cmd);
-    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-        cmd.env("PGCONNECT_TIMEOUT", "30");
-    }
-    let passfile = match pw {
-        Some(pw) => {
-            let f = super::secret_file(&passfile_line(pw))?;
-            cmd.env("PGPASSFILE", f.path());
-            Some(f)
-        }
-        None => None,
-    };
+    // never through an inherited PGPASSWORD, LOCKBOX_RESTORE_PASSWORD or a
+    // source's password_env (a drill's process carries those too).
+    cmd.env_remove("PGPASSWORD").env_remove("PGSERVICE");
+    pgtool::configure_env(
+        &mut cmd,
+        passfile.as_ref().map(|f| f.path()),
+        "lockbox-restore",
+    );
     Ok((cmd, passfile))
 }
 
 fn psql(
     s: &Server,
     database: &str,
-    pw: Option<&Password>,
+    login: &Login,
     sql: &str,
     what: &str,
 ) -> Result<String, LoadError> {
-    let (mut cmd, _passfile) = command("psql", s, database, pw)?;
+    let (mut cmd, _passfile) = command("psql", s, database, login)?;
     cmd.args([
         "-X",
         "-A",
@@ -88,7 +76,7 @@ fn psql(
         "-c",
         sql,
     ]);
-    super::run_tool(cmd, None, pw, &target(s, database), what)
+    super::run_tool(cmd, None, login, &target(s, database), what)
 }
 
 fn target(s: &Server, database: &str) -> String {
@@ -102,11 +90,11 @@ fn target(s: &Server, database: &str) -> String {
 /// The maintenance database used to create and drop others.
 const MAINTENANCE_DB: &str = "postgres";
 
-pub(super) fn exists(s: &Server, pw: Option<&Password>) -> Result<bool, LoadError> {
+pub(super) fn exists(s: &Server, login: &Login) -> Result<bool, LoadError> {
     let out = psql(
         s,
         MAINTENANCE_DB,
-        pw,
+        login,
         &format!(
             "select 1 from pg_database where datname = {}",
             quote_literal(&s.database)
@@ -116,12 +104,12 @@ pub(super) fn exists(s: &Server, pw: Option<&Password>) -> Result<bool, LoadErro
     Ok(out.trim() == "1")
 }
 
-pub(super) fn create(s: &Server, pw: Option<&Password>) -> Result<(), LoadError> {
+pub(super) fn create(s: &Server, login: &Login) -> Result<(), LoadError> {
     // template0: truly empty, whatever was added to template1.
     psql(
         s,
         MAINTENANCE_DB,
-        pw,
+        login,
         &format!(
             "create database {} template template0",
             quote_ident(&s.database)
@@ -131,25 +119,25 @@ pub(super) fn create(s: &Server, pw: Option<&Password>) -> Result<(), LoadError>
     .map(std::mem::drop)
 }
 
-pub(super) fn drop(s: &Server, pw: Option<&Password>) -> Result<(), LoadError> {
+pub(super) fn drop(s: &Server, login: &Login) -> Result<(), LoadError> {
     psql(
         s,
         MAINTENANCE_DB,
-        pw,
+        login,
         &format!("drop database if exists {}", quote_ident(&s.database)),
         "dropping the database",
     )
     .map(std::mem::drop)
 }
 
-pub(super) fn is_empty(s: &Server, pw: Option<&Password>) -> Result<bool, LoadError> {
-    if !exists(s, pw)? {
+pub(super) fn is_empty(s: &Server, login: &Login) -> Result<bool, LoadError> {
+    if !exists(s, login)? {
         return Ok(true);
     }
     let n = psql(
         s,
         &s.database,
-        pw,
+        login,
         OWN_OBJECTS_SQL,
         "checking whether the database is empty",
     )?;
@@ -158,10 +146,10 @@ pub(super) fn is_empty(s: &Server, pw: Option<&Password>) -> Result<bool, LoadEr
 
 pub(super) fn query_scalar(
     s: &Server,
-    pw: Option<&Password>,
+    login: &Login,
     sql: &str,
 ) -> Result<Option<String>, LoadError> {
-    let out = psql(s, &s.database, pw, sql, "running a query")?;
+    let out = psql(s, &s.database, login, sql, "running a query")?;
     Ok(out
         .lines()
         .next()
@@ -169,11 +157,11 @@ pub(super) fn query_scalar(
         .filter(|v| !v.is_empty()))
 }
 
-pub(super) fn list_tables(s: &Server, pw: Option<&Password>) -> Result<Vec<TableName>, LoadError> {
+pub(super) fn list_tables(s: &Server, login: &Login) -> Result<Vec<TableName>, LoadError> {
     let out = psql(
         s,
         &s.database,
-        pw,
+        login,
         "select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace \
          where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') \
            and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%' order by 1, 2",
@@ -191,7 +179,7 @@ pub(super) fn list_tables(s: &Server, pw: Option<&Password>) -> Result<Vec<Table
 
 pub(super) fn load(
     s: &Server,
-    pw: Option<&Password>,
+    login: &Login,
     dump: &Path,
     format: DumpFormat,
     force: bool,
@@ -199,17 +187,17 @@ pub(super) fn load(
     let shown = target(s, &s.database);
     match format {
         DumpFormat::PgCustom => {
-            let (mut cmd, _passfile) = command("pg_restore", s, &s.database, pw)?;
+            let (mut cmd, _passfile) = command("pg_restore", s, &s.database, login)?;
             // One transaction: the database is loaded completely or not at all.
             cmd.args(["--exit-on-error", "--single-transaction"]);
             if force {
                 cmd.args(["--clean", "--if-exists"]);
             }
             cmd.arg(dump);
-            super::run_tool(cmd, None, pw, &shown, "loading the dump").map(std::mem::drop)
+            super::run_tool(cmd, None, login, &shown, "loading the dump").map(std::mem::drop)
         }
         DumpFormat::SqlText => {
-            let (mut cmd, _passfile) = command("psql", s, &s.database, pw)?;
+            let (mut cmd, _passfile) = command("psql", s, &s.database, login)?;
             cmd.args([
                 "-X",
                 "-q",
@@ -219,12 +207,78 @@ pub(super) fn load(
                 "-f",
             ])
             .arg(dump);
-            super::run_tool(cmd, None, pw, &shown, "loading the SQL dump").map(std::mem::drop)
+            super::run_tool(cmd, None, login, &shown, "loading the SQL dump").map(std::mem::drop)
         }
         DumpFormat::SqliteFile => Err(LoadError::KindMismatch {
             kind: "sqlite".into(),
             target: shown,
             reason: "the snapshot is an SQLite database file".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::load::Secret;
+
+    /// A restore's or drill's passfile: in the state directory's `tmp`, 0600,
+    /// named to the tool by `PGPASSFILE`, and gone once the command has run
+    /// (it used to be written to the system temp directory).
+    #[test]
+    fn passfile_is_private_under_state_tmp_and_removed_after_the_tool() {
+        let state = tempfile::tempdir().unwrap();
+        let private_tmp = state.path().join("tmp");
+        let login = Login::new(Some(Secret::new("s3:cret")), &private_tmp);
+        let server = Server::parse("postgresql://u@localhost/db").unwrap();
+        let (cmd, passfile) = command("psql", &server, "db", &login).unwrap();
+        let path = passfile
+            .as_ref()
+            .expect("a password gives a passfile")
+            .path();
+        let given: Option<PathBuf> = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "PGPASSFILE")
+            .and_then(|(_, v)| v.map(PathBuf::from));
+        assert_eq!(given.as_deref(), Some(path));
+        assert_eq!(path.parent(), Some(private_tmp.as_path()));
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            "*:*:*:*:s3\\:cret\n"
+        );
+        assert!(
+            !cmd.get_args()
+                .any(|a| a.to_string_lossy().contains("s3:cret"))
+        );
+        let removed = (
+            cmd.get_envs()
+                .any(|(k, v)| k == "PGPASSWORD" && v.is_none()),
+            cmd.get_envs()
+                .any(|(k, v)| k == crate::load::PASSWORD_ENV && v.is_none()),
+        );
+        assert_eq!(removed, (true, true));
+        std::mem::drop(passfile);
+        assert_eq!(std::fs::read_dir(&private_tmp).unwrap().count(), 0);
+    }
+
+    /// The whole path through a tool run: the file exists while the tool
+    /// runs and is removed afterwards, whether the tool succeeds or fails.
+    #[test]
+    fn passfile_lives_exactly_as_long_as_the_tool() {
+        let state = tempfile::tempdir().unwrap();
+        let private_tmp = state.path().join("tmp");
+        let login = Login::new(Some(Secret::new("hunter2")), &private_tmp);
+        let server = Server::parse("postgresql://u@localhost/db").unwrap();
+        // `psql` is not needed: any failure to run still cleans up.
+        let err = psql(&server, "db", &login, "select 1", "testing");
+        if let Err(e) = &err {
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        assert_eq!(std::fs::read_dir(&private_tmp).unwrap().count(), 0);
     }
 }

@@ -76,7 +76,7 @@ fn once(
         .stderr(Stdio::piped())
         .process_group(0);
     // A hook hears of the event, not of Lockbox's credentials.
-    crate::source::db::scrub_secret_env(&mut cmd);
+    crate::dbtool::scrub_secret_env(&mut cmd);
     cmd.env_remove("LOCKBOX_RESTORE_PASSWORD");
     for (name, value) in env {
         match value {
@@ -165,13 +165,9 @@ fn last_line(bytes: &[u8]) -> Option<String> {
     Some(line.chars().take(300).collect())
 }
 
-/// Kills the hook's whole process group.
+/// Kills the hook's whole process group. The group is the child's own
+/// (`process_group(0)`) and the child is not yet reaped, so its id cannot
+/// have been reused.
 fn kill_group(child: &Child) {
-    let pgid = child.id() as libc::pid_t;
-    // SAFETY: kill(2) with a negative pid signals that process group; the
-    // group is the child's own (process_group(0)) and the child is not yet
-    // reaped, so its id cannot have been reused.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
+    crate::sys::signal_group(child.id() as i32, libc::SIGKILL);
 }

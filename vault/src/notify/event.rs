@@ -2,8 +2,6 @@
 //! webhook body and a command's `LOCKBOX_EVENT_JSON`), documented in
 //! `examples/README.md`.
 
-use std::sync::OnceLock;
-
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -99,7 +97,7 @@ impl Event {
         Self {
             kind,
             source: source.to_string(),
-            host: host_name().to_string(),
+            host: crate::sys::host_name().to_string(),
             snapshot: None,
             outcome: None,
             error: None,
@@ -139,18 +137,6 @@ impl Event {
             .unwrap_or_default();
         format!("lockbox on {}: {what}{why}", self.host)
     }
-}
-
-/// This machine's host name (the kernel's, read once).
-pub(super) fn host_name() -> &'static str {
-    static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into())
-    })
 }
 
 pub(super) fn rfc3339(t: OffsetDateTime) -> String {

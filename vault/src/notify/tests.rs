@@ -12,10 +12,11 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use super::event::{host_name, rfc3339};
+use super::event::rfc3339;
 use super::*;
 use crate::config::Config;
 use crate::health::{RepositoryStatus, SourceFacts, StatusReport, assess};
+use crate::sys::host_name;
 
 const RCPT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 const HMAC_SECRET: &str = "s3cr3t-hmac-key-never-shown";

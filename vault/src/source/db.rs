@@ -1,34 +1,19 @@
-//! What the database kinds share: reading the password, handing it over in a
-//! private temporary file, scrubbing it from captured output, and turning a
-//! tool's stderr into a message an operator can act on.
+//! What the database sources share beyond [`crate::dbtool`]: reading the
+//! configured password into a [`Login`], turning a tool's stderr into a
+//! message an operator can act on, and wrapping a dump tool's stream.
 
-use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use crate::config::PasswordFrom;
+use crate::dbtool::{self, Login, STDERR_TAIL, Secret, SecretError};
 
 use super::{DumpStream, SourceError};
 
 /// Bytes of the dump's end kept to check a completion trailer.
 const TRAILER_TAIL_BYTES: usize = 512;
-
-/// A password, never printed by `Debug`.
-pub(super) struct Secret(pub(super) String);
-
-impl Secret {
-    pub(super) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 pub(super) fn io_err(source_name: &str, reason: String) -> SourceError {
     SourceError::Io {
@@ -37,87 +22,47 @@ pub(super) fn io_err(source_name: &str, reason: String) -> SourceError {
     }
 }
 
-/// Reads the configured password: the first line of `password_file`, or the
-/// value of `password_env`.
-pub(super) fn read_password(
+/// The login of a database source: the configured password (the first line
+/// of `password_file`, or the value of `password_env`) and the private
+/// `tmp_dir` its credential files go to.
+pub(super) fn login(
     source_name: &str,
     from: Option<&PasswordFrom>,
-) -> Result<Option<Secret>, SourceError> {
-    let pw = match from {
-        None => return Ok(None),
-        Some(PasswordFrom::File(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                io_err(
-                    source_name,
-                    format!("password_file {}: {e}", path.display()),
-                )
-            })?;
-            let line = text.lines().next().unwrap_or("").to_string();
-            if line.is_empty() {
-                return Err(io_err(
-                    source_name,
-                    format!("password_file {} is empty", path.display()),
-                ));
-            }
-            line
-        }
-        Some(PasswordFrom::Env(var)) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => v,
-            _ => {
-                return Err(io_err(
-                    source_name,
-                    format!("password_env: environment variable {var} is not set or empty"),
-                ));
-            }
-        },
-    };
-    Ok(Some(Secret(pw)))
-}
-
-/// Writes `contents` to a new 0600 file in `tmp_dir`, removed when dropped.
-pub(super) fn secret_file(
-    source_name: &str,
     tmp_dir: &Path,
-    prefix: &str,
-    contents: &str,
-) -> Result<tempfile::NamedTempFile, SourceError> {
-    let mut f = crate::state::private_temp_file(tmp_dir, prefix).map_err(|e| {
-        io_err(
-            source_name,
-            format!("temporary credentials file in {}: {e}", tmp_dir.display()),
-        )
-    })?;
-    f.write_all(contents.as_bytes())
-        .and_then(|_| f.flush())
-        .map_err(|e| {
+) -> Result<Login, SourceError> {
+    let secret = match from {
+        None => None,
+        Some(PasswordFrom::File(path)) => Some(Secret::from_file(path).map_err(|e| match e {
+            SecretError::Read { path, source } => io_err(
+                source_name,
+                format!("password_file {}: {source}", path.display()),
+            ),
+            SecretError::Empty { path } => io_err(
+                source_name,
+                format!("password_file {} is empty", path.display()),
+            ),
+        })?),
+        Some(PasswordFrom::Env(var)) => Some(Secret::from_env(var).ok_or_else(|| {
             io_err(
                 source_name,
-                format!("writing temporary credentials file: {e}"),
+                format!("password_env: environment variable {var} is not set or empty"),
             )
-        })?;
-    Ok(f)
+        })?),
+    };
+    Ok(Login::new(secret, tmp_dir))
 }
 
 /// The private credentials file a tool reads the password from (rendered
 /// by `render` in the tool's own syntax), or `None` without a password.
 pub(super) fn credentials_file(
     source_name: &str,
-    tmp_dir: &Path,
+    login: &Login,
     prefix: &str,
-    password: Option<&Secret>,
     render: fn(&Secret) -> String,
 ) -> Result<Option<tempfile::NamedTempFile>, SourceError> {
-    password
-        .map(|pw| secret_file(source_name, tmp_dir, prefix, &render(pw)))
-        .transpose()
-}
-
-/// Replaces every occurrence of the password in `text`.
-pub(super) fn scrub(text: &str, password: Option<&Secret>) -> String {
-    match password {
-        Some(p) if !p.expose().is_empty() => text.replace(p.expose(), "[password removed]"),
-        _ => text.to_string(),
-    }
+    login
+        .credential_file(prefix, render)
+        .map_err(|e| io_err(source_name, e.to_string()))
 }
 
 /// What a dump or client tool's stderr says went wrong, in words that tell
@@ -179,27 +124,23 @@ pub(super) fn client_beside(dump_tool: &str, client: &str) -> String {
 /// or a classified, password-free error.
 pub(super) fn run_checked(
     source_name: &str,
-    mut cmd: Command,
-    password: Option<&Secret>,
+    cmd: Command,
+    login: &Login,
 ) -> Result<String, SourceError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(std::process::Stdio::null());
-    let out = crate::sys::output_in_group(&mut cmd).map_err(|e| SourceError::Database {
+    let out = dbtool::run(cmd, Stdio::null(), login).map_err(|e| SourceError::Database {
         source_name: source_name.into(),
         what: format!("cannot start {program:?}"),
         reason: e.to_string(),
         stderr: String::new(),
     })?;
     if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        return Ok(out.stdout);
     }
-    let stderr = tail_str(
-        &scrub(&String::from_utf8_lossy(&out.stderr), password),
-        4096,
-    );
+    let stderr = dbtool::tail(&out.stderr, STDERR_TAIL);
     Err(SourceError::Database {
         source_name: source_name.into(),
-        what: format!("{program} failed ({})", super::describe_status(out.status)),
+        what: format!("{program} failed ({})", dbtool::describe_status(out.status)),
         reason: classify_failure(&stderr)
             .unwrap_or("see the client's stderr below")
             .into(),
@@ -213,12 +154,11 @@ pub(super) fn run_checked(
 /// any other problem (the dump decides).
 pub(super) fn run_query(
     source_name: &str,
-    mut cmd: Command,
-    password: Option<&Secret>,
+    cmd: Command,
+    login: &Login,
 ) -> Result<String, Option<SourceError>> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(std::process::Stdio::null());
-    let out = match crate::sys::output_in_group(&mut cmd) {
+    let out = match dbtool::run(cmd, Stdio::null(), login) {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(source = %source_name, program = %program, error = %e,
@@ -227,16 +167,15 @@ pub(super) fn run_query(
         }
     };
     if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        return Ok(out.stdout);
     }
-    let stderr = scrub(&String::from_utf8_lossy(&out.stderr), password);
-    let tail = tail_str(&stderr, 4096);
-    if let Some(reason) = classify_failure(&stderr) {
+    let tail = dbtool::tail(&out.stderr, STDERR_TAIL);
+    if let Some(reason) = classify_failure(&out.stderr) {
         return Err(Some(SourceError::Database {
             source_name: source_name.into(),
             what: format!(
                 "{program} (metadata query) failed ({})",
-                super::describe_status(out.status)
+                dbtool::describe_status(out.status)
             ),
             reason: reason.into(),
             stderr: tail,
@@ -245,17 +184,6 @@ pub(super) fn run_query(
     tracing::warn!(source = %source_name, program = %program, stderr = %tail.trim_end(),
         "metadata query failed; the snapshot will have no table metadata");
     Err(None)
-}
-
-fn tail_str(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    s[start..].to_string()
 }
 
 /// Keeps the last bytes read, to check a completion trailer.
@@ -284,7 +212,8 @@ pub(super) struct Wrap {
     pub kind: &'static str,
     /// Facts collected before the dump; the tool's own facts are merged in.
     pub info: serde_json::Value,
-    pub password: Option<Secret>,
+    /// Scrubs the password from the tool's stderr.
+    pub login: Login,
     /// Credentials files, removed once the tool has ended.
     pub temp_files: Vec<tempfile::NamedTempFile>,
     /// A marker the dump's last bytes must contain, if the format has one.
@@ -301,7 +230,7 @@ pub(super) fn spawn_dump(
     let Wrap {
         kind,
         mut info,
-        password,
+        login,
         temp_files,
         trailer,
     } = w;
@@ -357,7 +286,7 @@ pub(super) fn spawn_dump(
                 status,
                 stderr,
             }) => {
-                let stderr = scrub(&stderr, password.as_ref());
+                let stderr = login.scrub(&stderr);
                 let reason = classify_failure(&stderr)
                     .unwrap_or("see the tool's stderr below")
                     .to_string();
@@ -379,27 +308,6 @@ pub(super) fn spawn_dump(
         child: stream.child.take(),
         watchdog: None,
     })
-}
-
-/// Names of every environment variable a loaded config says holds a
-/// password (`password_env` of any source), so that no database tool, dump
-/// or restore side, inherits another source's password: Lockbox reads its
-/// own copy from its environment, a child never needs one.
-static SECRET_ENV_NAMES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-
-/// Records the `password_env` names of a config (called when one loads;
-/// names are only ever added, so a reload cannot un-hide a variable).
-pub fn register_secret_env_names<'a>(names: impl IntoIterator<Item = &'a str>) {
-    let mut set = SECRET_ENV_NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    set.extend(names.into_iter().map(str::to_string));
-}
-
-/// Removes every registered password variable from a child's environment.
-pub fn scrub_secret_env(cmd: &mut Command) {
-    let set = SECRET_ENV_NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    for name in set.iter() {
-        cmd.env_remove(name);
-    }
 }
 
 #[cfg(test)]
@@ -444,9 +352,9 @@ mod tests {
 
     #[test]
     fn scrub_removes_the_password() {
-        let s = Secret("hunter2".into());
+        let s = Secret::new("hunter2");
         assert_eq!(
-            scrub("bad hunter2 here hunter2", Some(&s)),
+            dbtool::scrub("bad hunter2 here hunter2", Some(&s)),
             "bad [password removed] here [password removed]"
         );
         assert_eq!(format!("{s:?}"), "Secret(***)");

@@ -8,25 +8,9 @@ use std::process::Command;
 
 use crate::config::DatabaseSource;
 
-use super::db::{self, Secret, Wrap};
+use super::db::{self, Wrap};
 use super::{DumpStream, SourceError};
-
-/// The options file line for the password: quoted, with the escapes MySQL
-/// option files understand.
-fn defaults_file(password: &Secret) -> String {
-    let mut v = String::new();
-    for c in password.expose().chars() {
-        match c {
-            '\\' => v.push_str("\\\\"),
-            '"' => v.push_str("\\\""),
-            '\n' => v.push_str("\\n"),
-            '\r' => v.push_str("\\r"),
-            '\t' => v.push_str("\\t"),
-            c => v.push(c),
-        }
-    }
-    format!("[client]\npassword=\"{v}\"\n")
-}
+use crate::dbtool;
 
 fn connection_args(db: &DatabaseSource) -> Vec<String> {
     let mut args = Vec::new();
@@ -119,12 +103,10 @@ fn apply_exact_counts(meta: &mut serde_json::Map<String, serde_json::Value>, out
 /// Keeps a password meant for Lockbox (or a stray `MYSQL_PWD`) out of a
 /// child's environment: the tools read it from the defaults file only.
 fn scrub_env(cmd: &mut Command, db: &DatabaseSource) {
-    cmd.env_remove("MYSQL_PWD")
-        .env_remove("LOCKBOX_RESTORE_PASSWORD");
+    dbtool::mariadb::configure_env(cmd);
     if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
         cmd.env_remove(var);
     }
-    super::db::scrub_secret_env(cmd);
 }
 
 /// The SQL client as the source's account, batch output without column
@@ -138,7 +120,7 @@ fn client(
     let mut q = Command::new(db::client_beside(&db.dump_tool, db.flavor.default_client()));
     // Must be the very first argument, or the client ignores it.
     if let Some(f) = defaults {
-        q.arg(format!("--defaults-extra-file={}", f.path().display()));
+        q.arg(dbtool::mariadb::defaults_arg(f));
     }
     q.args(["--batch", "--skip-column-names", "--connect-timeout=30"])
         .args(connection_args(db))
@@ -155,19 +137,15 @@ pub(super) fn open(
     db: &DatabaseSource,
     tmp_dir: &Path,
 ) -> Result<DumpStream, SourceError> {
-    let password = db::read_password(source_name, db.password.as_ref())?;
+    let login = db::login(source_name, db.password.as_ref(), tmp_dir)?;
     let defaults = db::credentials_file(
         source_name,
-        tmp_dir,
-        "my-",
-        password.as_ref(),
-        defaults_file,
+        &login,
+        dbtool::mariadb::OPTIONS_PREFIX,
+        dbtool::mariadb::options_file,
     )?;
     // Must be the very first argument, or the tools ignore it.
-    let first: Vec<String> = defaults
-        .iter()
-        .map(|f| format!("--defaults-extra-file={}", f.path().display()))
-        .collect();
+    let first: Vec<String> = defaults.iter().map(dbtool::mariadb::defaults_arg).collect();
     let conn = connection_args(db);
     let database = db
         .database
@@ -179,13 +157,13 @@ pub(super) fn open(
         "format": "SQL text (restore with the mariadb/mysql client)",
     });
     let q = client(db, defaults.as_ref(), METADATA_SQL, Some(&database));
-    match db::run_query(source_name, q, password.as_ref()) {
+    match db::run_query(source_name, q, &login) {
         Ok(out) => {
             let mut meta = parse_metadata(&out);
             // Exact counts where cheap: one batch of COUNT(*) for the small tables.
             if let Some(sql) = exact_counts_sql(&meta) {
                 let c = client(db, defaults.as_ref(), &sql, Some(&database));
-                match db::run_query(source_name, c, password.as_ref()) {
+                match db::run_query(source_name, c, &login) {
                     Ok(out) => apply_exact_counts(&mut meta, &out),
                     Err(Some(e)) => return Err(e),
                     Err(None) => {}
@@ -219,7 +197,7 @@ pub(super) fn open(
         Wrap {
             kind: db.flavor.kind_name(),
             info,
-            password,
+            login,
             temp_files: defaults.into_iter().collect(),
             trailer: Some("-- Dump completed"),
         },
@@ -234,27 +212,20 @@ pub(crate) fn query(
     tmp_dir: &Path,
     sql: &str,
 ) -> Result<String, SourceError> {
-    let password = db::read_password(source_name, db.password.as_ref())?;
+    let login = db::login(source_name, db.password.as_ref(), tmp_dir)?;
     let defaults = db::credentials_file(
         source_name,
-        tmp_dir,
-        "my-",
-        password.as_ref(),
-        defaults_file,
+        &login,
+        dbtool::mariadb::OPTIONS_PREFIX,
+        dbtool::mariadb::options_file,
     )?;
     let q = client(db, defaults.as_ref(), sql, None);
-    db::run_checked(source_name, q, password.as_ref())
+    db::run_checked(source_name, q, &login)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn defaults_file_quotes_the_password() {
-        let s = Secret("p\"a\\ss w".into());
-        assert_eq!(defaults_file(&s), "[client]\npassword=\"p\\\"a\\\\ss w\"\n");
-    }
 
     #[test]
     fn parses_metadata() {

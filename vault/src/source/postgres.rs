@@ -7,8 +7,9 @@ use std::process::Command;
 
 use crate::config::DatabaseSource;
 
-use super::db::{self, Secret, Wrap};
+use super::db::{self, Wrap};
 use super::{DumpStream, SourceError};
+use crate::dbtool;
 
 /// Tables with fewer estimated rows than this are counted exactly.
 pub const EXACT_COUNT_BELOW: u64 = 100_000;
@@ -47,13 +48,6 @@ select json_build_object(
     ) t), '[]'::json))
 "#;
 
-/// `host:port:database:user:password` with `:` and `\` escaped; wildcards
-/// match whatever the URL or arguments name.
-fn passfile_line(password: &Secret) -> String {
-    let escaped = password.expose().replace('\\', "\\\\").replace(':', "\\:");
-    format!("*:*:*:*:{escaped}\n")
-}
-
 fn connection_args(db: &DatabaseSource) -> Vec<String> {
     let mut args = Vec::new();
     if let Some(url) = &db.url {
@@ -77,20 +71,10 @@ fn connection_args(db: &DatabaseSource) -> Vec<String> {
 
 /// Environment shared by psql and pg_dump: the passfile, never a password.
 fn configure(cmd: &mut Command, db: &DatabaseSource, passfile: Option<&Path>) {
-    if let Some(pf) = passfile {
-        // PGPASSWORD would take precedence over the passfile.
-        cmd.env_remove("PGPASSWORD").env("PGPASSFILE", pf);
-    }
+    dbtool::postgres::configure_env(cmd, passfile, "lockbox");
     if let Some(crate::config::PasswordFrom::Env(var)) = &db.password {
         cmd.env_remove(var);
     }
-    super::db::scrub_secret_env(cmd);
-    // A restore password meant for Lockbox is no business of the dump tool.
-    cmd.env_remove("LOCKBOX_RESTORE_PASSWORD");
-    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-        cmd.env("PGCONNECT_TIMEOUT", "30");
-    }
-    cmd.env("PGAPPNAME", "lockbox");
 }
 
 /// psql as the source's role, in a read-only transaction, unaligned and
@@ -120,13 +104,12 @@ pub(super) fn open(
     db: &DatabaseSource,
     tmp_dir: &Path,
 ) -> Result<DumpStream, SourceError> {
-    let password = db::read_password(source_name, db.password.as_ref())?;
+    let login = db::login(source_name, db.password.as_ref(), tmp_dir)?;
     let passfile = db::credentials_file(
         source_name,
-        tmp_dir,
-        "pgpass-",
-        password.as_ref(),
-        passfile_line,
+        &login,
+        dbtool::postgres::PASSFILE_PREFIX,
+        dbtool::postgres::passfile_line,
     )?;
     let pf_path = passfile.as_ref().map(|f| f.path().to_path_buf());
     let conn = connection_args(db);
@@ -141,7 +124,7 @@ pub(super) fn open(
         pf_path.as_deref(),
         &["set statement_timeout = '120s'", &metadata_sql],
     );
-    match db::run_query(source_name, q, password.as_ref()) {
+    match db::run_query(source_name, q, &login) {
         Ok(out) => match serde_json::from_str::<serde_json::Value>(out.trim()) {
             Ok(serde_json::Value::Object(m)) => {
                 info.as_object_mut().expect("object").extend(m);
@@ -169,7 +152,7 @@ pub(super) fn open(
         Wrap {
             kind: "postgres",
             info,
-            password,
+            login,
             temp_files: passfile.into_iter().collect(),
             trailer: None,
         },
@@ -184,25 +167,13 @@ pub(crate) fn query(
     tmp_dir: &Path,
     sql: &str,
 ) -> Result<String, SourceError> {
-    let password = db::read_password(source_name, db.password.as_ref())?;
+    let login = db::login(source_name, db.password.as_ref(), tmp_dir)?;
     let passfile = db::credentials_file(
         source_name,
-        tmp_dir,
-        "pgpass-",
-        password.as_ref(),
-        passfile_line,
+        &login,
+        dbtool::postgres::PASSFILE_PREFIX,
+        dbtool::postgres::passfile_line,
     )?;
     let q = psql(db, passfile.as_ref().map(|f| f.path()), &[sql]);
-    db::run_checked(source_name, q, password.as_ref())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passfile_escapes_separators() {
-        let s = Secret("a:b\\c".into());
-        assert_eq!(passfile_line(&s), "*:*:*:*:a\\:b\\\\c\n");
-    }
+    db::run_checked(source_name, q, &login)
 }
