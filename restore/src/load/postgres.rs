@@ -266,10 +266,11 @@ mod tests {
         assert_eq!(std::fs::read_dir(&private_tmp).unwrap().count(), 0);
     }
 
-    /// The whole path through a tool run: the file exists while the tool
-    /// runs and is removed afterwards, whether the tool succeeds or fails.
+    /// Through a whole tool run: no credential file is left afterwards,
+    /// whether the tool succeeds, fails or cannot be started, and no error
+    /// carries the password.
     #[test]
-    fn passfile_lives_exactly_as_long_as_the_tool() {
+    fn no_passfile_is_left_after_a_tool_run() {
         let state = tempfile::tempdir().unwrap();
         let private_tmp = state.path().join("tmp");
         let login = Login::new(Some(Secret::new("hunter2")), &private_tmp);
