@@ -99,7 +99,7 @@ impl RestoreError {
 }
 
 /// The class of `err` if it is a public error type of this crate or of
-/// `lockbox-vault` ([`lockbox_vault::error::class_of`]), or `None`.
+/// `lockbox-vault` ([`lockbox_vault::classify::class_of`]), or `None`.
 pub fn class_of(err: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
     if let Some(e) = err.downcast_ref::<RestoreError>() {
         return Some(e.class());
@@ -110,7 +110,7 @@ pub fn class_of(err: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
     if let Some(e) = err.downcast_ref::<attest::AttestError>() {
         return Some(e.class());
     }
-    lockbox_vault::error::class_of(err)
+    lockbox_vault::classify::class_of(err)
 }
 
 /// What a verified restore did.

@@ -1,7 +1,9 @@
 //! What an error means for whoever has to act on it: one [`ErrorClass`] per
 //! failure, answered by every public error type of this crate and of
-//! `lockbox-restore` through its `class()` method, and [`class_of`], the
-//! registry that finds it behind a `dyn Error`.
+//! `lockbox-restore` through its `class()` method, and
+//! [`crate::classify::class_of`], the registry that finds it behind a
+//! `dyn Error` (a file of its own: it names every module, and every module
+//! names this one).
 //!
 //! Rules for the error types of the libraries:
 //! * Each public error type has `fn class(&self) -> ErrorClass`. A variant
@@ -12,11 +14,9 @@
 //! * The class is decided where the error is made, by what went wrong, never
 //!   by which command ran into it: an unknown source is a usage error whether
 //!   `backup` or `drill` was asked for it.
-//! * A new public error type is added to [`class_of`] (and to
+//! * A new public error type is added to [`crate::classify::class_of`] (and to
 //!   `lockbox_restore::class_of` for that crate), so callers that only hold a
 //!   `dyn Error` find it.
-
-use std::error::Error;
 
 /// The kind of a failure, as the operator has to act on it. The binary maps
 /// each class to one exit code; see README's exit-code table.
@@ -41,53 +41,10 @@ pub enum ErrorClass {
     Operational,
 }
 
-/// The class of `err` if it is one of this crate's public error types, or
-/// `None` (the caller goes on down the error's chain).
-pub fn class_of(err: &(dyn Error + 'static)) -> Option<ErrorClass> {
-    use crate::{
-        access, attestation, backup, catalog, config, delta, envelope, health, ids, keys, lock,
-        manifest, notify, prune, repository, source, storage, sys,
-    };
-    macro_rules! first_of {
-        ($($t:ty),* $(,)?) => {
-            $(if let Some(e) = err.downcast_ref::<$t>() {
-                return Some(e.class());
-            })*
-        };
-    }
-    first_of!(
-        access::AccessError,
-        attestation::AttestationError,
-        backup::BackupError,
-        catalog::CatalogError,
-        config::ConfigError,
-        delta::CacheError,
-        envelope::EnvelopeError,
-        health::StatusError,
-        ids::BadObjectId,
-        keys::KeyError,
-        keys::UnusableRecipient,
-        lock::LockError,
-        manifest::ManifestError,
-        notify::NotifyError,
-        prune::audit::AuditError,
-        prune::PlanError,
-        prune::PruneError,
-        repository::RepoError,
-        source::SourceError,
-        storage::StorageError,
-        sys::Interrupted,
-    );
-    #[cfg(feature = "fuzzing")]
-    if let Some(e) = err.downcast_ref::<crate::fuzzing::FuzzError>() {
-        return Some(e.class());
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::class_of;
     use crate::envelope::EnvelopeError;
     use crate::keys::{Identities, KeyError};
     use crate::lock::{LockError, SourceLock};

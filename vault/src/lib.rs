@@ -73,6 +73,7 @@ pub mod attestation;
 pub mod backup;
 pub mod catalog;
 pub mod chunker;
+pub mod classify;
 pub mod config;
 pub mod dbtool;
 pub mod delta;
