@@ -25,11 +25,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::ids::{IdKey, ObjectId};
 use crate::manifest::Manifest;
 use crate::repository::{self, RepoError};
+use crate::rfc3339;
 use crate::storage::{ReadBackend, TamperEvent};
 
 mod notifications;
@@ -117,9 +117,9 @@ impl SnapshotRow {
             short_id: id.short(),
             source: m.source.clone(),
             kind: m.kind.clone(),
-            started_at: rfc3339(m.started_at),
-            finished_at: rfc3339(m.finished_at),
-            retain_until: rfc3339(m.retain_until),
+            started_at: rfc3339::format(m.started_at),
+            finished_at: rfc3339::format(m.finished_at),
+            retain_until: rfc3339::format(m.retain_until),
             previous: m.previous.map(|p| p.to_hex()),
             input_bytes: m.input_bytes,
             stored_bytes: m.stored_bytes,
@@ -214,10 +214,6 @@ fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
             source,
         },
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).expect("UTC times format")
 }
 
 impl Catalog {
@@ -596,7 +592,7 @@ impl Catalog {
                 params![
                     kind.as_str(),
                     source,
-                    rfc3339(OffsetDateTime::now_utc()),
+                    rfc3339::format(OffsetDateTime::now_utc()),
                     pid,
                     start.map(|s| s as i64)
                 ],
@@ -634,7 +630,7 @@ impl Catalog {
                         "UPDATE runs SET outcome = 'interrupted', finished_at = ?2,
                             error = coalesce(error, ?3)
                          WHERE id = ?1 AND outcome = 'running'",
-                        params![id, rfc3339(OffsetDateTime::now_utc()), PROCESS_GONE],
+                        params![id, rfc3339::format(OffsetDateTime::now_utc()), PROCESS_GONE],
                     )
                     .map_err(|e| self.err(e))?;
             }
@@ -657,7 +653,7 @@ impl Catalog {
                     added_bytes = ?6, error = ?7 WHERE id = ?1",
                 params![
                     run,
-                    rfc3339(OffsetDateTime::now_utc()),
+                    rfc3339::format(OffsetDateTime::now_utc()),
                     outcome.as_str(),
                     snapshot.map(|s| s.to_hex()),
                     input_bytes as i64,
@@ -685,7 +681,7 @@ impl Catalog {
                     pid,
                     outcome.as_str(),
                     reason,
-                    rfc3339(OffsetDateTime::now_utc())
+                    rfc3339::format(OffsetDateTime::now_utc())
                 ],
             )
             .map_err(|e| self.err(e))
@@ -772,7 +768,7 @@ impl Catalog {
     /// Records tamper events; one already recorded is not repeated. Returns
     /// how many were new.
     pub fn record_tampering(&mut self, events: &[TamperEvent]) -> Result<usize, CatalogError> {
-        let now = rfc3339(OffsetDateTime::now_utc());
+        let now = rfc3339::format(OffsetDateTime::now_utc());
         let tx = self.conn.transaction().map_err(sqlite_err(&self.path))?;
         let mut new = 0;
         for e in events {

@@ -15,8 +15,8 @@ use crate::config::Config;
 mod host;
 mod sources;
 use crate::repository::{self, RepoError};
-use crate::storage::s3::{self, LockMode, S3Backend};
-use crate::storage::{self, StorageError};
+use crate::storage::s3::{LockMode, S3Backend};
+use crate::storage::{self, RepositoryUrl, S3Url, StorageError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -64,8 +64,8 @@ pub fn run(config: &Config, as_profile: Option<&str>) -> Vec<Check> {
         },
         Err(e) => out.push(check("repository", Status::Fail, e.to_string())),
     }
-    if config.repository.is_s3() {
-        s3_checks(config, as_profile, &mut out);
+    if let RepositoryUrl::S3(url) = &config.repository.url {
+        s3_checks(config, url, as_profile, &mut out);
     } else {
         out.push(check(
             "deletion-proof storage",
@@ -86,8 +86,7 @@ pub fn run(config: &Config, as_profile: Option<&str>) -> Vec<Check> {
     out
 }
 
-fn s3_checks(config: &Config, as_profile: Option<&str>, out: &mut Vec<Check>) {
-    let url = &config.repository.url;
+fn s3_checks(config: &Config, url: &S3Url, as_profile: Option<&str>, out: &mut Vec<Check>) {
     let opts = config.repository.backend_options();
     let backend = match S3Backend::open(url, &opts.s3, opts.lock_mode) {
         Ok(b) => b,
@@ -170,13 +169,7 @@ fn s3_checks(config: &Config, as_profile: Option<&str>, out: &mut Vec<Check>) {
     }
 
     // The canary: written and locked with this host's credentials.
-    let (_, prefix) = match s3::parse_url(url) {
-        Ok(p) => p,
-        Err(e) => {
-            out.push(check("canary", Status::Fail, e.to_string()));
-            return;
-        }
-    };
+    let prefix = &url.prefix;
     let now = OffsetDateTime::now_utc();
     let key = format!(
         "{prefix}doctor/canary-{}-{}",

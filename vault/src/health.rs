@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::catalog::{
     Catalog, CatalogError, Rebuilt, RunOutcome, RunRow, SnapshotRow, VerificationKind,
@@ -30,6 +29,7 @@ use crate::catalog::{
 };
 use crate::config::{Config, Thresholds};
 use crate::format::SNAPSHOTS_PREFIX;
+use crate::rfc3339;
 
 /// Tampering first seen this recently makes a source CRIT; older events are
 /// still counted and shown. (The catalog keeps them for good, and a vault
@@ -239,16 +239,8 @@ pub struct StatusReport {
     pub sources: Vec<SourceStatus>,
 }
 
-fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
-}
-
 fn unix(s: &str) -> Option<i64> {
-    parse_time(s).map(|t| t.unix_timestamp())
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).expect("UTC times format")
+    rfc3339::parse(s).map(|t| t.unix_timestamp())
 }
 
 /// Seconds from `then` to `now`, never negative (another host's clock may
@@ -276,7 +268,7 @@ pub fn human_duration(seconds: u64) -> String {
 /// The WARN reason for a catalog rebuilt at most [`CATALOG_REBUILT_WINDOW`]
 /// before `now`; `None` otherwise.
 pub fn catalog_rebuilt_warning(r: &Rebuilt, now: OffsetDateTime) -> Option<String> {
-    let at = parse_time(&r.rebuilt_at)?;
+    let at = rfc3339::parse(&r.rebuilt_at)?;
     if now - at > CATALOG_REBUILT_WINDOW {
         return None;
     }
@@ -302,8 +294,8 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
 
     let newest = facts.snapshots.iter().max_by(|a, b| a.key.cmp(&b.key));
     let last_backup = newest.and_then(|s| {
-        let started = parse_time(&s.started_at)?;
-        let finished = parse_time(&s.finished_at).unwrap_or(started);
+        let started = rfc3339::parse(&s.started_at)?;
+        let finished = rfc3339::parse(&s.finished_at).unwrap_or(started);
         Some(LastBackup {
             snapshot: s.id.clone(),
             short_id: s.short_id.clone(),
@@ -357,7 +349,7 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
     }
 
     let last_verified = facts.last_verified.as_ref().and_then(|v| {
-        let started = parse_time(&v.snapshot_started_at)?;
+        let started = rfc3339::parse(&v.snapshot_started_at)?;
         Some(LastVerified {
             snapshot: v.snapshot.clone(),
             snapshot_started_at: v.snapshot_started_at.clone(),
@@ -449,7 +441,7 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
                     "waiting for a slot since {} ({}, longer than its schedule's period {}): \
                      other runs hold every slot (raise [daemon] max_concurrent, or lower the \
                      sources' timeout)",
-                    rfc3339(w.since),
+                    rfc3339::format(w.since),
                     human_duration(waited as u64),
                     human_duration(w.period.as_secs())
                 ),
@@ -503,7 +495,7 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
         configured: facts.configured,
         health: reasons.first().map_or(Health::Ok, |r| r.0),
         reasons: reasons.into_iter().map(|r| r.1).collect(),
-        waiting_since: facts.waiting.as_ref().map(|w| rfc3339(w.since)),
+        waiting_since: facts.waiting.as_ref().map(|w| rfc3339::format(w.since)),
         last_run: facts
             .runs
             .iter()
@@ -621,7 +613,7 @@ pub fn report(
         }
         for (seen, e) in cat.tampering()? {
             tamper_all += 1;
-            let seen = parse_time(&seen).unwrap_or(now);
+            let seen = rfc3339::parse(&seen).unwrap_or(now);
             let owner = e
                 .key
                 .strip_prefix(SNAPSHOTS_PREFIX)
@@ -673,7 +665,7 @@ pub fn report(
         .filter_map(|s| Some((s.retain_until_min_unix?, s.retain_until_min.clone()?)))
         .min();
     Ok(StatusReport {
-        generated_at: rfc3339(now),
+        generated_at: rfc3339::format(now),
         health: sources.iter().map(|s| s.health).max().unwrap_or(Health::Ok),
         repository: RepositoryStatus {
             retain_until_min: retain_min.as_ref().map(|r| r.1.clone()),

@@ -12,10 +12,11 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use super::event::{host_name, rfc3339};
+use super::event::host_name;
 use super::*;
 use crate::config::Config;
 use crate::health::{RepositoryStatus, SourceFacts, StatusReport, assess};
+use crate::rfc3339;
 
 const RCPT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 const HMAC_SECRET: &str = "s3cr3t-hmac-key-never-shown";
@@ -531,7 +532,7 @@ const NOW: OffsetDateTime = datetime!(2026-11-21 12:00 UTC);
 const HOUR: i64 = 3600;
 
 fn report_at(backup_age: i64, verified_age: Option<i64>, now: OffsetDateTime) -> StatusReport {
-    let at = |age: i64| rfc3339(now - time::Duration::seconds(age));
+    let at = |age: i64| rfc3339::format(now - time::Duration::seconds(age));
     let id = hex::encode([7u8; 32]);
     let snapshot = crate::catalog::SnapshotRow {
         short_id: id[..8].to_string(),
@@ -574,7 +575,7 @@ fn report_at(backup_age: i64, verified_age: Option<i64>, now: OffsetDateTime) ->
     };
     let s = assess(&facts, thresholds, now);
     StatusReport {
-        generated_at: rfc3339(now),
+        generated_at: rfc3339::format(now),
         health: s.health,
         repository: RepositoryStatus {
             retain_until_min: None,
