@@ -98,15 +98,31 @@ pub struct SnapshotRow {
     pub short_id: String,
     pub source: String,
     pub kind: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub retain_until: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub retain_until: OffsetDateTime,
     pub previous: Option<String>,
     pub input_bytes: u64,
     pub stored_bytes: u64,
     pub added_bytes: u64,
     pub chunks: u64,
     pub key: String,
+}
+
+/// A time column, converted once when read. The text stays as
+/// [`rfc3339::format`] wrote it: other versions read the same catalog.
+fn time_column(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<OffsetDateTime> {
+    let text: String = r.get(i)?;
+    rfc3339::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("{text:?} is not an RFC 3339 time").into(),
+        )
+    })
 }
 
 impl SnapshotRow {
@@ -117,9 +133,9 @@ impl SnapshotRow {
             short_id: id.short(),
             source: m.source.clone(),
             kind: m.kind.clone(),
-            started_at: rfc3339::format(m.started_at),
-            finished_at: rfc3339::format(m.finished_at),
-            retain_until: rfc3339::format(m.retain_until),
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            retain_until: m.retain_until,
             previous: m.previous.map(|p| p.to_hex()),
             input_bytes: m.input_bytes,
             stored_bytes: m.stored_bytes,
@@ -508,9 +524,9 @@ impl Catalog {
                     r.key,
                     r.source,
                     r.kind,
-                    r.started_at,
-                    r.finished_at,
-                    r.retain_until,
+                    rfc3339::format(r.started_at),
+                    rfc3339::format(r.finished_at),
+                    rfc3339::format(r.retain_until),
                     r.previous,
                     r.input_bytes as i64,
                     r.stored_bytes as i64,
@@ -539,9 +555,9 @@ impl Catalog {
                     id,
                     source: r.get(1)?,
                     kind: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
-                    retain_until: r.get(5)?,
+                    started_at: time_column(r, 3)?,
+                    finished_at: time_column(r, 4)?,
+                    retain_until: time_column(r, 5)?,
                     previous: r.get(6)?,
                     input_bytes: r.get::<_, i64>(7)? as u64,
                     stored_bytes: r.get::<_, i64>(8)? as u64,

@@ -239,10 +239,6 @@ pub struct StatusReport {
     pub sources: Vec<SourceStatus>,
 }
 
-fn unix(s: &str) -> Option<i64> {
-    rfc3339::parse(s).map(|t| t.unix_timestamp())
-}
-
 /// Seconds from `then` to `now`, never negative (another host's clock may
 /// be a little ahead).
 fn age(now: OffsetDateTime, then: OffsetDateTime) -> i64 {
@@ -293,18 +289,14 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
     let mut reasons: Vec<(Health, String)> = Vec::new();
 
     let newest = facts.snapshots.iter().max_by(|a, b| a.key.cmp(&b.key));
-    let last_backup = newest.and_then(|s| {
-        let started = rfc3339::parse(&s.started_at)?;
-        let finished = rfc3339::parse(&s.finished_at).unwrap_or(started);
-        Some(LastBackup {
-            snapshot: s.id.clone(),
-            short_id: s.short_id.clone(),
-            started_at: s.started_at.clone(),
-            finished_at: s.finished_at.clone(),
-            age_seconds: age(now, started),
-            duration_seconds: (finished - started).as_seconds_f64().max(0.0),
-            started_unix: started.unix_timestamp(),
-        })
+    let last_backup = newest.map(|s| LastBackup {
+        snapshot: s.id.clone(),
+        short_id: s.short_id.clone(),
+        started_at: rfc3339::format(s.started_at),
+        finished_at: rfc3339::format(s.finished_at),
+        age_seconds: age(now, s.started_at),
+        duration_seconds: (s.finished_at - s.started_at).as_seconds_f64().max(0.0),
+        started_unix: s.started_at.unix_timestamp(),
     });
     match &last_backup {
         None => reasons.push((Health::Crit, "never backed up".into())),
@@ -480,14 +472,8 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
 
     let total_logical_bytes = facts.snapshots.iter().map(|s| s.input_bytes).sum();
     let total_added_bytes: u64 = facts.snapshots.iter().map(|s| s.added_bytes).sum();
-    let retain: Vec<(i64, &str)> = facts
-        .snapshots
-        .iter()
-        .filter_map(|s| Some((unix(&s.retain_until)?, s.retain_until.as_str())))
-        .collect();
-    let retain_min = retain.iter().min().copied();
-    let retain_latest =
-        newest.and_then(|s| Some((unix(&s.retain_until)?, s.retain_until.as_str())));
+    let retain_min = facts.snapshots.iter().map(|s| s.retain_until).min();
+    let retain_latest = newest.map(|s| s.retain_until);
 
     reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
     SourceStatus {
@@ -516,10 +502,10 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
         total_added_bytes,
         dedup_ratio: (total_added_bytes > 0)
             .then(|| total_logical_bytes as f64 / total_added_bytes as f64),
-        retain_until_min: retain_min.map(|r| r.1.to_string()),
-        retain_until_latest: retain_latest.map(|r| r.1.to_string()),
-        retain_until_min_unix: retain_min.map(|r| r.0),
-        retain_until_latest_unix: retain_latest.map(|r| r.0),
+        retain_until_min: retain_min.map(rfc3339::format),
+        retain_until_latest: retain_latest.map(rfc3339::format),
+        retain_until_min_unix: retain_min.map(OffsetDateTime::unix_timestamp),
+        retain_until_latest_unix: retain_latest.map(OffsetDateTime::unix_timestamp),
         tamper_events: facts.tamper_seen.len() as u64,
         backup_runs,
         drill_runs,

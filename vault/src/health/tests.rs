@@ -19,6 +19,10 @@ fn at(seconds_before_now: i64) -> String {
     rfc3339::format(NOW - time::Duration::seconds(seconds_before_now))
 }
 
+fn ago(seconds_before_now: i64) -> OffsetDateTime {
+    NOW - time::Duration::seconds(seconds_before_now)
+}
+
 fn snapshot(n: u8, age: i64) -> SnapshotRow {
     let id = hex::encode([n; 32]);
     SnapshotRow {
@@ -26,9 +30,9 @@ fn snapshot(n: u8, age: i64) -> SnapshotRow {
         id: id.clone(),
         source: "orders".into(),
         kind: "command".into(),
-        started_at: at(age),
-        finished_at: at(age - 90),
-        retain_until: at(age - 30 * DAY),
+        started_at: ago(age),
+        finished_at: ago(age - 90),
+        retain_until: ago(age - 30 * DAY),
         previous: None,
         input_bytes: 1000 * u64::from(n),
         stored_bytes: 400,
