@@ -16,10 +16,10 @@ use lockbox_vault::config::{DrillCheck, ROW_TOLERANCE_FLOOR, expect_text};
 use lockbox_vault::error::ErrorClass;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::repository::SnapshotRef;
+use lockbox_vault::rfc3339;
 use lockbox_vault::storage::{ReadBackend, TamperEvent};
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::RestoreProgress;
 use crate::load::{self, DbTarget, LoadError, LoadOptions, Login, TableName};
@@ -168,7 +168,7 @@ pub fn run(
         restore_seconds: None,
         check_seconds: 0.0,
         data_age_seconds: (started - plan.snapshot_started_at).as_seconds_f64(),
-        started_at: started.format(&Rfc3339).expect("formats"),
+        started_at: rfc3339::format(started),
         finished_at: String::new(),
         checks: Vec::new(),
         failure_class: None,
@@ -250,7 +250,7 @@ pub fn run(
     })();
     report.passed = outcome.is_ok();
     report.failure = outcome.err();
-    report.finished_at = OffsetDateTime::now_utc().format(&Rfc3339).expect("formats");
+    report.finished_at = rfc3339::format(OffsetDateTime::now_utc());
     report
 }
 
@@ -392,10 +392,7 @@ fn user_check(plan: &DrillPlan, i: usize, c: &DrillCheck) -> CheckResult {
     let started = plan.snapshot_started_at;
     let sql = c
         .sql
-        .replace(
-            "{snapshot_started_at}",
-            &started.format(&Rfc3339).expect("formats"),
-        )
+        .replace("{snapshot_started_at}", &rfc3339::format(started))
         .replace(
             "{snapshot_started_epoch}",
             &started.unix_timestamp().to_string(),

@@ -25,10 +25,10 @@ use lockbox_vault::ids::{IdKey, ObjectId};
 use lockbox_vault::keys::Identities;
 use lockbox_vault::manifest::{Manifest, ManifestError};
 use lockbox_vault::repository::{self, RepoError, SnapshotRef};
+use lockbox_vault::rfc3339;
 use lockbox_vault::storage::{ReadBackend, StorageError};
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::RestoreProgress;
 
@@ -241,10 +241,6 @@ struct ObjectUse {
     read: bool,
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).expect("UTC times format")
-}
-
 fn problem(kind: ProblemKind, snap: &SnapshotRef, object: &str, detail: String) -> Problem {
     Problem {
         kind,
@@ -386,7 +382,7 @@ pub fn verify(
                     detail: format!(
                         "this host's catalog recorded it, locked until {}, but it is gone from \
                          the repository: deleted or withheld",
-                        rfc3339(k.retain_until)
+                        rfc3339::format(k.retain_until)
                     ),
                 },
             ));
@@ -527,8 +523,8 @@ pub fn verify(
                 id: s.id.to_hex(),
                 source: s.source.clone(),
                 key: s.key.clone(),
-                started_at: rfc3339(m.started_at),
-                retain_until: rfc3339(m.retain_until),
+                started_at: rfc3339::format(m.started_at),
+                retain_until: rfc3339::format(m.retain_until),
                 stored_bytes: m.stored_bytes,
                 passed: n == 0,
                 problems: n,
@@ -571,8 +567,8 @@ fn suspicious_times(
                     format!(
                         "the manifest claims it was written at {}, storage received it at {} \
                          ({}s apart, tolerance {}s); retention uses the storage's time",
-                        rfc3339(m.finished_at),
-                        rfc3339(stored),
+                        rfc3339::format(m.finished_at),
+                        rfc3339::format(stored),
                         skew.whole_seconds(),
                         tolerance.whole_seconds()
                     ),
@@ -594,10 +590,13 @@ fn lock_problem(
         Some(Some(t)) if t >= need => None,
         Some(Some(t)) => Some(format!(
             "locked until {}, but needed until {}",
-            rfc3339(t),
-            rfc3339(need)
+            rfc3339::format(t),
+            rfc3339::format(need)
         )),
-        Some(None) => Some(format!("not locked, but needed until {}", rfc3339(need))),
+        Some(None) => Some(format!(
+            "not locked, but needed until {}",
+            rfc3339::format(need)
+        )),
     })
 }
 
@@ -652,12 +651,12 @@ fn check_object(
                 Some(t) if t >= u.need => None,
                 Some(t) => Some(format!(
                     "locked until {}, but a snapshot needs it until {}",
-                    rfc3339(t),
-                    rfc3339(u.need)
+                    rfc3339::format(t),
+                    rfc3339::format(u.need)
                 )),
                 None => Some(format!(
                     "not locked, but a snapshot needs it until {}",
-                    rfc3339(u.need)
+                    rfc3339::format(u.need)
                 )),
             };
             if let Some(short) = short {

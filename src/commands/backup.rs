@@ -124,7 +124,7 @@ fn run_guarded(
     };
     let stream = match src {
         None => DumpStream::from_reader(name, "stdin", Box::new(std::io::stdin())),
-        Some(src) => source::open(src, &config.tmp_dir())?.with_timeout(src.timeout()),
+        Some(src) => source::open(src, &config.tmp_dir())?.with_timeout(Some(src.timeout)),
     };
     tracing::info!(source = %name, "backup started");
     let bar = Bar::backup();

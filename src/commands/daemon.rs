@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use lockbox_vault::catalog::RunOutcome;
 use lockbox_vault::config::Config;
+use lockbox_vault::rfc3339;
 use lockbox_vault::scheduler::Schedule;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use lockbox_vault::catalog::Catalog;
 use lockbox_vault::error::ErrorClass;
@@ -110,7 +110,7 @@ pub fn run(config_path: &Path, config: Config, log_format: LogFormat) -> Result<
     for (name, slot) in &slots {
         let last = last_success(&catalog, name);
         if slot.schedule.catch_up_due(now, last) {
-            tracing::info!(source = %name, last_success = ?last.map(fmt_time), "catch-up: overdue at start");
+            tracing::info!(source = %name, last_success = ?last.map(rfc3339::format), "catch-up: overdue at start");
             pending.push_back(name.clone());
         }
     }
@@ -251,11 +251,11 @@ fn note_waiting(
         let (since, warned) = waiting.entry(name.clone()).or_insert_with(|| {
             tracing::info!(
                 source = %name,
-                since = %fmt_time(now),
+                since = %rfc3339::format(now),
                 max_concurrent = limit,
                 busy = ?running.keys().collect::<Vec<_>>(),
                 "waiting for a slot since {}",
-                fmt_time(now)
+                rfc3339::format(now)
             );
             if let Err(e) = catalog.set_waiting(name, now, period) {
                 tracing::warn!(source = %name, error = %e, "could not record the waiting mark");
@@ -266,11 +266,11 @@ fn note_waiting(
             *warned = true;
             tracing::warn!(
                 source = %name,
-                since = %fmt_time(*since),
+                since = %rfc3339::format(*since),
                 period_seconds = period.as_secs(),
                 "waiting for a slot since {} (longer than the schedule's period): other runs \
                  hold every slot",
-                fmt_time(*since)
+                rfc3339::format(*since)
             );
         }
     }
@@ -297,20 +297,19 @@ fn pin_config(config_path: &Path, config: &Config) -> Result<PathBuf> {
 }
 
 fn build_slots(config: &Config, now: OffsetDateTime) -> Result<HashMap<String, Slot>> {
-    let tz = config.daemon_settings().timezone;
     let mut slots = HashMap::new();
     for src in &config.sources {
-        let Some(schedule) = src.schedule_in(tz) else {
+        let Some(schedule) = src.schedule.clone() else {
             continue;
         };
-        let jitter = src.jitter();
+        let jitter = src.jitter;
         let next = schedule.next_run(now, jitter);
         slots.insert(
             src.name.clone(),
             Slot {
                 schedule,
                 jitter,
-                timeout: src.timeout(),
+                timeout: Some(src.timeout),
                 next,
             },
         );
@@ -333,11 +332,7 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 fn last_success(catalog: &Catalog, source: &str) -> Option<OffsetDateTime> {
     let rows = catalog.snapshots(Some(source)).ok()?;
     let last = rows.last()?;
-    OffsetDateTime::parse(&last.started_at, &Rfc3339).ok()
-}
-
-fn fmt_time(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+    Some(last.started_at)
 }
 
 fn start(

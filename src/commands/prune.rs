@@ -13,10 +13,10 @@ use lockbox_vault::error::ErrorClass;
 use lockbox_vault::ids::ObjectId;
 use lockbox_vault::prune::plan::{self, MAX_PLAN_BYTES, ObjectKind};
 use lockbox_vault::prune::{ApplyOptions, ApplyReport, Plan, PlanError, PlanOptions, PruneError};
+use lockbox_vault::rfc3339;
 use lockbox_vault::storage;
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use lockbox_vault::access;
 
@@ -56,10 +56,6 @@ fn catalog_verified(config: &Config, repo_id: &str) -> Result<BTreeSet<ObjectId>
         .collect())
 }
 
-fn rfc(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
-}
-
 #[derive(Serialize)]
 struct PlanSummary<'a> {
     plan_file: String,
@@ -87,7 +83,7 @@ fn make_plan(config: &Config, path: &Path, json: bool) -> Result<ExitCode> {
             .iter()
             .map(|s| (s.name.clone(), config.retention_policy(s)))
             .collect::<BTreeMap<_, _>>(),
-        default_policy: config.retention.policy(),
+        default_policy: config.retention.policy,
         timezone: config.retention_timezone(),
         tolerance: config.prune.time_tolerance(),
         grace_hours: config.prune.grace_hours(),
@@ -109,7 +105,7 @@ fn make_plan(config: &Config, path: &Path, json: bool) -> Result<ExitCode> {
         plan_file: path.display().to_string(),
         digest: digest.clone(),
         repository: &plan.repository,
-        created_at: rfc(plan.created_at),
+        created_at: rfc3339::format(plan.created_at),
         snapshots_kept: all().filter(|v| v.keep).count(),
         snapshots_removed: all().filter(|v| !v.keep).count(),
         versions_to_delete: plan.delete.len(),
@@ -147,8 +143,8 @@ fn print_plan(plan: &Plan, s: &PlanSummary) {
                 "  {:<6}  {}  stored {}  claimed {}{}  {}",
                 if v.keep { "keep" } else { "REMOVE" },
                 &v.id[..12],
-                rfc(v.trusted_time),
-                rfc(v.claimed_time),
+                rfc3339::format(v.trusted_time),
+                rfc3339::format(v.claimed_time),
                 if v.suspicious { " (SUSPICIOUS)" } else { "" },
                 if v.keep {
                     v.reasons.join(", ")
@@ -179,7 +175,7 @@ fn print_plan(plan: &Plan, s: &PlanSummary) {
             "extend: {} snapshot {} and its chunks locked until {} (keep horizon)",
             e.source,
             &e.snapshot[..12],
-            rfc(e.until)
+            rfc3339::format(e.until)
         );
     }
     for k in &plan.invalid {
@@ -296,9 +292,12 @@ fn print_report(r: &ApplyReport) {
             "extended snapshot {} ({} objects) until {}{}",
             &e.snapshot[..12],
             e.objects,
-            rfc(e.until),
+            rfc3339::format(e.until),
             if e.capped {
-                format!(" (capped by max_extend_days; horizon {})", rfc(e.horizon))
+                format!(
+                    " (capped by max_extend_days; horizon {})",
+                    rfc3339::format(e.horizon)
+                )
             } else {
                 String::new()
             }

@@ -5,6 +5,7 @@ use lockbox_vault::catalog::SnapshotRow;
 use lockbox_vault::config::Config;
 use lockbox_vault::keys::Identities;
 use lockbox_vault::repository;
+use lockbox_vault::rfc3339;
 
 use lockbox_vault::access::{BackupHost, open_read};
 
@@ -47,10 +48,10 @@ pub fn run(config: &Config, args: SnapshotsArgs) -> Result<ExitCode> {
             "{:<8}  {:<16}  {:<27}  {:>10}  {:>10}  {:<27}",
             r.short_id,
             r.source,
-            r.started_at,
+            rfc3339::format(r.started_at),
             human_bytes(r.input_bytes),
             human_bytes(r.added_bytes),
-            r.retain_until
+            rfc3339::format(r.retain_until)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -72,12 +72,10 @@ fn verify_repository(config: &Config, args: &VerifyArgs) -> Result<(ExitCode, Op
         Some(c) => c
             .snapshots(args.source.as_deref())?
             .into_iter()
-            .filter_map(|s| {
-                Some(KnownSnapshot {
-                    retain_until: OffsetDateTime::parse(&s.retain_until, &Rfc3339).ok()?,
-                    key: s.key,
-                    source: s.source,
-                })
+            .map(|s| KnownSnapshot {
+                retain_until: s.retain_until,
+                key: s.key,
+                source: s.source,
             })
             .collect(),
         None => Vec::new(),

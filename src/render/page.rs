@@ -24,9 +24,8 @@ fn escape(s: &str) -> String {
 
 /// "2026-11-21 22:43 UTC": a person does not need nanoseconds.
 fn when(rfc3339: &str) -> String {
-    use time::format_description::well_known::Rfc3339;
-    match time::OffsetDateTime::parse(rfc3339, &Rfc3339) {
-        Ok(t) => {
+    match lockbox_vault::rfc3339::parse(rfc3339) {
+        Some(t) => {
             let t = t.to_offset(time::UtcOffset::UTC);
             format!(
                 "{:04}-{:02}-{:02} {:02}:{:02} UTC",
@@ -37,7 +36,7 @@ fn when(rfc3339: &str) -> String {
                 t.minute()
             )
         }
-        Err(_) => escape(rfc3339),
+        None => escape(rfc3339),
     }
 }
 

@@ -620,9 +620,7 @@ fn backup(
         new_chunks,
         reused_chunks: n - new_chunks,
         delta_chunks,
-        retain_until: retain_until
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("formats"),
+        retain_until: crate::rfc3339::format(retain_until),
         seconds: clock.elapsed().as_secs_f64(),
     })
 }

@@ -25,13 +25,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::attestation::AttestationError;
 use crate::error::ErrorClass;
 use crate::ids::{IdKey, ObjectId};
 use crate::manifest::Manifest;
 use crate::repository::{self, RepoError};
+use crate::rfc3339;
 use crate::storage::{ReadBackend, TamperEvent};
 
 mod notifications;
@@ -140,12 +140,15 @@ pub struct SnapshotRow {
     pub source: String,
     /// How the stream was produced (the manifest's `kind`, e.g. `postgres`, `stdin`).
     pub kind: String,
-    /// When the backup started (RFC 3339, UTC): the point in time of the data.
-    pub started_at: String,
-    /// When the manifest was made (RFC 3339, UTC).
-    pub finished_at: String,
-    /// The snapshot is locked until this (RFC 3339, UTC).
-    pub retain_until: String,
+    /// When the backup started (UTC): the point in time of the data.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// When the manifest was made (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    /// The snapshot is locked until this (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub retain_until: OffsetDateTime,
     /// Manifest id of the previous snapshot of the source, if any.
     pub previous: Option<String>,
     /// Length of the dump stream, in bytes.
@@ -160,6 +163,19 @@ pub struct SnapshotRow {
     pub key: String,
 }
 
+/// A time column, converted once when read. The text stays as
+/// [`rfc3339::format`] wrote it: other versions read the same catalog.
+fn time_column(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<OffsetDateTime> {
+    let text: String = r.get(i)?;
+    rfc3339::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("{text:?} is not an RFC 3339 time").into(),
+        )
+    })
+}
+
 impl SnapshotRow {
     /// The row for a manifest read from `key` whose id is `id`.
     pub fn from_manifest(id: &ObjectId, key: &str, m: &Manifest) -> Self {
@@ -168,9 +184,9 @@ impl SnapshotRow {
             short_id: id.short(),
             source: m.source.clone(),
             kind: m.kind.clone(),
-            started_at: rfc3339(m.started_at),
-            finished_at: rfc3339(m.finished_at),
-            retain_until: rfc3339(m.retain_until),
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            retain_until: m.retain_until,
             previous: m.previous.map(|p| p.to_hex()),
             input_bytes: m.input_bytes,
             stored_bytes: m.stored_bytes,
@@ -284,10 +300,6 @@ fn sqlite_err(path: &str) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
             source,
         },
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).expect("UTC times format")
 }
 
 impl Catalog {
@@ -588,9 +600,9 @@ impl Catalog {
                     r.key,
                     r.source,
                     r.kind,
-                    r.started_at,
-                    r.finished_at,
-                    r.retain_until,
+                    rfc3339::format(r.started_at),
+                    rfc3339::format(r.finished_at),
+                    rfc3339::format(r.retain_until),
                     r.previous,
                     r.input_bytes as i64,
                     r.stored_bytes as i64,
@@ -620,9 +632,9 @@ impl Catalog {
                     id,
                     source: r.get(1)?,
                     kind: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
-                    retain_until: r.get(5)?,
+                    started_at: time_column(r, 3)?,
+                    finished_at: time_column(r, 4)?,
+                    retain_until: time_column(r, 5)?,
                     previous: r.get(6)?,
                     input_bytes: r.get::<_, i64>(7)? as u64,
                     stored_bytes: r.get::<_, i64>(8)? as u64,
@@ -673,7 +685,7 @@ impl Catalog {
                 params![
                     kind.as_str(),
                     source,
-                    rfc3339(OffsetDateTime::now_utc()),
+                    rfc3339::format(OffsetDateTime::now_utc()),
                     pid,
                     start.map(|s| s as i64)
                 ],
@@ -711,7 +723,7 @@ impl Catalog {
                         "UPDATE runs SET outcome = 'interrupted', finished_at = ?2,
                             error = coalesce(error, ?3)
                          WHERE id = ?1 AND outcome = 'running'",
-                        params![id, rfc3339(OffsetDateTime::now_utc()), PROCESS_GONE],
+                        params![id, rfc3339::format(OffsetDateTime::now_utc()), PROCESS_GONE],
                     )
                     .map_err(|e| self.err(e))?;
             }
@@ -735,7 +747,7 @@ impl Catalog {
                     added_bytes = ?6, error = ?7 WHERE id = ?1",
                 params![
                     run,
-                    rfc3339(OffsetDateTime::now_utc()),
+                    rfc3339::format(OffsetDateTime::now_utc()),
                     outcome.as_str(),
                     snapshot.map(|s| s.to_hex()),
                     input_bytes as i64,
@@ -763,7 +775,7 @@ impl Catalog {
                     pid,
                     outcome.as_str(),
                     reason,
-                    rfc3339(OffsetDateTime::now_utc())
+                    rfc3339::format(OffsetDateTime::now_utc())
                 ],
             )
             .map_err(|e| self.err(e))
@@ -850,7 +862,7 @@ impl Catalog {
     /// Records tamper events; one already recorded is not repeated. Returns
     /// how many were new.
     pub fn record_tampering(&mut self, events: &[TamperEvent]) -> Result<usize, CatalogError> {
-        let now = rfc3339(OffsetDateTime::now_utc());
+        let now = rfc3339::format(OffsetDateTime::now_utc());
         let tx = self.conn.transaction().map_err(sqlite_err(&self.path))?;
         let mut new = 0;
         for e in events {

@@ -48,4 +48,3 @@ pub fn class_of(err: &(dyn Error + 'static)) -> Option<ErrorClass> {
     }
     None
 }
-

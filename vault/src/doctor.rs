@@ -14,9 +14,9 @@ use crate::config::Config;
 mod host;
 mod sources;
 use crate::repository::{self, RepoError};
-use crate::storage;
+use crate::storage::s3::S3Backend;
 use crate::storage::s3::probe::DeleteVerdict;
-use crate::storage::s3::{self, S3Backend};
+use crate::storage::{self, RepositoryUrl, S3Url};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -64,8 +64,8 @@ pub fn run(config: &Config, as_profile: Option<&str>) -> Vec<Check> {
         },
         Err(e) => out.push(check("repository", Status::Fail, e.to_string())),
     }
-    if config.repository.is_s3() {
-        s3_checks(config, as_profile, &mut out);
+    if let RepositoryUrl::S3(url) = &config.repository.url {
+        s3_checks(config, url, as_profile, &mut out);
     } else {
         out.push(check(
             "deletion-proof storage",
@@ -86,8 +86,7 @@ pub fn run(config: &Config, as_profile: Option<&str>) -> Vec<Check> {
     out
 }
 
-fn s3_checks(config: &Config, as_profile: Option<&str>, out: &mut Vec<Check>) {
-    let url = &config.repository.url;
+fn s3_checks(config: &Config, url: &S3Url, as_profile: Option<&str>, out: &mut Vec<Check>) {
     let opts = config.repository.backend_options();
     let backend = match S3Backend::open(url, &opts.s3, opts.lock_mode) {
         Ok(b) => b,
@@ -146,10 +145,7 @@ fn s3_checks(config: &Config, as_profile: Option<&str>, out: &mut Vec<Check>) {
         std::process::id(),
         now.unix_timestamp()
     );
-    let shown = match s3::parse_url(url) {
-        Ok((_, prefix)) => format!("{prefix}{key}"),
-        Err(_) => key.clone(),
-    };
+    let shown = format!("{}{key}", url.prefix);
     let mode = opts.lock_mode.as_str();
     let put = backend.put_canary(
         &key,

@@ -43,6 +43,8 @@ pub enum ErrorClass {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error;
+
     use super::*;
     use crate::classify::class_of;
     use crate::envelope::EnvelopeError;

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::catalog::{
     Catalog, CatalogError, Rebuilt, RunOutcome, RunRow, SnapshotRow, VerificationKind,
@@ -30,6 +29,7 @@ use crate::catalog::{
 };
 use crate::config::{Config, Thresholds};
 use crate::format::SNAPSHOTS_PREFIX;
+use crate::rfc3339;
 
 /// Tampering first seen this recently makes a source CRIT; older events are
 /// still counted and shown. (The catalog keeps them for good, and a vault
@@ -299,18 +299,6 @@ pub struct StatusReport {
     pub sources: Vec<SourceStatus>,
 }
 
-fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
-}
-
-fn unix(s: &str) -> Option<i64> {
-    parse_time(s).map(|t| t.unix_timestamp())
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).expect("UTC times format")
-}
-
 /// Seconds from `then` to `now`, never negative (another host's clock may
 /// be a little ahead).
 fn age(now: OffsetDateTime, then: OffsetDateTime) -> i64 {
@@ -336,7 +324,7 @@ pub fn human_duration(seconds: u64) -> String {
 /// The WARN reason for a catalog rebuilt at most [`CATALOG_REBUILT_WINDOW`]
 /// before `now`; `None` otherwise.
 pub fn catalog_rebuilt_warning(r: &Rebuilt, now: OffsetDateTime) -> Option<String> {
-    let at = parse_time(&r.rebuilt_at)?;
+    let at = rfc3339::parse(&r.rebuilt_at)?;
     if now - at > CATALOG_REBUILT_WINDOW {
         return None;
     }
@@ -361,18 +349,14 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
     let mut reasons: Vec<(Health, String)> = Vec::new();
 
     let newest = facts.snapshots.iter().max_by(|a, b| a.key.cmp(&b.key));
-    let last_backup = newest.and_then(|s| {
-        let started = parse_time(&s.started_at)?;
-        let finished = parse_time(&s.finished_at).unwrap_or(started);
-        Some(LastBackup {
-            snapshot: s.id.clone(),
-            short_id: s.short_id.clone(),
-            started_at: s.started_at.clone(),
-            finished_at: s.finished_at.clone(),
-            age_seconds: age(now, started),
-            duration_seconds: (finished - started).as_seconds_f64().max(0.0),
-            started_unix: started.unix_timestamp(),
-        })
+    let last_backup = newest.map(|s| LastBackup {
+        snapshot: s.id.clone(),
+        short_id: s.short_id.clone(),
+        started_at: rfc3339::format(s.started_at),
+        finished_at: rfc3339::format(s.finished_at),
+        age_seconds: age(now, s.started_at),
+        duration_seconds: (s.finished_at - s.started_at).as_seconds_f64().max(0.0),
+        started_unix: s.started_at.unix_timestamp(),
     });
     match &last_backup {
         None => reasons.push((Health::Crit, "never backed up".into())),
@@ -417,7 +401,7 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
     }
 
     let last_verified = facts.last_verified.as_ref().and_then(|v| {
-        let started = parse_time(&v.snapshot_started_at)?;
+        let started = rfc3339::parse(&v.snapshot_started_at)?;
         Some(LastVerified {
             snapshot: v.snapshot.clone(),
             snapshot_started_at: v.snapshot_started_at.clone(),
@@ -509,7 +493,7 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
                     "waiting for a slot since {} ({}, longer than its schedule's period {}): \
                      other runs hold every slot (raise [daemon] max_concurrent, or lower the \
                      sources' timeout)",
-                    rfc3339(w.since),
+                    rfc3339::format(w.since),
                     human_duration(waited as u64),
                     human_duration(w.period.as_secs())
                 ),
@@ -548,14 +532,8 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
 
     let total_logical_bytes = facts.snapshots.iter().map(|s| s.input_bytes).sum();
     let total_added_bytes: u64 = facts.snapshots.iter().map(|s| s.added_bytes).sum();
-    let retain: Vec<(i64, &str)> = facts
-        .snapshots
-        .iter()
-        .filter_map(|s| Some((unix(&s.retain_until)?, s.retain_until.as_str())))
-        .collect();
-    let retain_min = retain.iter().min().copied();
-    let retain_latest =
-        newest.and_then(|s| Some((unix(&s.retain_until)?, s.retain_until.as_str())));
+    let retain_min = facts.snapshots.iter().map(|s| s.retain_until).min();
+    let retain_latest = newest.map(|s| s.retain_until);
 
     reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
     SourceStatus {
@@ -563,7 +541,7 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
         configured: facts.configured,
         health: reasons.first().map_or(Health::Ok, |r| r.0),
         reasons: reasons.into_iter().map(|r| r.1).collect(),
-        waiting_since: facts.waiting.as_ref().map(|w| rfc3339(w.since)),
+        waiting_since: facts.waiting.as_ref().map(|w| rfc3339::format(w.since)),
         last_run: facts
             .runs
             .iter()
@@ -584,10 +562,10 @@ pub fn assess(facts: &SourceFacts, thresholds: Thresholds, now: OffsetDateTime) 
         total_added_bytes,
         dedup_ratio: (total_added_bytes > 0)
             .then(|| total_logical_bytes as f64 / total_added_bytes as f64),
-        retain_until_min: retain_min.map(|r| r.1.to_string()),
-        retain_until_latest: retain_latest.map(|r| r.1.to_string()),
-        retain_until_min_unix: retain_min.map(|r| r.0),
-        retain_until_latest_unix: retain_latest.map(|r| r.0),
+        retain_until_min: retain_min.map(rfc3339::format),
+        retain_until_latest: retain_latest.map(rfc3339::format),
+        retain_until_min_unix: retain_min.map(OffsetDateTime::unix_timestamp),
+        retain_until_latest_unix: retain_latest.map(OffsetDateTime::unix_timestamp),
         tamper_events: facts.tamper_seen.len() as u64,
         backup_runs,
         drill_runs,
@@ -738,7 +716,7 @@ pub fn report(
         }
         for (seen, e) in cat.tampering()? {
             tamper_all += 1;
-            let seen = parse_time(&seen).unwrap_or(now);
+            let seen = rfc3339::parse(&seen).unwrap_or(now);
             let owner = e
                 .key
                 .strip_prefix(SNAPSHOTS_PREFIX)
@@ -790,7 +768,7 @@ pub fn report(
         .filter_map(|s| Some((s.retain_until_min_unix?, s.retain_until_min.clone()?)))
         .min();
     Ok(StatusReport {
-        generated_at: rfc3339(now),
+        generated_at: rfc3339::format(now),
         health: sources.iter().map(|s| s.health).max().unwrap_or(Health::Ok),
         repository: RepositoryStatus {
             retain_until_min: retain_min.as_ref().map(|r| r.1.clone()),

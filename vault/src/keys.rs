@@ -208,9 +208,7 @@ pub fn generate_identity() -> (age::x25519::Identity, String) {
 
 /// The text of an identity file, in age-keygen's layout.
 pub fn identity_file_text(id: &age::x25519::Identity) -> String {
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let now = crate::rfc3339::format(time::OffsetDateTime::now_utc());
     format!(
         "# created: {now}\n# public key: {}\n{}\n",
         id.to_public(),

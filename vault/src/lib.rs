@@ -25,6 +25,7 @@
 //! * [`backup`] — the streaming backup pipeline.
 //! * [`delta`] — delta chunks: pairing with a base and the local base cache.
 //! * [`scheduler`] — cron schedules, periods and catch-up rules for the daemon.
+//! * [`rfc3339`] — the one text form of points in time.
 //! * [`state`] — the private state directory.
 //! * [`lock`] — per-source run locks (one backup of a source at a time per host).
 //! * [`run`] — the run record: every backup, drill and verify is recorded from the moment
@@ -93,6 +94,7 @@ pub mod notify;
 pub mod prune;
 pub mod repository;
 pub mod retention;
+pub mod rfc3339;
 pub mod run;
 pub mod scheduler;
 pub mod source;

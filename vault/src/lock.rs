@@ -12,7 +12,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::error::ErrorClass;
 
@@ -81,9 +80,7 @@ impl SourceLock {
             }
             Err(fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        let started = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
+        let started = crate::rfc3339::format(OffsetDateTime::now_utc());
         file.set_len(0)
             .and_then(|_| file.rewind())
             .and_then(|_| writeln!(file, "pid {} since {started}", std::process::id()))

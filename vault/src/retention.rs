@@ -38,6 +38,7 @@
 //! later horizon wins. Hourly/daily/weekly/last get no horizon: they are short
 //! and `lock_days` covers them.
 
+use crate::rfc3339;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -206,7 +207,7 @@ impl fmt::Display for Reason {
             Reason::Bucket { period, label, .. } => write!(f, "{} {label}", period.name()),
             Reason::NewestOfSource => f.write_str("newest of source"),
             Reason::NewestVerified => f.write_str("newest verified of source"),
-            Reason::Locked { until } => write!(f, "locked until {}", rfc3339(*until)),
+            Reason::Locked { until } => write!(f, "locked until {}", rfc3339::format(*until)),
             Reason::NoPolicy => f.write_str("no retention policy"),
         }
     }
@@ -352,11 +353,6 @@ fn to_chrono(t: OffsetDateTime, tz: Tz) -> DateTime<Tz> {
 
 fn from_chrono(t: &DateTime<Tz>) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(t.timestamp()).expect("in range")
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 #[cfg(test)]

@@ -35,13 +35,11 @@ pub(super) fn any_scheduled(config: &Config) -> bool {
 impl Drills {
     /// (Re)reads the drill schedules; drills in flight keep running.
     pub(super) fn configure(&mut self, config: &Config, now: OffsetDateTime) {
-        let tz = config.daemon_settings().timezone;
         self.slots = config
             .sources
             .iter()
             .filter_map(|s| {
-                let text = s.drill.as_ref()?.schedule.as_deref()?;
-                let schedule = Schedule::parse(text, tz).expect("validated at load");
+                let schedule = s.drill.as_ref()?.schedule.clone()?;
                 let next = schedule.next_run(now, Duration::ZERO);
                 Some((s.name.clone(), (schedule, next)))
             })

@@ -32,8 +32,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{Catalog, CatalogError, SCHEMA_VERSION, SyncReport, rfc3339, sqlite_err};
+use super::{Catalog, CatalogError, SCHEMA_VERSION, SyncReport, sqlite_err};
 use crate::ids::IdKey;
+use crate::rfc3339;
 use crate::storage::ReadBackend;
 
 /// `meta` keys of a catalog that was started afresh.
@@ -176,7 +177,10 @@ impl Catalog {
     /// After a successful sync: a rebuilt catalog is refilled.
     pub(super) fn mark_refilled(&self) -> Result<(), CatalogError> {
         if self.meta(REBUILT_AT)?.is_some() && self.meta(REBUILT_REFILLED_AT)?.is_none() {
-            self.set_meta(REBUILT_REFILLED_AT, &rfc3339(OffsetDateTime::now_utc()))?;
+            self.set_meta(
+                REBUILT_REFILLED_AT,
+                &rfc3339::format(OffsetDateTime::now_utc()),
+            )?;
         }
         Ok(())
     }
@@ -206,7 +210,7 @@ pub(super) fn replace(path: &Path, repository_id: &str) -> Result<Catalog, Catal
         "the catalog was unreadable: moved it aside and started a new one, rebuilt from the repository"
     );
     let cat = Catalog::open_as_is(path, repository_id)?;
-    cat.set_meta(REBUILT_AT, &rfc3339(now))?;
+    cat.set_meta(REBUILT_AT, &rfc3339::format(now))?;
     cat.set_meta(REBUILT_REASON, &reason)?;
     cat.set_meta(REBUILT_KEPT_AS, &kept_shown)?;
     Ok(cat)

@@ -9,10 +9,11 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Catalog, CatalogError, rfc3339};
+use super::{Catalog, CatalogError};
 use crate::attestation::{self, Attestation, AttestationError};
 use crate::ids::IdKey;
 use crate::repository::RepoError;
+use crate::rfc3339;
 use crate::storage::ReadBackend;
 
 /// How a snapshot was verified.
@@ -165,11 +166,11 @@ impl VerificationRow {
         Self {
             source: a.source.clone(),
             snapshot: a.snapshot.to_hex(),
-            snapshot_started_at: rfc3339(a.snapshot_started_at),
+            snapshot_started_at: rfc3339::format(a.snapshot_started_at),
             kind: VerificationKind::parse(&a.kind),
             passed: a.passed,
-            started_at: rfc3339(a.started_at),
-            finished_at: rfc3339(a.finished_at),
+            started_at: rfc3339::format(a.started_at),
+            finished_at: rfc3339::format(a.finished_at),
             restore_seconds: a.restore_seconds,
             detail: Some(a.summary.clone()),
             attestation_key: Some(key.to_string()),

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::scheduler::Schedule;
+
 /// Default tolerance for row counts recorded as estimates, in percent.
 pub const DEFAULT_ROW_TOLERANCE_PCT: f64 = 10.0;
 /// Estimated counts also pass within this many rows, whatever the percentage
@@ -12,9 +14,9 @@ pub const DEFAULT_ROW_TOLERANCE_PCT: f64 = 10.0;
 pub const ROW_TOLERANCE_FLOOR: u64 = 100;
 
 /// `[source.drill]` as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DrillConfig {
+pub struct RawDrill {
     /// Server on which the scratch database is created, same URL forms as
     /// `restore --into` (`postgresql://user@host:port/db`, `mariadb://…`,
     /// `mysql://…`); its database part names the database to connect to
@@ -65,17 +67,57 @@ pub struct DrillCheck {
     pub max: Option<f64>,
 }
 
+/// `[source.drill]`, checked.
+#[derive(Debug, Clone)]
+pub struct DrillConfig {
+    /// The scratch database's server (see [`RawDrill::target`]).
+    pub target: Option<String>,
+    /// A file holding the drill server's password (first line).
+    pub password_file: Option<PathBuf>,
+    /// When `lockbox daemon` runs a drill of this source.
+    pub schedule: Option<Schedule>,
+    /// The age identity drills use (restore hosts only; `--identity` wins).
+    pub identity: Option<PathBuf>,
+    /// Allow the drill server to be the source's own server.
+    pub allow_source_server: bool,
+    row_tolerance_pct: f64,
+    /// `[[source.drill.check]]`: queries the restored database must answer.
+    pub checks: Vec<DrillCheck>,
+}
+
 impl DrillConfig {
+    /// Tolerance for row counts recorded as estimates, in percent.
     pub fn row_tolerance_pct(&self) -> f64 {
-        self.row_tolerance_pct.unwrap_or(DEFAULT_ROW_TOLERANCE_PCT)
+        self.row_tolerance_pct
     }
 
-    pub(super) fn validate(
+    pub(super) fn from_raw(
+        raw: RawDrill,
+        i: usize,
+        kind: &str,
+        tz: chrono_tz::Tz,
+    ) -> Result<Self, (String, String)> {
+        let schedule = raw.check(i, kind, tz)?;
+        Ok(DrillConfig {
+            target: raw.target,
+            password_file: raw.password_file,
+            schedule,
+            identity: raw.identity,
+            allow_source_server: raw.allow_source_server,
+            row_tolerance_pct: raw.row_tolerance_pct.unwrap_or(DEFAULT_ROW_TOLERANCE_PCT),
+            checks: raw.checks,
+        })
+    }
+}
+
+impl RawDrill {
+    /// Checks every key; returns the parsed schedule.
+    fn check(
         &self,
         i: usize,
         kind: &str,
         tz: chrono_tz::Tz,
-    ) -> Result<(), (String, String)> {
+    ) -> Result<Option<Schedule>, (String, String)> {
         let key = |k: &str| format!("source[{i}].drill.{k}");
         if let Some(t) = &self.target {
             if kind == "sqlite" {
@@ -108,14 +150,12 @@ impl DrillConfig {
                 return Err((key(k), "must be an absolute path".into()));
             }
         }
-        if let Some(s) = &self.schedule {
-            crate::scheduler::Schedule::parse(s, tz).map_err(|e| (key("schedule"), e))?;
-            if self.identity.is_none() {
-                return Err((
-                    key("identity"),
-                    "is required with drill.schedule (scheduled drills need an identity)".into(),
-                ));
-            }
+        let schedule = super::schedule(self.schedule.as_deref(), &key("schedule"), tz)?;
+        if schedule.is_some() && self.identity.is_none() {
+            return Err((
+                key("identity"),
+                "is required with drill.schedule (scheduled drills need an identity)".into(),
+            ));
         }
         if let Some(p) = self.row_tolerance_pct
             && !(0.0..=100.0).contains(&p)
@@ -150,7 +190,7 @@ impl DrillConfig {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(schedule)
     }
 }
 

@@ -42,19 +42,25 @@ impl RetentionSection {
         }
     }
 
-    /// The periods' timezone; `daemon_tz` when not set.
-    pub(super) fn timezone(
-        &self,
-        daemon_tz: chrono_tz::Tz,
-    ) -> Result<chrono_tz::Tz, (String, String)> {
-        check_keeps("retention", &self.policy())?;
-        match &self.timezone {
-            None => Ok(daemon_tz),
-            Some(name) => {
-                crate::scheduler::parse_tz(name).map_err(|e| ("retention.timezone".to_string(), e))
-            }
-        }
+    /// The checked policy, its periods in `timezone` or else `daemon_tz`.
+    pub(super) fn checked(&self, daemon_tz: chrono_tz::Tz) -> Result<Retention, (String, String)> {
+        let policy = self.policy();
+        check_keeps("retention", &policy)?;
+        let timezone = match &self.timezone {
+            None => daemon_tz,
+            Some(name) => crate::scheduler::parse_tz(name)
+                .map_err(|e| ("retention.timezone".to_string(), e))?,
+        };
+        Ok(Retention { policy, timezone })
     }
+}
+
+/// `[retention]`, checked: the default policy of every source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub policy: Policy,
+    /// Timezone of the hourly…yearly periods.
+    pub timezone: chrono_tz::Tz,
 }
 
 /// Every `keep_*` key that is set must be at least 1: zero periods is a typo
@@ -135,7 +141,7 @@ mod tests {
             }
         );
         let orders = c.retention_policy(c.source("orders").unwrap());
-        assert_eq!(orders, c.retention.policy());
+        assert_eq!(orders, c.retention.policy);
         assert_eq!(orders.keep_monthly, Some(12));
     }
 

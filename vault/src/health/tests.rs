@@ -16,7 +16,11 @@ const HOUR: i64 = 3600;
 const DAY: i64 = 86400;
 
 fn at(seconds_before_now: i64) -> String {
-    rfc3339(NOW - time::Duration::seconds(seconds_before_now))
+    rfc3339::format(NOW - time::Duration::seconds(seconds_before_now))
+}
+
+fn ago(seconds_before_now: i64) -> OffsetDateTime {
+    NOW - time::Duration::seconds(seconds_before_now)
 }
 
 fn snapshot(n: u8, age: i64) -> SnapshotRow {
@@ -26,9 +30,9 @@ fn snapshot(n: u8, age: i64) -> SnapshotRow {
         id: id.clone(),
         source: "orders".into(),
         kind: "command".into(),
-        started_at: at(age),
-        finished_at: at(age - 90),
-        retain_until: at(age - 30 * DAY),
+        started_at: ago(age),
+        finished_at: ago(age - 90),
+        retain_until: ago(age - 30 * DAY),
         previous: None,
         input_bytes: 1000 * u64::from(n),
         stored_bytes: 400,
@@ -454,11 +458,11 @@ fn report_from_a_catalog() {
     cat.record_verification(&VerificationRow {
         source: "orders".into(),
         snapshot: ObjectId::from_bytes([1; 32]).to_hex(),
-        snapshot_started_at: rfc3339(t1),
+        snapshot_started_at: rfc3339::format(t1),
         kind: VerificationKind::Drill,
         passed: true,
-        started_at: rfc3339(now),
-        finished_at: rfc3339(now),
+        started_at: rfc3339::format(now),
+        finished_at: rfc3339::format(now),
         restore_seconds: Some(3.0),
         detail: None,
         attestation_key: Some("attestations/x".into()),

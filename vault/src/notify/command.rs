@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::event::rfc3339;
 use super::retry::{self, Failure};
 use super::{Event, PAYLOAD_SCHEMA};
+use crate::rfc3339;
 
 /// EX_TEMPFAIL from sysexits.h: "try again later".
 const EXIT_TEMPFAIL: i32 = 75;
@@ -41,8 +41,11 @@ pub(super) fn environment(event: &Event, json: &[u8]) -> Vec<(&'static str, Opti
         ("LOCKBOX_SNAPSHOT", event.snapshot.clone()),
         ("LOCKBOX_OUTCOME", event.outcome.clone()),
         ("LOCKBOX_ERROR", event.error.clone()),
-        ("LOCKBOX_STARTED_AT", event.started_at.map(rfc3339)),
-        ("LOCKBOX_FINISHED_AT", event.finished_at.map(rfc3339)),
+        ("LOCKBOX_STARTED_AT", event.started_at.map(rfc3339::format)),
+        (
+            "LOCKBOX_FINISHED_AT",
+            event.finished_at.map(rfc3339::format),
+        ),
         (
             "LOCKBOX_DURATION_SECONDS",
             event.duration_seconds.map(|d| d.to_string()),

@@ -2,9 +2,10 @@
 //! webhook body and a command's `LOCKBOX_EVENT_JSON`), documented in
 //! `examples/README.md`.
 
+use crate::rfc3339;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Version of the webhook payload (and of `LOCKBOX_EVENT_JSON`). Fields may
 /// be added without a new version; a field removed, renamed or changed in
@@ -139,12 +140,6 @@ impl Event {
     }
 }
 
-pub(super) fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .unwrap_or_default()
-}
-
 /// The webhook body, schema [`PAYLOAD_SCHEMA`]. Times are RFC 3339 UTC;
 /// unknown values are `null`.
 #[derive(Serialize)]
@@ -179,14 +174,14 @@ pub fn payload(event: &Event, sent_at: OffsetDateTime) -> Vec<u8> {
         snapshot: event.snapshot.as_deref(),
         outcome: event.outcome.as_deref(),
         error: event.error.as_deref(),
-        started_at: event.started_at.map(rfc3339),
-        finished_at: event.finished_at.map(rfc3339),
+        started_at: event.started_at.map(rfc3339::format),
+        finished_at: event.finished_at.map(rfc3339::format),
         duration_seconds: event.duration_seconds.filter(|d| d.is_finite()),
         input_bytes: event.input_bytes,
         added_bytes: event.added_bytes,
         health: event.health.as_deref(),
         lockbox_version: env!("CARGO_PKG_VERSION"),
-        sent_at: rfc3339(sent_at),
+        sent_at: rfc3339::format(sent_at),
         text: event.summary(),
     };
     serde_json::to_vec(&p).unwrap_or_default()

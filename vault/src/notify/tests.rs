@@ -12,10 +12,10 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use super::event::rfc3339;
 use super::*;
 use crate::config::Config;
 use crate::health::{RepositoryStatus, SourceFacts, StatusReport, assess};
+use crate::rfc3339;
 use crate::sys::host_name;
 
 const RCPT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
@@ -532,16 +532,16 @@ const NOW: OffsetDateTime = datetime!(2026-11-21 12:00 UTC);
 const HOUR: i64 = 3600;
 
 fn report_at(backup_age: i64, verified_age: Option<i64>, now: OffsetDateTime) -> StatusReport {
-    let at = |age: i64| rfc3339(now - time::Duration::seconds(age));
+    let at = |age: i64| rfc3339::format(now - time::Duration::seconds(age));
     let id = hex::encode([7u8; 32]);
     let snapshot = crate::catalog::SnapshotRow {
         short_id: id[..8].to_string(),
         id: id.clone(),
         source: "orders".into(),
         kind: "command".into(),
-        started_at: at(backup_age),
-        finished_at: at(backup_age - 60),
-        retain_until: at(-30 * 24 * HOUR),
+        started_at: now - time::Duration::seconds(backup_age),
+        finished_at: now - time::Duration::seconds(backup_age - 60),
+        retain_until: now + time::Duration::seconds(30 * 24 * HOUR),
         previous: None,
         input_bytes: 10,
         stored_bytes: 10,
@@ -575,7 +575,7 @@ fn report_at(backup_age: i64, verified_age: Option<i64>, now: OffsetDateTime) ->
     };
     let s = assess(&facts, thresholds, now);
     StatusReport {
-        generated_at: rfc3339(now),
+        generated_at: rfc3339::format(now),
         health: s.health,
         repository: RepositoryStatus {
             retain_until_min: None,

@@ -133,11 +133,7 @@ impl AuditRecord {
     pub fn summary(&self, key: &str) -> LastPrune {
         LastPrune {
             key: key.into(),
-            finished_at: self
-                .finished_at
-                .unwrap_or(self.started_at)
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            finished_at: crate::rfc3339::format(self.finished_at.unwrap_or(self.started_at)),
             plan_digest: self.plan_digest.clone(),
             host: self.host.clone(),
             snapshots_deleted: self.snapshots_deleted.len(),

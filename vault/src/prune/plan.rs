@@ -16,6 +16,7 @@ use super::inventory::{self, Inventory};
 use crate::format::{self, PRUNE_PLAN_TAG, PRUNE_PLAN_VERSION};
 use crate::ids::{IdKey, ObjectId};
 use crate::retention::{self, Policy, Reason};
+use crate::rfc3339;
 use crate::storage::{ReadBackend, VersionInfo};
 
 /// A plan file larger than this is refused unread.
@@ -218,11 +219,6 @@ pub struct PlanOptions {
     pub verified: BTreeSet<ObjectId>,
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
-}
-
 /// Computes a plan at `now` (read rights only).
 pub fn compute(
     backend: &dyn ReadBackend,
@@ -399,7 +395,7 @@ pub(crate) fn chunk_hold(
             Some(t) => {
                 return Ok(Some(format!(
                     "written {} (within the grace period)",
-                    rfc3339(t)
+                    rfc3339::format(t)
                 )));
             }
             None => return Ok(Some("storage reports no LastModified".into())),
@@ -410,7 +406,7 @@ pub(crate) fn chunk_hold(
             && let Some(until) = info.retain_until
             && until > now
         {
-            return Ok(Some(format!("locked until {}", rfc3339(until))));
+            return Ok(Some(format!("locked until {}", rfc3339::format(until))));
         }
     }
     Ok(None)

@@ -27,6 +27,7 @@ pub mod faulty;
 pub mod local;
 pub mod retry;
 pub mod s3;
+pub mod url;
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ use crate::error::ErrorClass;
 pub use local::LocalBackend;
 pub use retry::{RetryPolicy, Retrying};
 pub use s3::{LockMode, S3Backend, S3Settings};
+pub use url::{RepositoryUrl, S3Url, UrlError};
 
 /// What a head or list reports about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,13 +314,16 @@ pub struct BackendOptions {
 
 /// Opens the backend named by a repository URL with write rights and
 /// default settings (credentials for S3 from the standard AWS chain).
-pub fn open_write(url: &str) -> StorageResult<Arc<dyn WriteBackend>> {
+pub fn open_write(url: &RepositoryUrl) -> StorageResult<Arc<dyn WriteBackend>> {
     open_write_with(url, &BackendOptions::default())
 }
 
 /// Opens the backend named by a repository URL with write rights, its
 /// transient failures retried by [`Retrying`].
-pub fn open_write_with(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn WriteBackend>> {
+pub fn open_write_with(
+    url: &RepositoryUrl,
+    opts: &BackendOptions,
+) -> StorageResult<Arc<dyn WriteBackend>> {
     Ok(Arc::new(Retrying::new(
         open_unretried(url, opts)?,
         opts.retry,
@@ -327,52 +332,45 @@ pub fn open_write_with(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dy
 
 /// Opens the backend named by a repository URL without the retry decorator
 /// (for tests that put other decorators beneath it).
-pub fn open_unretried(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn WriteBackend>> {
-    if url.starts_with("s3://") {
-        return Ok(Arc::new(S3Backend::open(url, &opts.s3, opts.lock_mode)?));
-    }
-    if let Some(path) = url.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            return Err(StorageError::BadUrl {
-                url: url.into(),
-                reason: "file:// URLs need an absolute path, e.g. file:///srv/lockbox".into(),
-            });
-        }
-        return Ok(Arc::new(LocalBackend::open(path)?));
-    }
-    Err(StorageError::BadUrl {
-        url: url.into(),
-        reason: "supported schemes: file:///absolute/path, s3://bucket/prefix".into(),
+pub fn open_unretried(
+    url: &RepositoryUrl,
+    opts: &BackendOptions,
+) -> StorageResult<Arc<dyn WriteBackend>> {
+    Ok(match url {
+        RepositoryUrl::S3(s3) => Arc::new(S3Backend::open(s3, &opts.s3, opts.lock_mode)?),
+        RepositoryUrl::Local(path) => Arc::new(LocalBackend::open(path)?),
     })
 }
 
 /// Opens the backend with delete rights: for `prune --apply` only, which
 /// passes the pruner's own credentials in `opts` (never the writer's).
 /// Transient failures are retried like every other backend's.
-pub fn open_delete_with(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn DeleteBackend>> {
-    if url.starts_with("s3://") {
-        let s3 = Arc::new(S3Backend::open(url, &opts.s3, opts.lock_mode)?);
-        return Ok(Arc::new(Retrying::new(s3, opts.retry)));
-    }
-    match url.strip_prefix("file://") {
-        Some(path) if path.starts_with('/') => Ok(Arc::new(Retrying::new(
+pub fn open_delete_with(
+    url: &RepositoryUrl,
+    opts: &BackendOptions,
+) -> StorageResult<Arc<dyn DeleteBackend>> {
+    Ok(match url {
+        RepositoryUrl::S3(s3) => Arc::new(Retrying::new(
+            Arc::new(S3Backend::open(s3, &opts.s3, opts.lock_mode)?),
+            opts.retry,
+        )),
+        RepositoryUrl::Local(path) => Arc::new(Retrying::new(
             Arc::new(LocalBackend::open(path)?),
             opts.retry,
-        ))),
-        _ => Err(StorageError::BadUrl {
-            url: url.into(),
-            reason: "supported schemes: file:///absolute/path, s3://bucket/prefix".into(),
-        }),
-    }
+        )),
+    })
 }
 
 /// Opens the backend for reading only (restore, verify, snapshots).
-pub fn open_read(url: &str) -> StorageResult<Arc<dyn ReadBackend>> {
+pub fn open_read(url: &RepositoryUrl) -> StorageResult<Arc<dyn ReadBackend>> {
     open_read_with(url, &BackendOptions::default())
 }
 
 /// Opens the backend for reading only, with settings.
-pub fn open_read_with(url: &str, opts: &BackendOptions) -> StorageResult<Arc<dyn ReadBackend>> {
+pub fn open_read_with(
+    url: &RepositoryUrl,
+    opts: &BackendOptions,
+) -> StorageResult<Arc<dyn ReadBackend>> {
     let w = open_write_with(url, opts)?;
     Ok(w as Arc<dyn ReadBackend>)
 }

@@ -44,8 +44,8 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::{
-    DeleteBackend, ObjectInfo, PutOutcome, ReadBackend, StorageError, StorageResult, TamperEvent,
-    Verified, VersionInfo, WriteBackend,
+    DeleteBackend, ObjectInfo, PutOutcome, ReadBackend, S3Url, StorageError, StorageResult,
+    TamperEvent, Verified, VersionInfo, WriteBackend,
 };
 
 /// Object Lock mode written on every object.
@@ -114,37 +114,6 @@ pub struct S3Backend {
     mode: LockMode,
 }
 
-/// Splits `s3://bucket/prefix` into bucket and normalised prefix.
-pub fn parse_url(url: &str) -> StorageResult<(String, String)> {
-    let bad = |reason: &str| StorageError::BadUrl {
-        url: url.into(),
-        reason: reason.into(),
-    };
-    let rest = url
-        .strip_prefix("s3://")
-        .ok_or_else(|| bad("not an s3:// URL"))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let bucket_ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    if !bucket_ok {
-        return Err(bad(
-            "the bucket name must be 3-63 of a-z 0-9 - . (e.g. s3://my-vault/lockbox)",
-        ));
-    }
-    let prefix = prefix.trim_matches('/');
-    if prefix.split('/').any(|s| s == "." || s == "..") || prefix.contains("//") {
-        return Err(bad("the prefix may not contain empty, . or .. segments"));
-    }
-    let prefix = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
-    Ok((bucket.to_string(), prefix))
-}
-
 fn to_offset(dt: &DateTime) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(dt.secs())
         .ok()
@@ -160,8 +129,7 @@ impl S3Backend {
     /// Connects to `s3://bucket/prefix` with credentials from the AWS chain
     /// (resolved at the first request). Makes no S3 request; without a
     /// configured region the chain may ask instance metadata for one.
-    pub fn open(url: &str, settings: &S3Settings, mode: LockMode) -> StorageResult<Self> {
-        parse_url(url)?;
+    pub fn open(url: &S3Url, settings: &S3Settings, mode: LockMode) -> StorageResult<Self> {
         let rt = runtime(url)?;
         let sdk = rt.block_on(async {
             let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -197,7 +165,11 @@ impl S3Backend {
         access_key: &str,
         secret_key: &str,
     ) -> StorageResult<Self> {
-        let rt = runtime(url)?;
+        let url = S3Url::parse(url).map_err(|e| StorageError::BadUrl {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
+        let rt = runtime(&url)?;
         let creds =
             aws_sdk_s3::config::Credentials::new(access_key, secret_key, None, None, "static");
         let b = aws_sdk_s3::config::Builder::new()
@@ -209,17 +181,16 @@ impl S3Backend {
                     .clone()
                     .unwrap_or_else(|| "us-east-1".into()),
             ));
-        Self::finish(rt, b, url, settings, mode)
+        Self::finish(rt, b, &url, settings, mode)
     }
 
     fn finish(
         rt: tokio::runtime::Runtime,
         mut b: aws_sdk_s3::config::Builder,
-        url: &str,
+        url: &S3Url,
         settings: &S3Settings,
         mode: LockMode,
     ) -> StorageResult<Self> {
-        let (bucket, prefix) = parse_url(url)?;
         if let Some(e) = &settings.endpoint {
             b = b.endpoint_url(e);
         }
@@ -241,8 +212,8 @@ impl S3Backend {
         Ok(Self {
             rt,
             client: Client::from_conf(b.build()),
-            bucket,
-            prefix,
+            bucket: url.bucket.clone(),
+            prefix: url.prefix.clone(),
             mode,
         })
     }
@@ -630,14 +601,14 @@ struct VersionEntry {
     latest: bool,
 }
 
-fn runtime(url: &str) -> StorageResult<tokio::runtime::Runtime> {
+fn runtime(url: &S3Url) -> StorageResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("lockbox-s3")
         .enable_all()
         .build()
         .map_err(|e| StorageError::BadUrl {
-            url: url.into(),
+            url: url.to_string(),
             reason: format!("cannot start the S3 client runtime: {e}"),
         })
 }
@@ -1064,28 +1035,6 @@ pub mod test_server;
 mod tests {
     use super::*;
     use crate::storage::conformance;
-
-    #[test]
-    fn urls_parse() {
-        assert_eq!(
-            parse_url("s3://vault").unwrap(),
-            ("vault".to_string(), String::new())
-        );
-        assert_eq!(
-            parse_url("s3://vault/a/b/").unwrap(),
-            ("vault".to_string(), "a/b/".to_string())
-        );
-        for bad in [
-            "s3://",
-            "s3://ab",
-            "s3://UPPER/x",
-            "s3://v_x/y",
-            "s3://vault/a//b",
-            "s3://vault/../x",
-        ] {
-            assert!(parse_url(bad).is_err(), "{bad} accepted");
-        }
-    }
 
     #[test]
     fn retention_rounds_up_to_whole_seconds() {
