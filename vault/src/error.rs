@@ -118,11 +118,11 @@ mod tests {
 
     #[test]
     fn wrapping_errors_answer_with_their_cause() {
-        let busy = crate::backup::BackupError::from(crate::storage::StorageError::BadUrl {
+        let bad_url = crate::backup::BackupError::from(crate::storage::StorageError::BadUrl {
             url: "ftp://x".into(),
             reason: "unsupported scheme".into(),
         });
-        assert_eq!(busy.class(), ErrorClass::Usage);
+        assert_eq!(bad_url.class(), ErrorClass::Usage);
         let interrupted = crate::backup::BackupError::from(crate::sys::Interrupted { signal: 15 });
         assert_eq!(interrupted.class(), ErrorClass::Interrupted { signal: 15 });
         let std_err: &(dyn Error + 'static) = &std::io::Error::other("x");
