@@ -199,35 +199,6 @@ fn read_plan(path: &Path) -> Result<Plan> {
 }
 
 /// The pruner's backend options: `[prune] profile`, never the writer's.
-fn pruner_options(config: &Config) -> Result<storage::BackendOptions> {
-    let mut opts = config.repository.backend_options();
-    if !config.repository.is_s3() {
-        // A local directory has no separate credentials: whoever may write
-        // it may delete (see README).
-        return Ok(opts);
-    }
-    let writer = opts.s3.profile.clone();
-    let usage = |message: String| ConfigError::Invalid {
-        path: config.path.display().to_string(),
-        key: "prune.profile".into(),
-        message,
-    };
-    match &config.prune.profile {
-        None => bail!(usage(
-            "is not set: `prune --apply` deletes only with the pruner's own credentials (an AWS \
-             profile allowed s3:DeleteObjectVersion, see examples/iam/pruner-policy.json); the \
-             writer's cannot delete"
-                .into()
-        )),
-        Some(p) if Some(p) == writer.as_ref() => bail!(usage(format!(
-            "is {p:?}, the same as repository.s3.profile: the writer's credentials must not be \
-             able to delete; give the pruner its own profile"
-        ))),
-        Some(p) => opts.s3.profile = Some(p.clone()),
-    }
-    Ok(opts)
-}
-
 fn apply(config: &Config, path: &Path, confirm: &str, json: bool) -> Result<ExitCode> {
     let plan = read_plan(path)?;
     let digest = plan.digest();
@@ -237,7 +208,7 @@ fn apply(config: &Config, path: &Path, confirm: &str, json: bool) -> Result<Exit
             confirmed: confirm.into(),
         });
     }
-    let opts = pruner_options(config)?;
+    let opts = config.pruner_backend_options()?;
     let backend = storage::open_delete_with(&config.repository.url, &opts)?;
     let (repo_config, id_key) = access::read_key(config, backend.as_ref(), None)?;
     let apply_opts = ApplyOptions {

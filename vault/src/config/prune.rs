@@ -63,3 +63,41 @@ impl PruneSection {
         Ok(())
     }
 }
+
+impl super::Config {
+    /// The storage options `prune --apply` deletes with: on S3, the
+    /// pruner's own profile, which must be set and must differ from the
+    /// writer's (whose credentials cannot delete). A local directory has no
+    /// separate credentials: whoever may write it may delete.
+    pub fn pruner_backend_options(
+        &self,
+    ) -> Result<crate::storage::BackendOptions, super::ConfigError> {
+        let mut opts = self.repository.backend_options();
+        if !self.repository.is_s3() {
+            return Ok(opts);
+        }
+        let invalid = |message: String| super::ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            key: "prune.profile".into(),
+            message,
+        };
+        match &self.prune.profile {
+            None => {
+                return Err(invalid(
+                    "is not set: `prune --apply` deletes only with the pruner's own credentials \
+                     (an AWS profile allowed s3:DeleteObjectVersion, see \
+                     examples/iam/pruner-policy.json); the writer's cannot delete"
+                        .into(),
+                ));
+            }
+            Some(p) if Some(p) == opts.s3.profile.as_ref() => {
+                return Err(invalid(format!(
+                    "is {p:?}, the same as repository.s3.profile: the writer's credentials must \
+                     not be able to delete; give the pruner its own profile"
+                )));
+            }
+            Some(p) => opts.s3.profile = Some(p.clone()),
+        }
+        Ok(opts)
+    }
+}
