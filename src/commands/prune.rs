@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use lockbox_vault::catalog::Catalog;
-use lockbox_vault::config::{Config, ConfigError};
+use lockbox_vault::config::Config;
 use lockbox_vault::error::ErrorClass;
 use lockbox_vault::ids::ObjectId;
 use lockbox_vault::prune::plan::{self, MAX_PLAN_BYTES, ObjectKind};
