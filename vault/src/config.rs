@@ -251,7 +251,7 @@ impl Config {
         })?;
         let mut config = Self::parse(&text, &shown)?;
         config.path = path.to_path_buf();
-        crate::dbtool::register_secret_env_names(config.sources.iter().filter_map(
+        crate::sys::register_secret_env_names(config.sources.iter().filter_map(
             |s| match s.kind() {
                 SourceKind::Database(DatabaseSource {
                     password: Some(PasswordFrom::Env(name)),

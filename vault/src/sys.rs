@@ -430,6 +430,28 @@ pub fn bound_allocator_retention() {
     }
 }
 
+/// Names of every environment variable a loaded config says holds a
+/// password (`password_env` of any source, notification secrets), so that
+/// no tool, dump or restore side, inherits another's password: Lockbox
+/// reads its own copy from its environment, a child never needs one.
+static SECRET_ENV_NAMES: Mutex<std::collections::BTreeSet<String>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+/// Records the password variable names of a config (called when one loads;
+/// names are only ever added, so a reload cannot un-hide a variable).
+pub fn register_secret_env_names<'a>(names: impl IntoIterator<Item = &'a str>) {
+    let mut set = SECRET_ENV_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    set.extend(names.into_iter().map(str::to_string));
+}
+
+/// Removes every registered password variable from a child's environment.
+pub fn scrub_secret_env(cmd: &mut Command) {
+    let set = SECRET_ENV_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    for name in set.iter() {
+        cmd.env_remove(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

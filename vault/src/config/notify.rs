@@ -419,9 +419,7 @@ pub(super) fn check(entries: &mut [NotifyConfig]) -> Result<(), (String, String)
     }
     // Hidden from every child Lockbox starts (dump tools, hooks), like the
     // database password variables.
-    crate::dbtool::register_secret_env_names(
-        entries.iter().filter_map(|n| n.secret_env.as_deref()),
-    );
+    crate::sys::register_secret_env_names(entries.iter().filter_map(|n| n.secret_env.as_deref()));
     Ok(())
 }
 

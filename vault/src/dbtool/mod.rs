@@ -19,11 +19,9 @@
 pub mod mariadb;
 pub mod postgres;
 
-use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 
 use crate::config::{DatabaseSource, DbFlavor};
 
@@ -201,33 +199,12 @@ pub fn run(mut cmd: Command, stdin: Stdio, login: &Login) -> io::Result<ToolOutp
     })
 }
 
-/// Names of every environment variable a loaded config says holds a
-/// password (`password_env` of any source, notification secrets), so that
-/// no tool, dump or restore side, inherits another's password: Lockbox
-/// reads its own copy from its environment, a child never needs one.
-static SECRET_ENV_NAMES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-
-/// Records the password variable names of a config (called when one loads;
-/// names are only ever added, so a reload cannot un-hide a variable).
-pub fn register_secret_env_names<'a>(names: impl IntoIterator<Item = &'a str>) {
-    let mut set = SECRET_ENV_NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    set.extend(names.into_iter().map(str::to_string));
-}
-
-/// Removes every registered password variable from a child's environment.
-pub fn scrub_secret_env(cmd: &mut Command) {
-    let set = SECRET_ENV_NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    for name in set.iter() {
-        cmd.env_remove(name);
-    }
-}
-
 /// Removes [`PASSWORD_ENV`] and every registered password variable from a
 /// database tool's environment: the password reaches it through a
 /// credential file only.
 pub fn scrub_child_env(cmd: &mut Command) {
     cmd.env_remove(PASSWORD_ENV);
-    scrub_secret_env(cmd);
+    crate::sys::scrub_secret_env(cmd);
 }
 
 /// A database server and one database on it, as named by a

@@ -79,7 +79,7 @@ fn once(
         .stderr(Stdio::piped())
         .process_group(0);
     // A hook hears of the event, not of Lockbox's credentials.
-    crate::dbtool::scrub_secret_env(&mut cmd);
+    crate::sys::scrub_secret_env(&mut cmd);
     cmd.env_remove("LOCKBOX_RESTORE_PASSWORD");
     for (name, value) in env {
         match value {
