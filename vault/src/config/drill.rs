@@ -50,6 +50,7 @@ pub struct RawDrill {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrillCheck {
+    /// Shown in drill reports and attestations' sealed part (publicly it is `check[N]`).
     pub name: String,
     /// One query; the first column of the first row is the value.
     /// `{snapshot_started_at}` is replaced by the snapshot's start time
