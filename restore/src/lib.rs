@@ -11,6 +11,8 @@
 //! Architecture invariant: restore only ever holds a `ReadBackend`; it
 //! cannot write to or delete from the repository.
 
+#![warn(missing_docs)]
+
 pub mod attest;
 pub mod drill;
 pub mod load;

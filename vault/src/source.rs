@@ -23,7 +23,8 @@ const STDERR_TAIL_BYTES: usize = 4096;
 /// Why a source could not produce a complete dump stream. No snapshot is written for it.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// The dump command could not be started (e.g. not installed, not executable).
+    /// A `command` source's program could not be started (e.g. not installed, not
+    /// executable). Database sources report this as [`SourceError::Database`].
     #[error("source {source_name}: cannot start {program:?}: {reason}")]
     Spawn {
         /// The configured source's name.
@@ -33,7 +34,8 @@ pub enum SourceError {
         /// The operating system's reason.
         reason: String,
     },
-    /// The dump command exited non-zero or was killed.
+    /// A `command` source's program exited non-zero or was killed. Database sources report
+    /// this as [`SourceError::Database`].
     #[error("source {source_name}: {program:?} failed ({status}){}", stderr_suffix(.stderr))]
     Failed {
         /// The configured source's name.

@@ -54,7 +54,8 @@ pub enum LoadError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Restoring and verifying the snapshot into the temporary dump file failed; nothing was loaded.
+    /// Restoring and verifying the snapshot into the temporary dump file failed; nothing was
+    /// loaded.
     #[error(transparent)]
     Restore(#[from] RestoreError),
     /// The target database already has tables and `force` was not set.
@@ -76,7 +77,8 @@ pub enum LoadError {
         /// Why they do not fit.
         reason: String,
     },
-    /// A database tool (`psql`, `pg_restore`, the `mariadb` client, …) exited non-zero or was killed.
+    /// A database tool (`psql`, `pg_restore`, the `mariadb` client, …) exited non-zero or was
+    /// killed.
     #[error("{target}: {what}: {tool} failed ({status}){}", tail_suffix(.stderr))]
     Tool {
         /// The target (URL without password, or SQLite path).
