@@ -29,9 +29,8 @@ use lockbox_vault::storage::{ReadBackend, StorageError};
 pub use output::FileTarget;
 pub use pipeline::RestoreProgress;
 
-/// Why a restore produced no verified output. See
-/// [`is_integrity_failure`](Self::is_integrity_failure) and
-/// [`is_wrong_identity`](Self::is_wrong_identity) for what kind of failure it is.
+/// Why a restore produced no verified output. See [`class`](Self::class) for what kind
+/// of failure it is.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// Listing the repository or reading the snapshot's manifest failed.

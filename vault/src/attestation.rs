@@ -130,7 +130,7 @@ pub struct Attestation {
     pub bytes: u64,
     /// Per check, in the order run, its public name and outcome.
     pub checks: Vec<PublicCheck>,
-    /// One line for people, free of schema and data (e.g. "failed: check[1]").
+    /// One line for people, free of schema and data (e.g. `failed: check[1]`).
     pub summary: String,
     /// Version of the Lockbox that wrote it; informational.
     pub lockbox_version: String,

@@ -85,7 +85,7 @@ pub struct NotifyTarget {
     /// `None`: every source.
     pub sources: Option<BTreeSet<String>>,
     /// One delivery's whole budget, all attempts and the waits between them together
-    /// (default [`DEFAULT_NOTIFY_TIMEOUT`], at most [`MAX_NOTIFY_TIMEOUT`]).
+    /// (default 10 s, at most 300 s).
     pub budget: Duration,
     /// Where deliveries go.
     pub sink: Sink,

@@ -23,16 +23,14 @@ pub struct PruneSection {
     /// `repository.s3.profile`, whose writer credentials cannot delete.
     #[serde(default)]
     pub profile: Option<String>,
-    /// How far one run may push a promoted snapshot's lock beyond now, in days (default
-    /// [`DEFAULT_MAX_EXTEND_DAYS`]).
+    /// How far one run may push a promoted snapshot's lock beyond now, in days (default 400).
     #[serde(default)]
     pub max_extend_days: Option<u32>,
-    /// Objects newer than the plan's time minus this many hours are never deleted (default
-    /// [`DEFAULT_GRACE_HOURS`]).
+    /// Objects newer than the plan's time minus this many hours are never deleted (default 24).
     #[serde(default)]
     pub grace_hours: Option<u32>,
     /// A time a snapshot claims further than this many minutes from the storage's timestamp
-    /// is reported as suspicious (default [`DEFAULT_TIME_TOLERANCE_MINUTES`]).
+    /// is reported as suspicious (default 15).
     #[serde(default)]
     pub time_tolerance_minutes: Option<u32>,
 }
