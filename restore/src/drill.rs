@@ -31,9 +31,15 @@ pub struct DrillPlan {
     /// The drill server's password and the state directory's private
     /// `tmp`, where credential files and the verified dump go.
     pub login: Login,
+    /// Leave the scratch database in place after the drill, for inspection.
     pub keep: bool,
+    /// How far an estimated row count may differ from the loaded one, in percent (but at
+    /// least [`ROW_TOLERANCE_FLOOR`] rows); exact counts must match.
     pub row_tolerance_pct: f64,
+    /// The user's checks from `[source.drill]`.
     pub checks: Vec<DrillCheck>,
+    /// When the snapshot's backup started (UTC): the data age (RPO) is measured from it, and
+    /// checks may name it as `{snapshot_started_at}`.
     pub snapshot_started_at: OffsetDateTime,
 }
 
@@ -67,15 +73,19 @@ pub fn scratch_name(source: &str, now: OffsetDateTime) -> String {
 /// the sealed part of an attestation, never the public one.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CheckResult {
+    /// The check's name (a user check's as configured).
     pub name: String,
     /// The name shown publicly: built-in checks keep theirs, user checks
     /// become `check[N]` (their names may reveal the schema).
     pub public_name: String,
+    /// Whether the check passed.
     pub passed: bool,
+    /// What was found (e.g. the mismatching tables); may reveal the schema.
     pub detail: String,
     /// User checks: the query and the value it returned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,
+    /// The first column of the first row it returned (`None` if no row, NULL, or it failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
@@ -83,13 +93,19 @@ pub struct CheckResult {
 /// What a drill found; JSON fields may be added.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DrillReport {
+    /// The source drilled.
     pub source: String,
+    /// The snapshot's manifest id (hex).
     pub snapshot: String,
+    /// Its 8-digit short id.
     pub short_id: String,
+    /// The scratch engine (`postgres`, `mariadb`, `sqlite`).
     pub engine: String,
     /// The scratch database (or file).
     pub scratch: String,
+    /// Whether the scratch database was kept (not dropped).
     pub kept: bool,
+    /// Whether the snapshot loaded and every check passed.
     pub passed: bool,
     /// The first failed check or error, named.
     pub failure: Option<String>,
@@ -101,8 +117,11 @@ pub struct DrillReport {
     pub check_seconds: f64,
     /// Age of the snapshot's data when the drill started (RPO).
     pub data_age_seconds: f64,
+    /// When the drill started (RFC 3339, UTC).
     pub started_at: String,
+    /// When it finished (RFC 3339, UTC).
     pub finished_at: String,
+    /// Every check run, in order.
     pub checks: Vec<CheckResult>,
     /// What kind of failure it was, `None` if the drill passed: a failed
     /// check, a dump that does not load or damage in the repository is
@@ -111,6 +130,7 @@ pub struct DrillReport {
     /// [`ErrorClass::Identity`]; a refused target [`ErrorClass::Usage`].
     #[serde(skip)]
     pub failure_class: Option<ErrorClass>,
+    /// Delete markers and bad versions passed over to find verified data (S3).
     pub tampering: Vec<TamperEvent>,
 }
 

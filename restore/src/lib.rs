@@ -11,6 +11,8 @@
 //! Architecture invariant: restore only ever holds a `ReadBackend`; it
 //! cannot write to or delete from the repository.
 
+#![warn(missing_docs)]
+
 pub mod attest;
 pub mod drill;
 pub mod load;
@@ -27,54 +29,86 @@ use lockbox_vault::storage::{ReadBackend, StorageError};
 pub use output::FileTarget;
 pub use pipeline::RestoreProgress;
 
-/// Why a restore produced no verified output. See
-/// [`is_integrity_failure`](Self::is_integrity_failure) and
-/// [`is_wrong_identity`](Self::is_wrong_identity) for what kind of failure it is.
+/// Why a restore produced no verified output. See [`class`](Self::class) for what kind
+/// of failure it is.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// Listing the repository or reading the snapshot's manifest failed.
     #[error(transparent)]
     Repo(#[from] RepoError),
     /// A stop signal arrived; the partial output was removed.
     #[error(transparent)]
     Interrupted(#[from] lockbox_vault::sys::Interrupted),
+    /// The manifest could not be opened or decoded (unsealing with the identity included).
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// A chunk the manifest names is not in storage.
     #[error("snapshot {snapshot}: chunk #{index} ({key}) is missing from the repository")]
     ChunkMissing {
+        /// The snapshot's short id.
         snapshot: String,
+        /// Position of the chunk in the manifest's chunk list (from 0).
         index: usize,
+        /// The chunk's storage key.
         key: String,
     },
+    /// A chunk's stored bytes, decryption or keyed id failed verification.
     #[error("snapshot {snapshot}: chunk #{index} ({key}) is corrupt: {reason}")]
     ChunkCorrupt {
+        /// The snapshot's short id.
         snapshot: String,
+        /// Position of the chunk in the manifest's chunk list (from 0).
         index: usize,
+        /// The chunk's storage key.
         key: String,
+        /// Which check failed.
         reason: String,
     },
+    /// A chunk is sealed to recipients none of the given identities belong to.
     #[error(
         "snapshot {snapshot}: chunk #{index} ({key}): the identity matches none of its recipients"
     )]
     WrongIdentity {
+        /// The snapshot's short id.
         snapshot: String,
+        /// Position of the chunk in the manifest's chunk list (from 0).
         index: usize,
+        /// The chunk's storage key.
         key: String,
     },
+    /// The storage backend failed while a chunk was read (not a missing or corrupt chunk).
     #[error("snapshot {snapshot}: reading chunk #{index}: {source}")]
     Storage {
+        /// The snapshot's short id.
         snapshot: String,
+        /// Position of the chunk in the manifest's chunk list (from 0).
         index: usize,
+        /// The backend's error.
         #[source]
         source: Box<StorageError>,
     },
+    /// Every chunk verified, but the whole stream does not match the manifest's stream hash.
     #[error("snapshot {snapshot}: the restored stream does not match the snapshot's stream hash")]
-    StreamMismatch { snapshot: String },
+    StreamMismatch {
+        /// The snapshot's short id.
+        snapshot: String,
+    },
+    /// The output file exists and replacing it was not asked for; nothing was read.
     #[error(
         "{path} already exists; choose another --output or pass --force to replace it after verification"
     )]
-    OutputExists { path: String },
+    OutputExists {
+        /// The output path as given.
+        path: String,
+    },
+    /// Creating, writing, flushing or renaming the output failed.
     #[error("writing the restored data to {path}: {reason}")]
-    Output { path: String, reason: String },
+    Output {
+        /// The output path (`output` for a stream).
+        path: String,
+        /// The I/O failure.
+        reason: String,
+    },
 }
 
 impl RestoreError {

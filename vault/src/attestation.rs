@@ -28,18 +28,36 @@ use crate::storage::{ReadBackend, StorageError, WriteBackend};
 /// Why an attestation could not be written, listed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum AttestationError {
+    /// The backend failed while an attestation was listed, read or put.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The attestation's id is not the keyed hash of its bytes: altered or forged.
     #[error(
         "attestation {key}: name does not match the keyed hash of its contents (altered or forged)"
     )]
-    NameMismatch { key: String },
+    NameMismatch {
+        /// The attestation's storage key.
+        key: String,
+    },
+    /// The bytes are not a valid attestation (bad JSON, format tag or fields).
     #[error("attestation {key}: not a valid attestation: {reason}")]
-    Malformed { key: String, reason: String },
+    Malformed {
+        /// The attestation's storage key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The attestation declares a version newer than this build supports (not damage).
     #[error(
         "attestation {key}: version {found} is newer than this Lockbox understands ({ATTESTATION_VERSION}); upgrade Lockbox"
     )]
-    UnsupportedVersion { key: String, found: u32 },
+    UnsupportedVersion {
+        /// The attestation's storage key.
+        key: String,
+        /// The version it declares.
+        found: u32,
+    },
+    /// Its sealed part could not be encrypted, or decrypted with the given identities.
     #[error("attestation: cannot seal or open the sealed part: {0}")]
     Seal(#[from] EnvelopeError),
 }
@@ -112,7 +130,7 @@ pub struct Attestation {
     pub bytes: u64,
     /// Per check, in the order run, its public name and outcome.
     pub checks: Vec<PublicCheck>,
-    /// One line for people, free of schema and data (e.g. "failed: check[1]").
+    /// One line for people, free of schema and data (e.g. `failed: check[1]`).
     pub summary: String,
     /// Version of the Lockbox that wrote it; informational.
     pub lockbox_version: String,

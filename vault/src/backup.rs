@@ -72,39 +72,59 @@ fn check_state_space(catalog: &Catalog) -> Result<(), BackupError> {
 /// later backup to reuse.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    /// The source could not start, or failed or timed out (reported when its dump finishes).
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// Reading the dump stream failed (e.g. the pipe broke).
     #[error("reading the dump of source {source_name}: {source}")]
     Read {
+        /// The source whose dump was being read.
         source_name: String,
+        /// The read failure.
         #[source]
         source: std::io::Error,
     },
     /// The source's `timeout` expired while its dump was being read.
     #[error("reading the dump of source {source_name}: {source}")]
     TimedOut {
+        /// The source whose dump was being read.
         source_name: String,
+        /// The read failure the watchdog caused.
         #[source]
         source: std::io::Error,
     },
+    /// The backend failed to store or lock an object; what was stored stays.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The repository could not be opened or its previous snapshot read.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// The catalog could not be read or updated.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A chunk could not be compressed or encrypted to the recipients.
     #[error("sealing a chunk: {0}")]
     Envelope(#[from] EnvelopeError),
+    /// A file of the local delta base cache could not be read or written.
     #[error(transparent)]
     Cache(#[from] CacheError),
     /// A stop signal arrived; no manifest was written.
     #[error(transparent)]
     Interrupted(#[from] crate::sys::Interrupted),
+    /// The state directory has less free space than a backup needs for the catalog and the
+    /// base cache: checked before the dump is read, and again when a write there fails.
     #[error(
         "state directory {dir} is full ({free} bytes free; a backup needs at least {need} there \
          for the catalog and the base cache): free space in it and run the backup again"
     )]
-    StateFull { dir: String, free: u64, need: u64 },
+    StateFull {
+        /// The state directory.
+        dir: String,
+        /// Its free space, in bytes.
+        free: u64,
+        /// The least a backup needs there, in bytes.
+        need: u64,
+    },
     /// A stage stopped because another one failed; never returned to callers
     /// (the first real error is).
     #[doc(hidden)]

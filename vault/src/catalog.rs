@@ -51,15 +51,22 @@ pub const PROCESS_GONE: &str = "interrupted (process gone): the run's process en
 /// Why the catalog could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// An SQLite call failed (other than damage, see [`CatalogError::Unreadable`]), e.g. the
+    /// database is locked or the disk full.
     #[error("catalog {path}: {source}")]
     Sqlite {
+        /// The catalog file.
         path: String,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
+    /// The catalog file could not be created (mode 0600) before SQLite opened it.
     #[error("catalog {path}: {source}")]
     Io {
+        /// The catalog file.
         path: String,
+        /// The I/O failure.
         #[source]
         source: std::io::Error,
     },
@@ -69,15 +76,27 @@ pub enum CatalogError {
         "the catalog at {path} is unreadable ({reason}): the next backup rebuilds it from the \
          repository, or run `lockbox catalog rebuild`"
     )]
-    Unreadable { path: String, reason: String },
+    Unreadable {
+        /// The catalog file.
+        path: String,
+        /// SQLite's or the integrity check's finding.
+        reason: String,
+    },
     /// Written by a Lockbox with another catalog layout.
     #[error(
         "the catalog at {path} has schema version {found}, this lockbox uses {SCHEMA_VERSION}: \
          the next backup rebuilds it from the repository, or run `lockbox catalog rebuild`"
     )]
-    OtherSchema { path: String, found: i64 },
+    OtherSchema {
+        /// The catalog file.
+        path: String,
+        /// The schema version it records.
+        found: i64,
+    },
+    /// Rebuilding from the repository failed while listing or reading snapshots.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// Rebuilding from the repository failed while reading attestations.
     #[error(transparent)]
     Attestation(#[from] AttestationError),
 }

@@ -31,16 +31,34 @@ pub use source::{
     SourceKind, url_has_password,
 };
 
+/// Why a configuration file cannot be used. Every variant is a usage error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read (missing, unreadable, not UTF-8).
     #[error("cannot read config file {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file as given.
+        path: String,
+        /// The I/O failure.
+        reason: String,
+    },
+    /// The file is not valid TOML, a value has the wrong type, or a key is unknown or missing.
     #[error("config file {path}: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The file as given.
+        path: String,
+        /// The key path and the parser's message, with line and column.
+        message: String,
+    },
+    /// The TOML is well-formed but a value is not allowed (e.g. a relative `state_dir`, a bad
+    /// schedule, a duplicate source name).
     #[error("config file {path}: {key}: {message}")]
     Invalid {
+        /// The file as given.
         path: String,
+        /// The key at fault, e.g. `source[1].schedule`.
         key: String,
+        /// What is wrong with it and what is expected.
         message: String,
     },
 }
@@ -61,7 +79,9 @@ type KeyResult<T> = Result<T, (String, String)>;
 pub struct Config {
     /// Catalog, ID key, locks and temporary files.
     pub state_dir: PathBuf,
+    /// `[repository]`: where snapshots are stored and who can read them.
     pub repository: RepositoryConfig,
+    /// `[[source]]`: the configured sources, in file order; names are unique.
     pub sources: Vec<SourceConfig>,
     /// `[daemon]`: settings of `lockbox daemon`.
     pub daemon: DaemonSettings,
@@ -80,7 +100,9 @@ pub struct Config {
 /// `[repository]`, checked.
 #[derive(Debug, Clone)]
 pub struct RepositoryConfig {
+    /// Where the repository is (`file://` or `s3://`), parsed.
     pub url: RepositoryUrl,
+    /// The age recipients every object is encrypted to (already checked to parse).
     pub recipients: Vec<String>,
     /// Minimum Object Lock retention of each snapshot and all it references.
     pub lock_days: u32,
@@ -103,6 +125,7 @@ pub struct RepositoryConfig {
 }
 
 impl RepositoryConfig {
+    /// Whether the repository is on S3 (Object Lock, versions) rather than local.
     pub fn is_s3(&self) -> bool {
         self.url.is_s3()
     }
@@ -132,13 +155,18 @@ impl RepositoryConfig {
 
 /// Upper bounds on lock lengths: a typo must not lock data for a century.
 pub const MAX_LOCK_DAYS: u32 = 3650;
+/// Upper bound of `lock_slack_days`.
 pub const MAX_SLACK_DAYS: u32 = 90;
 
 /// The daemon's settings, validated.
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {
+    /// Backups running at once, across all sources (at least 1; default 1).
     pub max_concurrent: usize,
+    /// On SIGTERM, how long runs in flight may take to finish before they are aborted
+    /// (default 10 s).
     pub shutdown_grace: Duration,
+    /// Time zone of the schedules (default UTC).
     pub timezone: chrono_tz::Tz,
     /// Where the status server listens; `None` when it is off.
     pub listen: Option<std::net::SocketAddr>,
@@ -150,12 +178,15 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
 /// Defaults of the health thresholds: a daily backup may be a couple of
 /// hours late; a weekly drill may be a day late.
 pub const DEFAULT_MAX_BACKUP_AGE: Duration = Duration::from_secs(26 * 3600);
+/// Default of `max_verified_age`.
 pub const DEFAULT_MAX_VERIFIED_AGE: Duration = Duration::from_secs(8 * 86400);
 
 /// A source's health thresholds, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
+    /// Health is CRIT when a source's newest snapshot is older than this.
     pub max_backup_age: Duration,
+    /// Health is WARN when a source's newest verified snapshot is older than this.
     pub max_verified_age: Duration,
 }
 
@@ -243,6 +274,8 @@ fn one_line(text: &str, message: &str, span: Option<std::ops::Range<usize>>) -> 
 }
 
 impl Config {
+    /// Reads and checks the configuration file at `path`, and registers the environment
+    /// variables that hold database passwords, so that no child tool inherits them.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
@@ -263,6 +296,8 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses and checks configuration `text`; `shown` names the file in errors. Unlike
+    /// [`Config::load`], leaves `path` empty.
     pub fn parse(text: &str, shown: &str) -> Result<Self, ConfigError> {
         let parse_err = |message: String| ConfigError::Parse {
             path: shown.into(),
@@ -354,6 +389,7 @@ impl Config {
         })
     }
 
+    /// The `[daemon]` settings.
     pub fn daemon_settings(&self) -> &DaemonSettings {
         &self.daemon
     }
@@ -377,16 +413,20 @@ impl Config {
         self.retention.timezone
     }
 
+    /// The source named `name`, if configured.
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name)
     }
 
+    /// The catalog, the local SQLite cache of the repository: `<state_dir>/catalog.sqlite`.
     pub fn catalog_path(&self) -> PathBuf {
         self.state_dir.join("catalog.sqlite")
     }
+    /// The ID key file (the 32-byte key behind keyed object ids): `<state_dir>/id.key`.
     pub fn id_key_path(&self) -> PathBuf {
         self.state_dir.join("id.key")
     }
+    /// The private temporary directory (credential files, verified dumps): `<state_dir>/tmp`.
     pub fn tmp_dir(&self) -> PathBuf {
         self.state_dir.join("tmp")
     }

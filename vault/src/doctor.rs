@@ -18,19 +18,26 @@ use crate::storage::s3::S3Backend;
 use crate::storage::s3::probe::DeleteVerdict;
 use crate::storage::{self, RepositoryUrl, S3Url};
 
+/// The verdict of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
+    /// As it should be.
     Pass,
+    /// Works, but weaker than it could be (e.g. a `file://` repository is not deletion-proof).
     Warn,
+    /// Broken or unsafe; `lockbox doctor` exits non-zero.
     Fail,
 }
 
 /// One line of the checklist. JSON fields may be added, never changed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// The check's name (e.g. `repository`, `deletion-proof storage`).
     pub check: String,
+    /// Its verdict.
     pub status: Status,
+    /// What was found, and what to do about it if it is not a pass.
     pub detail: String,
 }
 

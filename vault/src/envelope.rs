@@ -16,14 +16,24 @@ use crate::keys::{Identities, Recipients};
 /// wrong identity; `Decrypt` and `Decompress` mean altered or damaged bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
+    /// None of the given identities is a recipient of the object: the wrong identity.
     #[error("no identity given matches any recipient of this object")]
     NoMatchingIdentity,
+    /// The bytes are not a valid age file, or its MAC fails (altered or damaged). Holds age's
+    /// reason.
     #[error("not a valid age file or the ciphertext was altered: {0}")]
     Decrypt(String),
+    /// The decrypted bytes are not a valid zstd frame (damage). Holds zstd's reason.
     #[error("zstd frame is corrupt: {0}")]
     Decompress(String),
+    /// The plaintext is longer than the caller's limit (the size recorded for it); decompression
+    /// stopped there (damage, or a decompression bomb).
     #[error("plaintext is larger than the {limit} bytes recorded for it")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// age or zstd failed while sealing (not expected in practice). Holds the reason.
     #[error("encryption failed: {0}")]
     Encrypt(String),
 }

@@ -35,7 +35,10 @@ pub enum ErrorClass {
     /// Another run holds the lock; retry later.
     Busy,
     /// A stop signal ended the run; `signal` is its number.
-    Interrupted { signal: i32 },
+    Interrupted {
+        /// The signal's number (e.g. 15 for SIGTERM).
+        signal: i32,
+    },
     /// Everything else: storage, I/O, a dump or load tool, the host. Nothing
     /// in the repository was lost.
     Operational,

@@ -19,32 +19,61 @@ use crate::ids::IdKey;
 /// Why recipients, an identity file or the ID key file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// A configured recipient does not parse as an age X25519 recipient.
     #[error("recipient #{index} is not an age X25519 recipient (age1…): {reason}")]
-    BadRecipient { index: usize, reason: String },
+    BadRecipient {
+        /// Position in the recipient list (from 0).
+        index: usize,
+        /// The parser's reason.
+        reason: String,
+    },
     /// A recipient that parses, or a string pasted in its place, that no
     /// backup should be encrypted to. The message never repeats the string.
     #[error("recipient #{index}: {problem}")]
     UnusableRecipient {
+        /// Position in the recipient list (from 0).
         index: usize,
+        /// What makes it unusable.
         problem: UnusableRecipient,
     },
+    /// The recipient list is empty.
     #[error("no recipients configured: set repository.recipients to one or more age1… public keys")]
     NoRecipients,
+    /// An identity file cannot be read.
     #[error("cannot read identity file {path}: {source}")]
     IdentityFile {
+        /// The file as given.
         path: String,
+        /// The I/O failure.
         #[source]
         source: std::io::Error,
     },
+    /// An identity file was read but holds no age X25519 identity.
     #[error("identity file {path} holds no age X25519 identity (AGE-SECRET-KEY-1…)")]
-    NoIdentity { path: String },
+    NoIdentity {
+        /// The file as given.
+        path: String,
+    },
+    /// The ID key file cannot be read, is malformed, or belongs to another repository.
     #[error("ID key file {path}: {reason}")]
-    IdKeyFile { path: String, reason: String },
+    IdKeyFile {
+        /// The file as given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A key file is to be written where a file already exists; it is never overwritten.
     #[error("{path} already exists; refusing to overwrite a key file")]
-    Exists { path: String },
+    Exists {
+        /// The existing file.
+        path: String,
+    },
+    /// Writing a new key file failed (other than it already existing).
     #[error("writing {path}: {source}")]
     Write {
+        /// The file being written.
         path: String,
+        /// The I/O failure.
         source: std::io::Error,
     },
 }

@@ -69,6 +69,8 @@
 //! re-checks references) but may report each other's deletions as refusals or
 //! "already gone"; run prune from one place.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod attestation;
 pub mod backup;

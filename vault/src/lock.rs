@@ -18,11 +18,20 @@ use crate::error::ErrorClass;
 /// Why a source's run lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    /// Another run on this host holds the source's lock.
     #[error("source {source_name} is being backed up by another run ({holder}); try again later")]
-    Busy { source_name: String, holder: String },
+    Busy {
+        /// The source.
+        source_name: String,
+        /// What the lock file says of the holder (pid, start time); informative only.
+        holder: String,
+    },
+    /// The lock file could not be created or opened.
     #[error("lock file {path}: {source}")]
     Io {
+        /// The lock file.
         path: String,
+        /// The I/O failure.
         #[source]
         source: std::io::Error,
     },

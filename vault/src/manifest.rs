@@ -19,19 +19,39 @@ use crate::keys::{Identities, Recipients};
 /// version, or a sealed part the identities cannot open.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// The manifest's id is not the keyed hash of its bytes: altered or forged (or read with
+    /// another repository's ID key).
     #[error(
         "snapshot {key}: name does not match the keyed hash of its contents (altered or forged manifest)"
     )]
-    NameMismatch { key: String },
+    NameMismatch {
+        /// The manifest's storage key.
+        key: String,
+    },
+    /// The manifest's bytes are not a valid manifest (bad JSON, format tag, fields or sizes).
     #[error("snapshot {key}: not a valid manifest: {reason}")]
-    Malformed { key: String, reason: String },
+    Malformed {
+        /// The manifest's storage key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The manifest declares a version newer than this build supports (not damage).
     #[error(
         "snapshot {key}: manifest version {found} is newer than this Lockbox understands ({MANIFEST_VERSION}); upgrade Lockbox"
     )]
-    UnsupportedVersion { key: String, found: u32 },
+    UnsupportedVersion {
+        /// The manifest's storage key.
+        key: String,
+        /// The version it declares.
+        found: u32,
+    },
+    /// The sealed part cannot be decrypted: no given identity is a recipient, or it is damaged.
     #[error("snapshot {key}: cannot open the sealed part: {source}")]
     Unseal {
+        /// The manifest's storage key.
         key: String,
+        /// Why decryption failed.
         #[source]
         source: EnvelopeError,
     },

@@ -62,16 +62,31 @@ pub struct Delivery {
 /// Why a `[[notify]]` entry cannot be used: its secret cannot be read, or it was not validated.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
+    /// A webhook's `secret_file` cannot be read or its first line is empty.
     #[error("{key}: cannot read secret_file {path}: {reason}")]
     SecretFile {
+        /// The entry, `notify[i]`.
         key: String,
+        /// The secret file.
         path: String,
+        /// Why it cannot be used.
         reason: String,
     },
+    /// A webhook's `secret_env` variable is not set or empty in Lockbox's environment.
     #[error("{key}: the environment variable {name} (secret_env) is not set or empty")]
-    SecretEnv { key: String, name: String },
+    SecretEnv {
+        /// The entry, `notify[i]`.
+        key: String,
+        /// The variable's name.
+        name: String,
+    },
+    /// The entry was built by hand rather than by loading a configuration, so it was never
+    /// checked.
     #[error("{key}: the entry was not validated (load it with Config::load or Config::parse)")]
-    NotValidated { key: String },
+    NotValidated {
+        /// The entry, `notify[i]`.
+        key: String,
+    },
 }
 
 impl NotifyError {

@@ -19,34 +19,67 @@ use crate::storage::{PutOutcome, ReadBackend, StorageError, WriteBackend};
 /// Why a repository could not be opened, listed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
+    /// The backend failed while the `config` object, a listing or a manifest was read or written.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The location has no `config` object (often an unmounted volume or a wrong bucket).
     #[error(
         "{location} holds no Lockbox repository (no `config` object); run `lockbox init` first"
     )]
-    NotInitialized { location: String },
+    NotInitialized {
+        /// The backend's location (path or bucket and prefix).
+        location: String,
+    },
+    /// `init` found a repository already there; nothing was written.
     #[error("{location} already holds a Lockbox repository (id {id})")]
-    AlreadyInitialized { location: String, id: String },
+    AlreadyInitialized {
+        /// The backend's location (path or bucket and prefix).
+        location: String,
+        /// The existing repository's id.
+        id: String,
+    },
+    /// The `config` object is not valid JSON, has another format tag or parameters, or its
+    /// sealed ID key is malformed (damage, not a wrong identity).
     #[error("repository config object `config` is unreadable: {0}")]
     BadConfig(String),
+    /// The `config` object declares a repository version newer than this build supports.
     #[error(
         "repository format version {found} is newer than this Lockbox understands ({REPOSITORY_VERSION}); upgrade Lockbox"
     )]
-    UnsupportedVersion { found: u32 },
+    UnsupportedVersion {
+        /// The version the `config` object declares.
+        found: u32,
+    },
+    /// None of the given identities can unseal the ID key in the `config` object.
     #[error("repository config `config`: the identity cannot unseal the ID key: {0}")]
     Unseal(#[source] EnvelopeError),
+    /// The host's ID key file does not match the repository's `id_key_check`.
     #[error(
         "this host's ID key does not match repository {id}; the key file belongs to another repository"
     )]
-    WrongIdKey { id: String },
+    WrongIdKey {
+        /// The repository's id.
+        id: String,
+    },
+    /// A manifest could not be read, unsealed or decoded.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// No snapshot of the source is `latest` or has an id starting with the given prefix.
     #[error("no snapshot of source {source_name:?} matches {wanted:?}")]
-    NoSuchSnapshot { source_name: String, wanted: String },
+    NoSuchSnapshot {
+        /// The source searched.
+        source_name: String,
+        /// What was asked for: `latest`, a full id or an id prefix.
+        wanted: String,
+    },
+    /// An id prefix matches more than one snapshot of the source.
     #[error("{wanted:?} is ambiguous: it matches snapshots {first} and {second}")]
     AmbiguousSnapshot {
+        /// The id prefix asked for.
         wanted: String,
+        /// Short id of one matching snapshot.
         first: String,
+        /// Short id of another.
         second: String,
     },
 }

@@ -4,7 +4,7 @@
 //! configuration for the source is resolved, a tool is started or storage
 //! is reached, and one guard closes it, whatever happens in between:
 //!
-//! * [`RunGuard::finish`] with the result: `success`, or the outcome the
+//! * [`RunGuard::succeed`] or [`RunGuard::fail`] with the result: `success`, or the outcome the
 //!   error implies ([`outcome_of`]: `interrupted` after a stop signal,
 //!   `timed_out` past the source's `timeout`, else `failed`) and the error
 //!   text (already free of secrets: sources scrub what tools print);

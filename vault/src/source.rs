@@ -20,41 +20,74 @@ pub use db::classify_failure;
 /// How much of a failing tool's stderr is kept for the error message.
 const STDERR_TAIL_BYTES: usize = 4096;
 
+/// Why a source could not produce a complete dump stream. No snapshot is written for it.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// A `command` source's program could not be started (e.g. not installed, not
+    /// executable). Database sources report this as [`SourceError::Database`].
     #[error("source {source_name}: cannot start {program:?}: {reason}")]
     Spawn {
+        /// The configured source's name.
         source_name: String,
+        /// The program that was to run.
         program: String,
+        /// The operating system's reason.
         reason: String,
     },
+    /// A `command` source's program exited non-zero or was killed. Database sources report
+    /// this as [`SourceError::Database`].
     #[error("source {source_name}: {program:?} failed ({status}){}", stderr_suffix(.stderr))]
     Failed {
+        /// The configured source's name.
         source_name: String,
+        /// The program that ran.
         program: String,
+        /// How it ended (exit code or signal).
         status: String,
+        /// The end of its stderr (at most 4 KiB).
         stderr: String,
     },
+    /// The SQLite database is missing, cannot be opened, or its online backup failed.
     #[error("source {source_name}: SQLite database {path}: {reason}")]
     Sqlite {
+        /// The configured source's name.
         source_name: String,
+        /// The database file.
         path: String,
+        /// What failed.
         reason: String,
     },
+    /// Local I/O around the dump failed (a `workdir` that is not a directory, waiting for the
+    /// tool, a credential or temporary file).
     #[error("source {source_name}: {reason}")]
-    Io { source_name: String, reason: String },
+    Io {
+        /// The configured source's name.
+        source_name: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The dump ran longer than the source's `timeout`; its tool was killed.
     #[error(
         "source {source_name}: timed out after {after} (the source's `timeout`); the dump \
          tool was stopped"
     )]
-    TimedOut { source_name: String, after: String },
+    TimedOut {
+        /// The configured source's name.
+        source_name: String,
+        /// The configured timeout, as written.
+        after: String,
+    },
     /// A database dump or metadata query failed; `reason` says what to fix,
     /// `stderr` has the password removed.
     #[error("source {source_name}: {what}: {reason}{}", stderr_suffix(.stderr))]
     Database {
+        /// The configured source's name.
         source_name: String,
+        /// The step that failed (the tool and how it ended).
         what: String,
+        /// The likely cause and what to fix.
         reason: String,
+        /// The end of the tool's stderr, password scrubbed.
         stderr: String,
     },
 }
@@ -93,7 +126,9 @@ type SharedChild = Arc<Mutex<Option<crate::sys::GroupChild>>>;
 /// to learn whether it is complete. Dropping it unfinished aborts the source
 /// (a child process is killed).
 pub struct DumpStream {
+    /// The configured source's name.
     pub source_name: String,
+    /// Its kind (`command`, `sqlite`, `stdin`, `postgres`, `mariadb`), recorded in the manifest.
     pub kind: &'static str,
     reader: Option<Box<dyn Read + Send>>,
     finisher: Option<Finisher>,
@@ -103,6 +138,7 @@ pub struct DumpStream {
 }
 
 impl DumpStream {
+    /// A dump read from `reader` that is complete when it reaches its end (e.g. `stdin`).
     pub fn from_reader(
         source_name: &str,
         kind: &'static str,

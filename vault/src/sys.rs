@@ -60,6 +60,7 @@ static STOP_NOTE: Mutex<&'static str> = Mutex::new("stopped");
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("interrupted by {}", signal_name(*.signal))]
 pub struct Interrupted {
+    /// The signal's number (e.g. 15 for SIGTERM).
     pub signal: i32,
 }
 
@@ -73,6 +74,8 @@ impl Interrupted {
     }
 }
 
+/// `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGKILL` or `SIGQUIT` by name, any other as
+/// `signal N`, for messages.
 pub fn signal_name(signal: i32) -> String {
     match signal {
         libc::SIGINT => "SIGINT".into(),
@@ -106,6 +109,8 @@ pub fn set_stop_note(note: &'static str) {
     *STOP_NOTE.lock().unwrap() = note;
 }
 
+/// What the running command says a stop leaves behind (see [`set_stop_note`]);
+/// `stopped` until one is set.
 pub fn stop_note() -> &'static str {
     *STOP_NOTE.lock().unwrap()
 }
@@ -167,6 +172,7 @@ pub fn add_abort_hook(hook: impl Fn() + Send + 'static) -> u64 {
     id
 }
 
+/// Unregisters the hook `id` from [`add_abort_hook`], once its work is done.
 pub fn remove_abort_hook(id: u64) {
     ABORT_HOOKS.lock().unwrap().retain(|(i, _)| *i != id);
 }
@@ -226,6 +232,7 @@ pub fn signal_group(pgid: i32, signal: i32) {
 /// A tool started as the leader of its own process group, watched by a
 /// guardian that kills the group if Lockbox dies first.
 pub struct GroupChild {
+    /// The group's leader, the tool itself; its id is the group's id.
     pub child: Child,
     guardian: Option<Guardian>,
 }
@@ -236,6 +243,7 @@ struct Guardian {
 }
 
 impl GroupChild {
+    /// The process group's id (the leader's pid), for signalling the whole group.
     pub fn pgid(&self) -> i32 {
         self.child.id() as i32
     }

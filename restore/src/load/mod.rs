@@ -43,44 +43,85 @@ use lockbox_vault::storage::ReadBackend;
 
 use crate::{RestoreError, RestoreOptions, RestoreProgress};
 
+/// Why a snapshot could not be loaded into a database (`restore --into`, drills).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The `--into` URL cannot be parsed, names an unsupported scheme, or carries a password.
     #[error("--into {url}: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL with any password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Restoring and verifying the snapshot into the temporary dump file failed; nothing was
+    /// loaded.
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    /// The target database already has tables and `force` was not set.
     #[error(
         "{target} is not empty; choose a new database (it is created), or pass --force to load \
          over it (objects in the dump replace those with the same names)"
     )]
-    NotEmpty { target: String },
+    NotEmpty {
+        /// The target (URL without password, or SQLite path).
+        target: String,
+    },
+    /// The dump's kind or format does not fit the target (e.g. an SQLite file into PostgreSQL).
     #[error("snapshot of kind {kind:?} cannot be loaded into {target}: {reason}")]
     KindMismatch {
+        /// The snapshot's source kind.
         kind: String,
+        /// The target (URL without password, or SQLite path).
         target: String,
+        /// Why they do not fit.
         reason: String,
     },
+    /// A database tool (`psql`, `pg_restore`, the `mariadb` client, …) exited non-zero or was
+    /// killed.
     #[error("{target}: {what}: {tool} failed ({status}){}", tail_suffix(.stderr))]
     Tool {
+        /// The target (URL without password, or SQLite path).
         target: String,
+        /// The step that failed (e.g. creating the database, loading the dump).
         what: String,
+        /// The tool's program name.
         tool: String,
+        /// How it ended (exit code or signal).
         status: String,
+        /// The end of its stderr, passwords scrubbed (may be empty).
         stderr: String,
     },
+    /// A database tool could not be started (e.g. not installed).
     #[error("{target}: cannot start {tool:?}: {reason}")]
     Spawn {
+        /// The target (URL without password, or SQLite path).
         target: String,
+        /// The tool's program name.
         tool: String,
+        /// The operating system's reason.
         reason: String,
     },
+    /// Reading, writing or moving a local file (the verified dump, an SQLite target) failed.
     #[error("{what}: {reason}")]
-    Io { what: String, reason: String },
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O failure.
+        reason: String,
+    },
+    /// The password file could not be read or is empty.
     #[error("password: {reason}")]
-    Password { reason: String },
+    Password {
+        /// Which file, and why.
+        reason: String,
+    },
     /// A protective refusal (e.g. the target is a source's own database).
     #[error("{reason}")]
-    Refused { reason: String },
+    Refused {
+        /// What was refused, and how to confirm it if that is possible.
+        reason: String,
+    },
 }
 
 impl LoadError {
@@ -131,6 +172,7 @@ pub fn login(password_file: Option<&Path>, private_tmp: &Path) -> Result<Login, 
 /// Where `restore --into` loads a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbTarget {
+    /// PostgreSQL (`postgresql://` or `postgres://`).
     Postgres(Server),
     /// MariaDB or MySQL (`mysql://` uses the `mysql` client, `mariadb://`
     /// the `mariadb` client).
@@ -144,6 +186,7 @@ pub enum DbTarget {
 pub struct TableName {
     /// PostgreSQL schema; `None` for MariaDB and SQLite.
     pub schema: Option<String>,
+    /// Table name, unquoted.
     pub name: String,
 }
 
@@ -457,13 +500,16 @@ pub struct LoadOptions {
     /// Load into a database that already has tables (objects in the dump
     /// replace those with the same names; SQLite: the file is replaced).
     pub force: bool,
+    /// How the snapshot is restored and verified before loading.
     pub restore: RestoreOptions,
 }
 
 /// What [`restore_into`] did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadReport {
+    /// The loaded snapshot's manifest id (hex).
     pub snapshot: String,
+    /// Its source.
     pub source: String,
     /// The snapshot's source kind (`postgres`, `mariadb`, `sqlite`, …).
     pub kind: String,
@@ -471,9 +517,11 @@ pub struct LoadReport {
     pub target: String,
     /// Verified dump bytes.
     pub bytes: u64,
+    /// Chunk entries restored (a repeated chunk counts each time).
     pub chunks: usize,
     /// Restore + verification, then loading.
     pub restore_seconds: f64,
+    /// Loading the verified dump into the target, in seconds.
     pub load_seconds: f64,
     /// Both together.
     pub seconds: f64,
@@ -483,6 +531,7 @@ pub struct LoadReport {
     /// (server version, database size, tables with row counts; see
     /// vault/FORMAT.md), for comparison with what was loaded.
     pub source_info: serde_json::Value,
+    /// Delete markers and bad versions passed over to find verified data (S3).
     pub tampering: Vec<lockbox_vault::storage::TamperEvent>,
 }
 

@@ -50,6 +50,7 @@ pub struct RawDrill {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrillCheck {
+    /// Shown in drill reports and attestations' sealed part (publicly it is `check[N]`).
     pub name: String,
     /// One query; the first column of the first row is the value.
     /// `{snapshot_started_at}` is replaced by the snapshot's start time
@@ -70,7 +71,9 @@ pub struct DrillCheck {
 /// `[source.drill]`, checked.
 #[derive(Debug, Clone)]
 pub struct DrillConfig {
-    /// The scratch database's server (see [`RawDrill::target`]).
+    /// The server the scratch database is created on, as a `restore --into` URL without a
+    /// password (its database part is only connected to). Never set for `sqlite` sources
+    /// (a temporary file); a database source without one needs `drill --target`.
     pub target: Option<String>,
     /// A file holding the drill server's password (first line).
     pub password_file: Option<PathBuf>,

@@ -80,30 +80,45 @@ pub struct NotifyConfig {
 pub struct NotifyTarget {
     /// `notify[i]`: names the entry in logs, messages and `notify test`.
     pub key: String,
+    /// The events this target hears (its `on`, or the default of its kind).
     pub on: BTreeSet<EventKind>,
     /// `None`: every source.
     pub sources: Option<BTreeSet<String>>,
+    /// One delivery's whole budget, all attempts and the waits between them together
+    /// (default 10 s, at most 300 s).
     pub budget: Duration,
+    /// Where deliveries go.
     pub sink: Sink,
 }
 
+/// Where a `[[notify]]` entry delivers, with the keys of its `kind`.
 #[derive(Debug, Clone)]
 pub enum Sink {
+    /// An HTTP POST of the event as JSON, signed with HMAC-SHA256 when a secret is set.
     Webhook {
+        /// The URL posted to.
         url: TargetUrl,
+        /// Where the signing secret comes from; unsigned when `None`.
         secret: Option<SecretFrom>,
+        /// Extra request headers (never ones Lockbox sets itself).
         headers: Vec<(String, String)>,
     },
+    /// A dead-man's-switch ping: the URL is called when a run starts, succeeds or fails.
     Ping {
+        /// The monitor's URL (it may hold a secret token).
         url: TargetUrl,
+        /// How outcomes are encoded in the call.
         style: PingStyle,
     },
+    /// A local program run with the event in its environment, in its own process group.
     Command {
+        /// The program and its arguments (no shell).
         argv: Vec<String>,
     },
 }
 
 impl Sink {
+    /// The kind as written in `kind = …` (`webhook`, `ping`, `command`).
     pub fn kind_name(&self) -> &'static str {
         match self {
             Sink::Webhook { .. } => "webhook",
@@ -117,7 +132,9 @@ impl Sink {
 /// in the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretFrom {
+    /// A file holding the secret (its first line).
     File(PathBuf),
+    /// An environment variable of Lockbox's holding the secret (never passed on to children).
     Env(String),
 }
 

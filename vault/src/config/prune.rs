@@ -14,6 +14,7 @@ pub const DEFAULT_GRACE_HOURS: u32 = 24;
 /// from the storage's timestamp is reported as suspicious.
 pub const DEFAULT_TIME_TOLERANCE_MINUTES: u32 = 15;
 
+/// `[prune]` as written: the pruner's own credentials and the limits of one apply.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruneSection {
@@ -22,21 +23,28 @@ pub struct PruneSection {
     /// `repository.s3.profile`, whose writer credentials cannot delete.
     #[serde(default)]
     pub profile: Option<String>,
+    /// How far one run may push a promoted snapshot's lock beyond now, in days (default 400).
     #[serde(default)]
     pub max_extend_days: Option<u32>,
+    /// Objects newer than the plan's time minus this many hours are never deleted (default 24).
     #[serde(default)]
     pub grace_hours: Option<u32>,
+    /// A time a snapshot claims further than this many minutes from the storage's timestamp
+    /// is reported as suspicious (default 15).
     #[serde(default)]
     pub time_tolerance_minutes: Option<u32>,
 }
 
 impl PruneSection {
+    /// `max_extend_days`, or its default.
     pub fn max_extend_days(&self) -> u32 {
         self.max_extend_days.unwrap_or(DEFAULT_MAX_EXTEND_DAYS)
     }
+    /// `grace_hours`, or its default.
     pub fn grace_hours(&self) -> u32 {
         self.grace_hours.unwrap_or(DEFAULT_GRACE_HOURS)
     }
+    /// `time_tolerance_minutes` as a duration, or its default.
     pub fn time_tolerance(&self) -> time::Duration {
         time::Duration::minutes(i64::from(
             self.time_tolerance_minutes

@@ -18,7 +18,9 @@ use crate::storage::{LockMode, S3Settings};
 pub struct RawConfig {
     /// Catalog, ID key, locks and temporary files.
     pub state_dir: PathBuf,
+    /// `[repository]`.
     pub repository: RawRepository,
+    /// `[[source]]`, in file order.
     #[serde(default, rename = "source")]
     pub sources: Vec<RawSource>,
     /// `[daemon]`: settings of `lockbox daemon`.
@@ -44,6 +46,7 @@ pub struct RawConfig {
 pub struct RawRepository {
     /// `file:///absolute/path` or `s3://bucket/prefix`.
     pub url: String,
+    /// The age X25519 recipients (`age1…`) every object is encrypted to.
     pub recipients: Vec<String>,
     /// Minimum Object Lock retention of each snapshot and all it references.
     pub lock_days: u32,
@@ -87,7 +90,9 @@ fn default_delta_max_percent() -> u32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
+    /// The source's name.
     pub name: String,
+    /// `command`, `sqlite`, `postgres`, `mariadb` or `mysql`.
     pub kind: String,
     /// `command`: the program and its arguments; its stdout is the dump.
     #[serde(default)]
@@ -159,14 +164,19 @@ pub struct RawSource {
     /// replaces all of `[retention]`'s `keep_*` rules for this source.
     #[serde(default)]
     pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest local hours that hold one.
     #[serde(default)]
     pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest local days that hold one.
     #[serde(default)]
     pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks that hold one.
     #[serde(default)]
     pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest months that hold one.
     #[serde(default)]
     pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest years that hold one.
     #[serde(default)]
     pub keep_yearly: Option<u32>,
 }

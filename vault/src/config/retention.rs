@@ -13,16 +13,22 @@ use crate::retention::Policy;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionSection {
+    /// Keep the N newest snapshots.
     #[serde(default)]
     pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest local hours that hold one.
     #[serde(default)]
     pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest local days that hold one.
     #[serde(default)]
     pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks that hold one.
     #[serde(default)]
     pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest months that hold one.
     #[serde(default)]
     pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest years that hold one.
     #[serde(default)]
     pub keep_yearly: Option<u32>,
     /// Timezone of the hourly…yearly periods (default `[daemon] timezone`).
@@ -31,6 +37,7 @@ pub struct RetentionSection {
 }
 
 impl RetentionSection {
+    /// The `keep_*` keys as a policy, unchecked (a key that is not set keeps nothing by it).
     pub fn policy(&self) -> Policy {
         Policy {
             keep_last: self.keep_last,
@@ -58,6 +65,7 @@ impl RetentionSection {
 /// `[retention]`, checked: the default policy of every source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
+    /// The `keep_*` rules; each one set is at least 1.
     pub policy: Policy,
     /// Timezone of the hourly…yearly periods.
     pub timezone: chrono_tz::Tz,

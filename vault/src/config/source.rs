@@ -15,6 +15,8 @@ use crate::scheduler::Schedule;
 /// One `[[source]]`, checked.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
+    /// The source's name (unique in the file; 1–64 of `A-Z a-z 0-9 . _ -`), used in the
+    /// repository's keys and on the command line.
     pub name: String,
     kind: SourceKind,
     /// When `lockbox daemon` backs it up, in `[daemon] timezone`.
@@ -77,6 +79,7 @@ impl SourceConfig {
         })
     }
 
+    /// What the source dumps and how.
     pub fn kind(&self) -> &SourceKind {
         &self.kind
     }
@@ -95,16 +98,23 @@ impl SourceConfig {
     }
 }
 
+/// What a source dumps, with the keys of its `kind`.
 #[derive(Debug, Clone)]
 pub enum SourceKind {
     /// Any program whose standard output is the dump.
     Command {
+        /// The program and its arguments (no shell); its stdout is the dump.
         command: Vec<String>,
+        /// Extra environment variables for the program.
         env: BTreeMap<String, String>,
+        /// Its working directory (default: Lockbox's).
         workdir: Option<PathBuf>,
     },
     /// An SQLite database copied with SQLite's online backup API.
-    Sqlite { path: PathBuf },
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A PostgreSQL or MariaDB/MySQL database dumped with its own tool.
     Database(DatabaseSource),
 }
@@ -112,13 +122,16 @@ pub enum SourceKind {
 /// Which server family a database source talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbFlavor {
+    /// PostgreSQL: `pg_dump` and `psql`.
     Postgres,
+    /// MariaDB: `mariadb-dump` and `mariadb`.
     Mariadb,
     /// MySQL: the MariaDB code path with `mysqldump`/`mysql` as tools.
     Mysql,
 }
 
 impl DbFlavor {
+    /// The source kind this flavor is configured as (`postgres`, `mariadb`, `mysql`).
     pub fn kind_name(self) -> &'static str {
         match self {
             DbFlavor::Postgres => "postgres",
@@ -148,21 +161,31 @@ impl DbFlavor {
 /// the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PasswordFrom {
+    /// A file whose first line is the password.
     File(PathBuf),
+    /// An environment variable of Lockbox's that holds the password (never passed on to tools).
     Env(String),
 }
 
 /// A validated `postgres`/`mariadb`/`mysql` source.
 #[derive(Debug, Clone)]
 pub struct DatabaseSource {
+    /// Which server family, and so which tools.
     pub flavor: DbFlavor,
+    /// Server host name or address (PostgreSQL: also a Unix socket directory); the tool's
+    /// default when not set.
     pub host: Option<String>,
+    /// Server port; the tool's default when not set.
     pub port: Option<u16>,
+    /// The (read-only) account to dump as; the tool's default when not set.
     pub user: Option<String>,
+    /// The database to dump.
     pub database: Option<String>,
     /// `postgres` only: a libpq URL without a password.
     pub url: Option<String>,
+    /// Where the password comes from; none when the server needs none.
     pub password: Option<PasswordFrom>,
+    /// The dump program (default [`DbFlavor::default_dump_tool`]).
     pub dump_tool: String,
     /// `postgres`: pg_dump's `--lock-wait-timeout`.
     pub lock_wait_timeout: Option<std::time::Duration>,
@@ -402,6 +425,7 @@ impl RawSource {
 }
 
 impl SourceKind {
+    /// The kind as written in `kind = …` (`command`, `sqlite`, `postgres`, `mariadb`, `mysql`).
     pub fn name(&self) -> &'static str {
         match self {
             SourceKind::Command { .. } => "command",

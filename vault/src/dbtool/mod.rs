@@ -37,10 +37,13 @@ pub const STDERR_TAIL: usize = 4096;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a password read elsewhere (e.g. from the environment).
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
+    /// The password itself, for writing it into a private credential file; never log or
+    /// format it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -78,10 +81,20 @@ impl std::fmt::Debug for Secret {
 /// A password file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    /// The file cannot be read.
     #[error("{}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The password file.
+        path: PathBuf,
+        /// The I/O failure.
+        source: io::Error,
+    },
+    /// The file's first line is empty.
     #[error("{} is empty", path.display())]
-    Empty { path: PathBuf },
+    Empty {
+        /// The password file.
+        path: PathBuf,
+    },
 }
 
 /// What a tool needs to log in: the password, if any, and the private
@@ -102,6 +115,7 @@ impl Login {
         }
     }
 
+    /// The password, if one was given.
     pub fn secret(&self) -> Option<&Secret> {
         self.secret.as_ref()
     }
@@ -180,7 +194,9 @@ pub fn describe_status(status: ExitStatus) -> String {
 /// What a tool run by [`run`] left.
 #[derive(Debug)]
 pub struct ToolOutput {
+    /// How the tool ended.
     pub status: ExitStatus,
+    /// Its standard output, whole (lossily decoded as UTF-8).
     pub stdout: String,
     /// Scrubbed of the password; the whole of it (see [`tail`]).
     pub stderr: String,
@@ -214,9 +230,13 @@ pub struct Server {
     /// The URL scheme as given (`postgresql`, `postgres`, `mysql`,
     /// `mariadb`), or the source kind.
     pub scheme: String,
+    /// Host name or address (`localhost` when the URL names none).
     pub host: String,
+    /// Port (the engine's default when the URL names none).
     pub port: u16,
+    /// The account; `None` leaves it to the tool (the login user).
     pub user: Option<String>,
+    /// The database, never empty.
     pub database: String,
 }
 
@@ -226,6 +246,7 @@ pub struct Server {
 pub struct UrlError {
     /// The URL with any password or query replaced.
     pub url: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 

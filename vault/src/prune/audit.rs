@@ -81,10 +81,17 @@ pub struct AuditRecord {
 /// Why an audit record could not be listed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The backend failed while listing or reading audit records.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A record is not valid JSON of an audit record or has another format tag.
     #[error("prune audit record {key}: {reason}")]
-    Malformed { key: String, reason: String },
+    Malformed {
+        /// The record's storage key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl AuditError {

@@ -49,26 +49,51 @@ use crate::storage::StorageError;
 /// Why a prune plan could not be made or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
+    /// The backend failed while listing, reading, extending locks or deleting.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The repository's `config` or a snapshot could not be opened.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// Listing attestations (which snapshots passed a drill or verify) failed.
     #[error(transparent)]
     Attestation(#[from] AttestationError),
+    /// The plan file was refused.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A snapshot's references cannot be known (unreadable manifest, unknown version, no
+    /// modification time), so no chunk may be judged unreferenced.
     #[error(
         "snapshot {key}: {reason}; prune cannot tell which chunks it references, so it refuses \
          to plan or apply (upgrade Lockbox, or investigate the object)"
     )]
-    UnknownReferences { key: String, reason: String },
+    UnknownReferences {
+        /// The snapshot's storage key.
+        key: String,
+        /// Why its references are unknown.
+        reason: String,
+    },
+    /// The digest given to confirm the apply is not the plan's; nothing was deleted.
     #[error(
         "the plan's digest is {actual}, but --confirm gave {confirmed}: review the plan file \
          and confirm the digest its summary printed"
     )]
-    DigestMismatch { actual: String, confirmed: String },
+    DigestMismatch {
+        /// The plan's digest.
+        actual: String,
+        /// The digest given to confirm it.
+        confirmed: String,
+    },
+    /// The plan was made for another repository; nothing was deleted.
     #[error("the plan was computed for repository {planned}, but this repository is {actual}")]
-    WrongRepository { planned: String, actual: String },
+    WrongRepository {
+        /// The repository id the plan names.
+        planned: String,
+        /// This repository's id.
+        actual: String,
+    },
+    /// A snapshot the plan keeps is gone, or one it deletes gained versions the plan did not
+    /// see; nothing was deleted. The text says which.
     #[error(
         "the repository changed since the plan was made ({0}); nothing was deleted: make a new plan"
     )]

@@ -25,15 +25,20 @@ pub const MAX_PLAN_BYTES: usize = 256 * 1024 * 1024;
 /// Why a plan file was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
+    /// The file is not JSON of a plan, has another format tag, or is inconsistent (a key that
+    /// does not match its id, a removal of a snapshot still locked, …). The text says what.
     #[error("prune plan: not a valid plan file: {0}")]
     Malformed(String),
+    /// The plan's content does not hash to the digest stored with it: it was altered.
     #[error(
         "prune plan: its content does not match its digest (the file was altered after it was \
          written); make a new plan"
     )]
     DigestMismatch,
+    /// The plan's version is not this build's (a newer Lockbox wrote it). Holds the version found.
     #[error("prune plan: version {0} is newer than this Lockbox understands; upgrade Lockbox")]
     UnsupportedVersion(u32),
+    /// The file is over [`MAX_PLAN_BYTES`]; it was not read.
     #[error("prune plan: larger than {MAX_PLAN_BYTES} bytes")]
     TooLarge,
 }

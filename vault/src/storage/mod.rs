@@ -83,32 +83,61 @@ pub enum PutOutcome {
 /// A backend failure. [`StorageError::is_transient`] says whether it is worth retrying.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The key (or the version asked for) does not exist.
     #[error("object {key} not found in {location}")]
-    NotFound { location: String, key: String },
+    NotFound {
+        /// The backend's location (path, or bucket and prefix).
+        location: String,
+        /// The object's key.
+        key: String,
+    },
+    /// The object is still locked (S3 Object Lock, or its local `.retain` time), so storage
+    /// refuses to delete it: for a canary probe or prune, the lock doing its job.
     #[error("object {key} in {location} is retained until {until}; refusing to {action}")]
     Retained {
+        /// The backend's location (path, or bucket and prefix).
         location: String,
+        /// The object's key.
         key: String,
+        /// When its lock ends, as the backend reports it (a description where it cannot tell).
         until: String,
+        /// What was refused (`delete it`).
         action: &'static str,
     },
+    /// The object is larger than the caller's limit (the most the format allows for it); it
+    /// was not read.
     #[error("object {key} in {location} is larger than {limit} bytes; refusing to read it")]
     TooLarge {
+        /// The backend's location (path, or bucket and prefix).
         location: String,
+        /// The object's key.
         key: String,
+        /// The limit, in bytes.
         limit: u64,
     },
+    /// Any other failure of the file system or the S3 service (permissions, network,
+    /// throttling, a missing bucket, …).
     #[error("{op} {key} in {location}: {message}")]
     Io {
+        /// The backend's location (path, or bucket and prefix).
         location: String,
+        /// The operation that failed (e.g. `put`, `list`).
         op: &'static str,
+        /// The key, or prefix, it was applied to.
         key: String,
+        /// The underlying error's message.
         message: String,
         /// Worth retrying (timeouts, throttling, 5xx); permanent otherwise.
         transient: bool,
     },
+    /// The repository URL cannot be used (wrong scheme, malformed, missing bucket).
     #[error("unsupported repository URL {url:?}: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl StorageError {

@@ -8,12 +8,26 @@ use std::path::PathBuf;
 /// Why a repository URL was refused; the message names the URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
+    /// A `file://` URL whose path is not absolute (or is the root directory).
     #[error("{url:?}: file:// URLs need an absolute path, e.g. file:///srv/lockbox")]
-    RelativePath { url: String },
+    RelativePath {
+        /// The URL as given.
+        url: String,
+    },
+    /// Neither `file://` nor `s3://`.
     #[error("{url:?} is not a repository URL: use file:///absolute/path or s3://bucket/prefix")]
-    UnknownScheme { url: String },
+    UnknownScheme {
+        /// The URL as given.
+        url: String,
+    },
+    /// An `s3://` URL with an invalid bucket name or a prefix with empty, `.` or `..` segments.
     #[error("unsupported repository URL {url:?}: {reason}")]
-    BadS3 { url: String, reason: &'static str },
+    BadS3 {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// Where a repository lives.
@@ -28,12 +42,14 @@ pub enum RepositoryUrl {
 /// The bucket and key prefix of an `s3://` repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Url {
+    /// The bucket name (3–63 of `a-z 0-9 - .`).
     pub bucket: String,
     /// Empty, or ends with `/`.
     pub prefix: String,
 }
 
 impl RepositoryUrl {
+    /// Parses `file:///absolute/path` or `s3://bucket/prefix`.
     pub fn parse(url: &str) -> Result<Self, UrlError> {
         if url.starts_with("s3://") {
             return S3Url::parse(url).map(RepositoryUrl::S3);
@@ -48,6 +64,7 @@ impl RepositoryUrl {
         }
     }
 
+    /// Whether the repository is on S3 rather than a local directory.
     pub fn is_s3(&self) -> bool {
         matches!(self, RepositoryUrl::S3(_))
     }
