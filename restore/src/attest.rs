@@ -11,7 +11,7 @@ use lockbox_vault::error::ErrorClass;
 use lockbox_vault::format::{ATTESTATION_TAG, ATTESTATION_VERSION};
 use lockbox_vault::manifest::Manifest;
 use lockbox_vault::repository::{RepoConfig, RepoError, SnapshotRef};
-use time::format_description::well_known::Rfc3339;
+use lockbox_vault::rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use crate::drill::DrillReport;
@@ -25,9 +25,6 @@ pub enum AttestError {
     /// The details could not be sealed.
     #[error(transparent)]
     Attestation(#[from] AttestationError),
-    /// A time in the manifest cannot be written as RFC 3339.
-    #[error("the snapshot's start time cannot be written as RFC 3339")]
-    Time(#[from] time::error::Format),
 }
 
 impl AttestError {
@@ -36,7 +33,6 @@ impl AttestError {
         match self {
             AttestError::Repository(e) => e.class(),
             AttestError::Attestation(e) => e.class(),
-            AttestError::Time(_) => ErrorClass::Integrity,
         }
     }
 }
@@ -104,11 +100,11 @@ pub fn drill_record(
     manifest: &Manifest,
     report: &DrillReport,
     attestation_key: Option<String>,
-) -> Result<VerificationRow, AttestError> {
-    Ok(VerificationRow {
+) -> VerificationRow {
+    VerificationRow {
         source: snap.source.clone(),
         snapshot: snap.id.to_hex(),
-        snapshot_started_at: manifest.started_at.format(&Rfc3339)?,
+        snapshot_started_at: rfc3339::format(manifest.started_at),
         kind: VerificationKind::Drill,
         passed: report.passed,
         started_at: report.started_at.clone(),
@@ -119,7 +115,7 @@ pub fn drill_record(
             Some(f) => f.clone(),
         }),
         attestation_key,
-    })
+    }
 }
 
 /// Public one-liner: which built-in or numbered check failed, no details.
@@ -134,5 +130,5 @@ fn public_summary(report: &DrillReport, failed: &[&str]) -> String {
 }
 
 fn parse_time(s: &str, now: OffsetDateTime) -> OffsetDateTime {
-    OffsetDateTime::parse(s, &Rfc3339).unwrap_or(now)
+    rfc3339::parse(s).unwrap_or(now)
 }

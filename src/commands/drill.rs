@@ -164,7 +164,7 @@ fn drill_source(
                 )
             })
             .ok();
-    let row = attest::drill_record(&snap, &manifest, &report, attestation_key.clone())?;
+    let row = attest::drill_record(&snap, &manifest, &report, attestation_key.clone());
     Catalog::open(&config.catalog_path(), &repo_config.id)?.record_verification(&row)?;
 
     if args.json {

@@ -7,9 +7,9 @@ use lockbox_restore::verify::{self, KnownSnapshot, VerifyOptions, VerifyReport};
 use lockbox_vault::catalog::{Catalog, RunKind, RunOutcome, VerificationKind, VerificationRow};
 use lockbox_vault::config::Config;
 use lockbox_vault::keys::Identities;
+use lockbox_vault::rfc3339;
 use lockbox_vault::run::{REPOSITORY_WIDE, RunGuard, RunSuccess};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use lockbox_vault::access::{open_read, read_key};
 
@@ -143,7 +143,7 @@ fn verify_repository(config: &Config, args: &VerifyArgs) -> Result<(ExitCode, Op
 }
 
 fn record(catalog: &Catalog, report: &VerifyReport, started: OffsetDateTime) -> Result<()> {
-    let finished = OffsetDateTime::now_utc().format(&Rfc3339)?;
+    let finished = rfc3339::format(OffsetDateTime::now_utc());
     for r in &report.results {
         catalog.record_verification(&VerificationRow {
             source: r.source.clone(),
@@ -151,7 +151,7 @@ fn record(catalog: &Catalog, report: &VerifyReport, started: OffsetDateTime) -> 
             snapshot_started_at: r.started_at.clone(),
             kind: VerificationKind::Verify,
             passed: r.passed,
-            started_at: started.format(&Rfc3339)?,
+            started_at: rfc3339::format(started),
             finished_at: finished.clone(),
             restore_seconds: None,
             detail: Some(if r.passed {
