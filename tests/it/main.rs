@@ -14,6 +14,7 @@ mod architecture;
 mod backup_restore;
 mod break_glass;
 mod catalog_heal;
+mod cli;
 mod concurrent;
 mod crash;
 mod daemon;
