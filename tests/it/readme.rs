@@ -185,6 +185,93 @@ fn the_command_table_lists_exactly_the_binarys_commands() {
 }
 
 // ---------------------------------------------------------------------------
+// Links and audience.
+
+/// GitHub's anchor of a heading: lower case, punctuation dropped, spaces as
+/// hyphens.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(doc: &str) -> BTreeSet<String> {
+    let mut fenced = false;
+    let mut out = BTreeSet::new();
+    for line in doc.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            out.insert(slug(line.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+#[test]
+fn readme_is_short_for_users_and_links_only_into_the_repository() {
+    let doc = readme();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lines = doc.lines().count();
+    assert!(
+        lines <= 400,
+        "README has {lines} lines; move reference material out"
+    );
+    let start = "# Lockbox\n\n```sh\n\
+                 cargo run --release -- quickstart          # local vault + sample SQLite db: backup, then verified restore\n\
+                 cargo test --workspace --release           # the test suite (.ci/run installs what it needs first)\n```\n";
+    assert!(
+        doc.starts_with(start),
+        "README must start with the two commands"
+    );
+    for word in ["issue ", "Issue ", "(issue", "not built yet"] {
+        assert!(!doc.contains(word), "README mentions {word:?}");
+    }
+    // No dated measurements: no ISO dates at all.
+    let bytes = doc.as_bytes();
+    for i in 0..bytes.len().saturating_sub(10) {
+        let d = |j: usize| bytes[i + j].is_ascii_digit();
+        let date = d(0) && d(1) && d(2) && d(3) && bytes[i + 4] == b'-' && d(5) && d(6);
+        assert!(
+            !(date && bytes[i + 7] == b'-' && d(8) && d(9)),
+            "README holds a date: {}",
+            &doc[i..i + 10]
+        );
+    }
+    let mut checked = 0;
+    for link in doc.split("](").skip(1) {
+        let target = link.split(')').next().unwrap();
+        assert!(
+            !target.contains("://") && !target.starts_with("//") && !target.starts_with("mailto:"),
+            "README links outside the repository: {target}"
+        );
+        let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+        let file = if path.is_empty() {
+            root.join("README.md")
+        } else {
+            root.join(path)
+        };
+        assert!(
+            file.exists(),
+            "README links to {path}, which does not exist"
+        );
+        if !anchor.is_empty() {
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                anchors(&text).contains(anchor),
+                "README links to {path}#{anchor}, a heading {path} does not have"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked > 10, "only {checked} links found");
+}
+
+// ---------------------------------------------------------------------------
 // Configuration keys.
 
 /// Maps whose keys are data, not configuration keys.
