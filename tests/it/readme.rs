@@ -461,13 +461,16 @@ fn keygen(dir: &Path) -> String {
 /// Asks the binary whether `config` is valid, without touching storage:
 /// `config check` where the binary has it, else `status` (which loads and
 /// validates the config first and exits 2 on a bad one).
-fn config_problems(config: &Path) -> Option<String> {
+fn config_problems(config: &Path, aws: &Path) -> Option<String> {
     let run = |args: &[&str]| {
         Command::new(BIN)
             .arg("--config")
             .arg(config)
             .args(args)
             .env("NO_COLOR", "1")
+            .env("AWS_CONFIG_FILE", aws.join("config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", aws.join("credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .output()
             .expect("run lockbox")
     };
@@ -483,6 +486,62 @@ fn config_problems(config: &Path) -> Option<String> {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Creates what a README config names, as its reader would have it: the
+/// files of `*_file` and `identity` keys (under `dir`, after [`localise`]),
+/// and each AWS `profile` in the AWS files under `aws`.
+fn provide_what_it_names(value: &toml::Value, dir: &Path, aws: &Path) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(table) = value.as_table() else {
+        if let Some(items) = value.as_array() {
+            for item in items {
+                provide_what_it_names(item, dir, aws);
+            }
+        }
+        return;
+    };
+    for (key, v) in table {
+        match v.as_str() {
+            Some(path)
+                if (key.ends_with("_file") || key == "identity")
+                    && path.starts_with(&*dir.to_string_lossy()) =>
+            {
+                let path = Path::new(path);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let content = if key == "identity" {
+                    std::fs::read(dir.join("identity.txt")).unwrap()
+                } else {
+                    b"not-a-real-password\n".to_vec()
+                };
+                let _ = std::fs::remove_file(path);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(&content))
+                    .unwrap();
+            }
+            Some(name) if key == "profile" => {
+                let append = |file: &str, text: String| {
+                    std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(aws.join(file))
+                        .and_then(|mut f| f.write_all(text.as_bytes()))
+                        .unwrap();
+                };
+                append("config", format!("[profile {name}]\nregion = us-east-1\n"));
+                append(
+                    "credentials",
+                    format!("[{name}]\naws_access_key_id = test\naws_secret_access_key = test\n"),
+                );
+            }
+            _ => provide_what_it_names(v, dir, aws),
+        }
+    }
 }
 
 #[test]
@@ -501,12 +560,15 @@ fn every_toml_block_in_readme_is_a_valid_config() {
         ),
     )
     .unwrap();
-    assert!(config_problems(&typo).is_some_and(|p| p.contains("lock_dayz")));
+    let aws = dir.path().join("aws");
+    std::fs::create_dir(&aws).unwrap();
+    assert!(config_problems(&typo, &aws).is_some_and(|p| p.contains("lock_dayz")));
     for (n, block) in blocks(&doc).iter().filter(|b| b.info == "toml").enumerate() {
         let text = localise(&block.text, dir.path()).replace("age1…", &recipient);
         let config = dir.path().join(format!("block{n}.toml"));
         std::fs::write(&config, &text).unwrap();
-        if let Some(problem) = config_problems(&config) {
+        provide_what_it_names(&toml::from_str(&text).unwrap(), dir.path(), &aws);
+        if let Some(problem) = config_problems(&config, &aws) {
             panic!(
                 "README's TOML block {n} is not a valid config:\n{problem}\n{}",
                 block.text
