@@ -34,6 +34,7 @@ mod notify;
 mod permissions;
 mod postgres;
 mod prune;
+mod readme;
 mod restore_into_sqlite;
 mod s3;
 mod secrets;
