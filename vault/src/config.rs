@@ -586,6 +586,85 @@ mod tests {
         ));
     }
 
+    /// Every key the parser accepts, table by table, is explained in the
+    /// annotated example (set, or shown commented out): asked of the parser
+    /// itself, which names the keys it expects when it meets an unknown one.
+    #[test]
+    fn shipped_example_documents_every_key_the_parser_accepts() {
+        use toml::{Table, Value};
+        let example = include_str!("../../examples/lockbox.toml");
+        let base: Table = toml::from_str(&shipped_example()).unwrap();
+        // Accepted only to be refused with guidance (a secret in the config).
+        let refused = ["secret"];
+        let tables: [(&str, fn(&mut Table) -> &mut Table); 11] = [
+            ("top level", |t| t),
+            ("[repository]", |t| table(t, "repository")),
+            ("[repository.s3]", |t| table(table(t, "repository"), "s3")),
+            ("[daemon]", |t| table(t, "daemon")),
+            ("[health]", |t| table(t, "health")),
+            ("[retention]", |t| table(t, "retention")),
+            ("[prune]", |t| table(t, "prune")),
+            ("[[source]]", |t| first(t, "source")),
+            ("[source.drill]", |t| table(first(t, "source"), "drill")),
+            ("[[source.drill.check]]", |t| {
+                first(table(first(t, "source"), "drill"), "check")
+            }),
+            ("[[notify]]", |t| first(t, "notify")),
+        ];
+        fn table<'a>(t: &'a mut Table, key: &str) -> &'a mut Table {
+            t.entry(key)
+                .or_insert_with(|| Value::Table(Table::new()))
+                .as_table_mut()
+                .unwrap()
+        }
+        fn first<'a>(t: &'a mut Table, key: &str) -> &'a mut Table {
+            let list = t
+                .entry(key)
+                .or_insert_with(|| Value::Array(vec![Value::Table(Table::new())]));
+            list.as_array_mut().unwrap()[0].as_table_mut().unwrap()
+        }
+        let mut checked = 0;
+        for (name, reach) in tables {
+            let mut config = base.clone();
+            if name == "[[notify]]" {
+                let mut n = Table::new();
+                n.insert("kind".into(), "command".into());
+                n.insert("command".into(), Value::Array(vec!["/bin/true".into()]));
+                config.insert("notify".into(), Value::Array(vec![Value::Table(n)]));
+            }
+            reach(&mut config).insert("zzz_probe".into(), Value::Integer(1));
+            let text = toml::to_string(&config).unwrap();
+            let err = Config::parse(&text, "probe.toml").unwrap_err().to_string();
+            let expected = err
+                .split("expected one of ")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{name}: no key list in {err}"));
+            let keys: Vec<&str> = expected
+                .split(", ")
+                .map(|k| k.trim_start_matches('`').split('`').next().unwrap())
+                .collect();
+            assert!(keys.len() >= 2, "{name}: {keys:?}");
+            for key in keys {
+                if refused.contains(&key) {
+                    continue;
+                }
+                let documented = example.lines().any(|line| {
+                    let line = line.trim_start_matches('#').trim_start();
+                    line.starts_with(&format!("{key} ="))
+                        || line.starts_with(&format!("{key}="))
+                        || line.contains(&format!("[{key}]"))
+                        || line.contains(&format!(".{key}]"))
+                });
+                assert!(
+                    documented,
+                    "examples/lockbox.toml does not explain {name} {key}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 60, "only {checked} keys");
+    }
+
     /// The shipped example must stay a valid, complete config.
     #[test]
     fn shipped_example_parses() {
