@@ -4,6 +4,26 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The config file read when neither `--config` nor `LOCKBOX_CONFIG` names
+/// one: where the Debian package installs it and the units expect it.
+pub const DEFAULT_CONFIG: &str = "/etc/lockbox/lockbox.toml";
+
+/// An `after_help` of examples (each line a full command, checked to parse
+/// by a test below), then `tail` (exit codes or notes) when given.
+fn examples(lines: &[&str], tail: Option<&str>) -> String {
+    let mut out = String::from("Examples:\n");
+    for line in lines {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(tail) = tail {
+        out.push('\n');
+        out.push_str(tail);
+    }
+    out
+}
+
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0      success
@@ -20,10 +40,16 @@ Exit codes:
     name = "lockbox",
     version,
     about = "Isolated, write-once backup vault for database dumps",
-    after_help = EXIT_CODES
+    after_help = examples(&[
+        "lockbox quickstart",
+        "lockbox config check",
+        "lockbox backup orders",
+        "lockbox restore latest --source orders --identity key.txt --output orders.dump",
+        "lockbox check",
+    ], Some(EXIT_CODES))
 )]
 pub struct Cli {
-    /// Configuration file.
+    /// Configuration file [default: /etc/lockbox/lockbox.toml].
     #[arg(
         long,
         short = 'c',
@@ -54,42 +80,76 @@ pub enum LogFormat {
 #[derive(Subcommand)]
 pub enum Command {
     /// Create an age identity (for restores); prints its public recipient.
+    #[command(after_help = examples(&["lockbox keygen --output /safe/place/lockbox-identity.txt"], None))]
     Keygen(KeygenArgs),
     /// Create the repository named in the config, or join an existing one.
+    #[command(after_help = examples(&[
+        "lockbox init",
+        "lockbox --config /etc/lockbox/lockbox.toml init --identity restore-key.txt",
+    ], None))]
     Init(InitArgs),
     /// Back up a configured source, or standard input.
+    #[command(after_help = examples(&[
+        "lockbox backup orders",
+        "lockbox backup --all --json",
+        "lockbox backup --stdin orders",
+    ], Some(EXIT_CODES)))]
     Backup(BackupArgs),
     /// List snapshots (the catalog is refreshed from the repository first).
+    #[command(after_help = examples(&[
+        "lockbox snapshots",
+        "lockbox snapshots --source orders --json",
+        "lockbox snapshots --identity restore-key.txt",
+    ], None))]
     Snapshots(SnapshotsArgs),
     /// Restore a snapshot, verifying every chunk and the whole stream.
-    #[command(after_help = "With --output -, data is streamed to stdout as it is verified \
+    #[command(after_help = examples(&[
+        "lockbox restore latest --source orders --identity key.txt --output orders.dump",
+        "lockbox restore 3f2a9c01 --identity key.txt --output -",
+        "lockbox restore latest --source orders --identity key.txt --into postgresql://postgres@localhost:5432/orders_copy",
+    ], Some(&("With --output -, data is streamed to stdout as it is verified \
 chunk by chunk; the whole-stream check completes only at the end, so the EXIT STATUS IS THE \
-VERDICT: treat the output as unverified unless lockbox exits 0.\n\n".to_string() + EXIT_CODES)]
+VERDICT: treat the output as unverified unless lockbox exits 0.\n\n".to_string() + EXIT_CODES))))]
     Restore(RestoreArgs),
     /// Check the repository for damage without restoring: manifests, the
     /// hash chain, every object's presence, size and lock; with --read-data
     /// also the stored bytes (and, with --identity, the decrypted chunks).
-    #[command(after_help = "Exit 3 if any problem was found (one line each: kind, snapshot, \
-object); a full --read-data run (no --sample) records a verdict per snapshot in the catalog.\n\n".to_string() + EXIT_CODES)]
+    #[command(after_help = examples(&[
+        "lockbox verify",
+        "lockbox verify --read-data --sample 5",
+        "lockbox verify --source orders --read-data --identity key.txt",
+    ], Some(&("Exit 3 if any problem was found (one line each: kind, snapshot, \
+object); a full --read-data run (no --sample) records a verdict per snapshot in the catalog.\n\n".to_string() + EXIT_CODES))))]
     Verify(VerifyArgs),
     /// Restore a snapshot into a scratch database (or file) and prove it
     /// works: load, tables, row counts, user checks; writes an attestation.
-    #[command(after_help = "Exit 3 if a check failed or the snapshot failed verification (the \
-message names the check or object).\n\n".to_string() + EXIT_CODES)]
+    #[command(after_help = examples(&[
+        "lockbox drill orders",
+        "lockbox drill orders --snapshot 3f2a9c01 --target postgresql://drill@localhost:5432/postgres --keep",
+    ], Some(&("Exit 3 if a check failed or the snapshot failed verification (the \
+message names the check or object).\n\n".to_string() + EXIT_CODES))))]
     Drill(DrillArgs),
     /// Check this host and the storage: permissions, versioning and Object
     /// Lock, and that a locked canary cannot be deleted. Exit 1 on any FAIL.
+    #[command(after_help = examples(&[
+        "lockbox doctor",
+        "lockbox doctor --as-profile production --json",
+    ], None))]
     Doctor(DoctorArgs),
     /// Remove snapshots the retention policy no longer keeps, in two
     /// reviewed steps: `--plan FILE` (read-only) writes a plan and prints its
     /// digest; `--apply FILE --confirm DIGEST` deletes exactly what it lists,
     /// with the `[prune] profile` credentials.
-    #[command(after_help = "Exit 2 if the digest does not match the plan, the plan file is \
+    #[command(after_help = examples(&[
+        "lockbox prune --plan plan.json",
+        "lockbox prune --apply plan.json --confirm DIGEST",
+    ], Some(&("Exit 2 if the digest does not match the plan, the plan file is \
 malformed or altered, or `[prune] profile` is missing or equals the writer's profile; exit 1 if \
 the repository changed since the plan (nothing deleted: make a new plan) or storage refused or \
-failed a delete (reported, not retried).\n\n".to_string() + EXIT_CODES)]
+failed a delete (reported, not retried).\n\n".to_string() + EXIT_CODES))))]
     Prune(PruneArgs),
     /// Maintain the local catalog (a cache of the repository).
+    #[command(after_help = examples(&["lockbox catalog rebuild"], None))]
     Catalog {
         #[command(subcommand)]
         command: CatalogCommand,
@@ -98,25 +158,57 @@ failed a delete (reported, not retried).\n\n".to_string() + EXIT_CODES)]
     /// (runs in flight get `[daemon] shutdown_grace`, then are aborted with no
     /// snapshot written). SIGHUP reloads the config; a bad one is rejected
     /// and the old one kept.
+    #[command(after_help = examples(&[
+        "lockbox daemon",
+        "lockbox --log-format json daemon",
+    ], None))]
     Daemon,
     /// Per-source health: last backup, last verified backup, sizes, dedup,
     /// retention, tampering; OK/WARN/CRIT. Reads the local catalog only.
+    #[command(after_help = examples(&["lockbox status", "lockbox status --source orders --json"], None))]
     Status(StatusArgs),
     /// Monitoring-plugin check (Nagios/Icinga, cron, Kubernetes probes): one
     /// summary line, one line per source.
-    #[command(after_help = CHECK_EXIT_CODES)]
+    #[command(after_help = examples(&["lockbox check", "lockbox check --source orders"], Some(CHECK_EXIT_CODES)))]
     Check(CheckArgs),
     /// Prometheus metrics (text format) on stdout, or into a node_exporter
     /// textfile-collector file.
+    #[command(after_help = examples(&[
+        "lockbox metrics",
+        "lockbox metrics --textfile /var/lib/prometheus/node-exporter/lockbox.prom",
+    ], None))]
     Metrics(MetricsArgs),
     /// Notifications (`[[notify]]` in the config).
+    #[command(after_help = examples(&["lockbox notify test"], None))]
     Notify {
         #[command(subcommand)]
         command: NotifyCommand,
     },
     /// Try Lockbox end to end in ./lockbox-quickstart: identity, local vault,
     /// a sample SQLite database, a backup, and a verified restore.
+    #[command(after_help = examples(&["lockbox quickstart", "lockbox quickstart --dir /tmp/lockbox-demo"], None))]
     Quickstart(QuickstartArgs),
+    /// Check the configuration without touching storage or databases: every
+    /// source with its kind, schedule and next runs, thresholds and
+    /// notification targets. Exit 2 on any problem.
+    #[command(after_help = examples(&[
+        "lockbox config check",
+        "lockbox --config /etc/lockbox/lockbox.toml config check --json",
+    ], None))]
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script on stdout.
+    #[command(after_help = examples(&[
+        "lockbox completions bash > /etc/bash_completion.d/lockbox",
+        "lockbox completions zsh > ~/.zfunc/_lockbox",
+        "lockbox completions fish > ~/.config/fish/completions/lockbox.fish",
+    ], None))]
+    Completions(CompletionsArgs),
+    /// Write man pages (lockbox.1 and one per subcommand) into a directory.
+    #[command(after_help = examples(&["lockbox man --output-dir /usr/local/share/man/man1"], None))]
+    Man(ManArgs),
 }
 
 /// `lockbox check` follows the monitoring-plugin convention instead.
@@ -200,23 +292,20 @@ pub struct SnapshotsArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["output", "into"])))]
 pub struct RestoreArgs {
     /// Snapshot id (or unique prefix), or `latest`.
     pub snapshot: String,
-    /// Source the snapshot belongs to.
+    /// Source the snapshot belongs to: needed for `latest` when the
+    /// repository holds more than one source, and for an id prefix that
+    /// several sources share.
     #[arg(long)]
-    pub source: String,
+    pub source: Option<String>,
     /// age identity file that can decrypt the repository.
     #[arg(long, short = 'i', env = "LOCKBOX_IDENTITY", value_name = "FILE")]
     pub identity: PathBuf,
     /// Output file, or - for stdout. A file appears only after verification.
-    #[arg(
-        long,
-        short = 'o',
-        value_name = "FILE|-",
-        required_unless_present = "into",
-        conflicts_with = "into"
-    )]
+    #[arg(long, short = 'o', value_name = "FILE|-")]
     pub output: Option<PathBuf>,
     /// Load into a database instead: postgresql://USER@HOST:PORT/DB,
     /// mysql:// or mariadb:// (same form), or sqlite:///ABS/PATH.db. The
@@ -320,7 +409,41 @@ pub struct DoctorArgs {
 #[derive(Subcommand)]
 pub enum CatalogCommand {
     /// Rebuild the catalog's snapshots and chunks from the repository alone.
+    #[command(after_help = examples(&["lockbox catalog rebuild"], None))]
     Rebuild,
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config offline: print each source, its kind, its
+    /// schedule with the next three run times, its thresholds, and the
+    /// notification targets. Exit 2 on any problem.
+    #[command(after_help = examples(&[
+        "lockbox config check",
+        "lockbox --config lockbox.toml config check --json",
+    ], None))]
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Args)]
+pub struct ConfigCheckArgs {
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -328,6 +451,7 @@ pub enum NotifyCommand {
     /// Send a `test` event to every `[[notify]]` target, whatever its `on`
     /// and `sources`, and print one line per target. Exit 1 if any delivery
     /// failed.
+    #[command(after_help = examples(&["lockbox notify test", "lockbox notify test --json"], None))]
     Test(NotifyTestArgs),
 }
 
@@ -344,4 +468,68 @@ pub struct QuickstartArgs {
     /// Directory for the demo (created if missing).
     #[arg(long, default_value = "lockbox-quickstart")]
     pub dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command's help ends with examples, and every example parses as
+    /// the command whose help shows it: a renamed flag breaks this test,
+    /// not a reader at 3 a.m.
+    #[test]
+    fn every_command_has_examples_that_parse() {
+        fn walk(cmd: &clap::Command, path: Vec<String>, seen: &mut usize) {
+            let help = cmd
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            let examples: Vec<&str> = help
+                .split("Examples:\n")
+                .nth(1)
+                .unwrap_or_else(|| panic!("`{}` --help has no examples", path.join(" ")))
+                .lines()
+                .take_while(|l| l.starts_with("  "))
+                .map(str::trim)
+                .collect();
+            assert!(
+                !examples.is_empty(),
+                "`{}`: no example lines",
+                path.join(" ")
+            );
+            for example in examples {
+                // A shell redirection is not part of the command line.
+                let line = example.split(" > ").next().unwrap();
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let parsed = Cli::try_parse_from(&words);
+                assert!(
+                    parsed.is_ok(),
+                    "example `{example}` does not parse: {:?}",
+                    parsed.err()
+                );
+                for part in &path[1..] {
+                    assert!(
+                        words.contains(&part.as_str()),
+                        "example `{example}` is shown under `{}`",
+                        path.join(" ")
+                    );
+                }
+                *seen += 1;
+            }
+            for sub in cmd.get_subcommands() {
+                let mut p = path.clone();
+                p.push(sub.get_name().to_string());
+                walk(sub, p, seen);
+            }
+        }
+        let mut seen = 0;
+        walk(&Cli::command(), vec!["lockbox".into()], &mut seen);
+        assert!(seen > 30, "only {seen} examples");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

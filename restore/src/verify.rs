@@ -253,26 +253,14 @@ fn problem(kind: ProblemKind, snap: &SnapshotRef, object: &str, detail: String) 
 
 /// Picks the snapshots in scope.
 fn select(backend: &dyn ReadBackend, opts: &VerifyOptions) -> Result<Vec<SnapshotRef>, RepoError> {
-    let snaps = repository::list_snapshots(backend, opts.source.as_deref())?;
     let Some(prefix) = &opts.snapshot else {
-        return Ok(snaps);
+        return repository::list_snapshots(backend, opts.source.as_deref());
     };
-    let wanted = prefix.to_ascii_lowercase();
-    let mut hits = snaps
-        .into_iter()
-        .filter(|s| !wanted.is_empty() && s.id.to_hex().starts_with(&wanted));
-    let first = hits.next().ok_or_else(|| RepoError::NoSuchSnapshot {
-        source_name: opts.source.clone().unwrap_or_else(|| "(any)".into()),
-        wanted: prefix.clone(),
-    })?;
-    if let Some(second) = hits.next() {
-        return Err(RepoError::AmbiguousSnapshot {
-            wanted: prefix.clone(),
-            first: first.id.short(),
-            second: second.id.short(),
-        });
-    }
-    Ok(vec![first])
+    Ok(vec![repository::find_snapshot(
+        backend,
+        opts.source.as_deref(),
+        prefix,
+    )?])
 }
 
 /// Verifies the snapshots `opts` selects (see the module doc). Problems are

@@ -125,7 +125,7 @@ fn drill_source(
     let identities = Identities::from_file(&identity)?;
     let (repo_config, id_key) =
         lockbox_vault::access::read_key(config, backend.as_ref(), Some(&identities))?;
-    let snap = repository::find_snapshot(backend.as_ref(), &source.name, &args.snapshot)?;
+    let snap = repository::find_snapshot(backend.as_ref(), Some(&source.name), &args.snapshot)?;
     let manifest = repository::read_manifest(backend.as_ref(), &id_key, &snap)?;
 
     let cancel = Arc::new(AtomicBool::new(false));

@@ -2,6 +2,8 @@
 
 mod backup;
 mod catalog;
+mod completions;
+mod config_check;
 mod daemon;
 mod doctor;
 mod drill;
@@ -28,7 +30,7 @@ use lockbox_vault::config::{Config, SourceConfig};
 use lockbox_vault::repository;
 use lockbox_vault::storage;
 
-use crate::cli::{CatalogCommand, Cli, Command, NotifyCommand};
+use crate::cli::{CatalogCommand, Cli, Command, ConfigCommand, DEFAULT_CONFIG, NotifyCommand};
 use crate::error::UsageError;
 
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -61,16 +63,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Keygen(a) => keygen::run(a),
         Command::Quickstart(a) => quickstart::run(a),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man_pages(a),
         // Every failure of `check` is UNKNOWN (3), a config error included.
         Command::Check(a) => Ok(status::check(load_config(config_path), a)),
+        Command::Config {
+            command: ConfigCommand::Check(a),
+        } => config_check::run(load_config(config_path)?, a),
         Command::Daemon => {
-            let path = config_path.clone();
             let config = load_config(config_path)?;
-            daemon::run(
-                path.as_deref().expect("load_config succeeded"),
-                config,
-                cli.log_format,
-            )
+            let path = config.path.clone();
+            daemon::run(&path, config, cli.log_format)
         }
         command => dispatch(&load_config(config_path)?, command),
     }
@@ -96,7 +99,13 @@ fn dispatch(config: &Config, command: Command) -> Result<ExitCode> {
         Command::Notify {
             command: NotifyCommand::Test(a),
         } => notify::test(config, a),
-        Command::Keygen(_) | Command::Quickstart(_) | Command::Check(_) | Command::Daemon => {
+        Command::Keygen(_)
+        | Command::Quickstart(_)
+        | Command::Check(_)
+        | Command::Daemon
+        | Command::Config { .. }
+        | Command::Completions(_)
+        | Command::Man(_) => {
             unreachable!("run() handles the commands that need no loaded config")
         }
     }
@@ -131,12 +140,19 @@ pub fn unknown_source<'a>(
     ))
 }
 
+/// `--config`, else `LOCKBOX_CONFIG` (clap reads both into `path`), else
+/// [`DEFAULT_CONFIG`].
 fn load_config(path: Option<PathBuf>) -> Result<Config> {
     let Some(path) = path else {
-        bail!(UsageError::new(
-            "no config file given: pass --config PATH or set LOCKBOX_CONFIG \
-             (see examples/lockbox.toml), or try `lockbox quickstart`"
-        ));
+        let default = Path::new(DEFAULT_CONFIG);
+        if !default.exists() {
+            bail!(UsageError::new(format!(
+                "no config file: {DEFAULT_CONFIG} (the default) does not exist; pass \
+                 --config PATH or set LOCKBOX_CONFIG (every key is explained in the annotated \
+                 examples/lockbox.toml), or try `lockbox quickstart`"
+            )));
+        }
+        return Ok(Config::load(default)?);
     };
     Ok(Config::load(&path)?)
 }

@@ -11,6 +11,7 @@ use lockbox_vault::keys;
 
 use super::absolute;
 use crate::cli::{BackupArgs, Command, InitArgs, QuickstartArgs, RestoreArgs};
+use crate::render::human_bytes;
 
 pub fn run(args: QuickstartArgs) -> Result<ExitCode> {
     let dir = absolute(&args.dir)?;
@@ -63,7 +64,7 @@ pub fn run(args: QuickstartArgs) -> Result<ExitCode> {
         &config,
         Command::Restore(RestoreArgs {
             snapshot: "latest".into(),
-            source: "sample".into(),
+            source: Some("sample".into()),
             identity: identity.clone(),
             output: Some(restored.clone()),
             into: None,
@@ -78,17 +79,65 @@ pub fn run(args: QuickstartArgs) -> Result<ExitCode> {
         bail!("restored database has {back} rows, the source had {rows}");
     }
     println!(
-        "== 4. the restored database opens and holds all {back} rows: {}\n\n\
-         Next:\n  \
-         lockbox -c {cfg} snapshots               # list what the vault holds\n  \
-         lockbox quickstart                        # run again: unchanged data is not stored twice\n  \
-         cp examples/lockbox.toml /etc/lockbox.toml  # configure your own sources\n\
+        "== 4. the restored database opens and holds all {back} rows: {}",
+        restored.display()
+    );
+    println!("\n{}", dedup_note(&config)?);
+    // The commands below must work when pasted, also after `cargo run`,
+    // where `lockbox` is not on PATH.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "lockbox".into());
+    println!(
+        "\nTry:\n  \
+         {exe} --config {cfg} snapshots\n  \
+         {exe} --config {cfg} status\n  \
+         {exe} quickstart --dir {dir}   # again: only what changed is stored\n\n\
+         Next steps:\n  \
+         1. A real database: install Lockbox (README \"Install\"), then copy examples/lockbox.toml \
+         to /etc/lockbox/lockbox.toml, add a `kind = \"postgres\"` source with a read-only role \
+         (examples/roles/), and run `lockbox config check`, `lockbox init`, `lockbox backup NAME`.\n  \
+         2. A drill: `lockbox drill NAME` restores the newest snapshot into a scratch database, \
+         checks it and records the last verified backup that `lockbox check` alerts on.\n  \
+         3. Storage that cannot be deleted: an S3 bucket with Object Lock (README \"Moving to \
+         S3\"), checked by `lockbox doctor`.\n\n\
          Keep {id} off backup hosts: backups need only the public recipient.",
-        restored.display(),
         cfg = config_path.display(),
+        dir = dir.display(),
         id = identity.display(),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the last backup stored, against what it read: the proof that
+/// unchanged data is not stored twice, in the user's own numbers.
+fn dedup_note(config: &Config) -> Result<String> {
+    let backend = lockbox_vault::access::open_read(config)?;
+    let repo = lockbox_vault::repository::load_config(backend.as_ref())?;
+    let catalog = lockbox_vault::catalog::Catalog::open(&config.catalog_path(), &repo.id)?;
+    let snaps = catalog.snapshots(Some("sample"))?;
+    let Some(last) = snaps.last() else {
+        bail!("the catalog lists no snapshot of the sample after its backup");
+    };
+    Ok(if snaps.len() == 1 {
+        format!(
+            "The first backup read {} and stored {} (compressed and encrypted). Run quickstart \
+             again: it adds 100 rows, and the next backup stores only the chunks that changed.",
+            human_bytes(last.input_bytes),
+            human_bytes(last.added_bytes),
+        )
+    } else {
+        format!(
+            "Backup {} of this database read {} but stored only {} new: the dump is split \
+             into content-defined chunks named by their content; a chunk an earlier backup \
+             stored is reused, and a changed chunk is stored as a small delta against its \
+             earlier version, so unchanged data is not stored twice. Each snapshot still \
+             restores the whole database on its own.",
+            snaps.len(),
+            human_bytes(last.input_bytes),
+            human_bytes(last.added_bytes),
+        )
+    })
 }
 
 fn recipient_of(identity: &Path) -> Result<String> {

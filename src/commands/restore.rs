@@ -33,10 +33,10 @@ pub fn run(config: &Config, args: RestoreArgs) -> Result<ExitCode> {
         .expect("clap requires --output or --into");
     let backend = open_read(config)?;
     let identities = Identities::from_file(&args.identity)?;
-    let snap = repository::find_snapshot(backend.as_ref(), &args.source, &args.snapshot)?;
+    let snap = repository::find_snapshot(backend.as_ref(), args.source.as_deref(), &args.snapshot)?;
     let opts = RestoreOptions::default();
     let to_stdout = output.as_os_str() == "-";
-    let context = || format!("restore of snapshot {} ({})", snap.id.short(), args.source);
+    let context = || format!("restore of snapshot {} ({})", snap.id.short(), snap.source);
     let bar = Bar::restore();
     let result = if to_stdout {
         let stdout = std::io::stdout();
@@ -83,7 +83,7 @@ fn run_into(config: &Config, args: &RestoreArgs, url: &str) -> Result<ExitCode> 
     let login = load::login(args.password_file.as_deref(), &config.tmp_dir())?;
     let backend = open_read(config)?;
     let identities = Identities::from_file(&args.identity)?;
-    let snap = repository::find_snapshot(backend.as_ref(), &args.source, &args.snapshot)?;
+    let snap = repository::find_snapshot(backend.as_ref(), args.source.as_deref(), &args.snapshot)?;
     let opts = LoadOptions {
         force: args.force,
         restore: RestoreOptions::default(),
@@ -103,7 +103,7 @@ fn run_into(config: &Config, args: &RestoreArgs, url: &str) -> Result<ExitCode> 
         format!(
             "restore of snapshot {} ({}) into {target}",
             snap.id.short(),
-            args.source
+            snap.source
         )
     })?;
     super::record_tampering(config, backend.as_ref(), &report.tampering);

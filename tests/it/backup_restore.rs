@@ -258,7 +258,7 @@ fn snapshots_written_by_another_host_appear_after_sync() {
     let (cfg2, other_state) = v.other_host("state2");
     std::fs::create_dir(&other_state).unwrap();
     std::fs::copy(v.state().join("id.key"), other_state.join("id.key")).unwrap();
-    let out = std::process::Command::new(support::BIN)
+    let out = support::lockbox()
         .args(["--config", cfg2.to_str().unwrap(), "snapshots", "--json"])
         .output()
         .unwrap();

@@ -31,7 +31,7 @@ impl<'a> Host<'a> {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::new(support::BIN);
+        let mut c = support::lockbox();
         c.arg("--config")
             .arg(&self.config)
             .env("NO_COLOR", "1")

@@ -96,7 +96,7 @@ fn snapshot_count(v: &Vault, source: &str) -> usize {
 }
 
 fn snapshot_count_with(config: &std::path::Path, source: &str) -> usize {
-    let out = std::process::Command::new(support::BIN)
+    let out = support::lockbox()
         .arg("--config")
         .arg(config)
         .args(["-q", "snapshots", "--json", "--source", source])

@@ -1,8 +1,6 @@
 //! `init`, joining a repository from a second host, and configuration errors.
 
-use std::process::Command;
-
-use crate::support::{BIN, Vault};
+use crate::support::Vault;
 
 #[test]
 fn init_is_idempotent_and_refuses_a_foreign_key_file() {
@@ -31,7 +29,7 @@ fn a_second_host_joins_with_the_identity_or_is_told_how() {
     v.backup_bytes("a", b"written by host one");
     let (cfg2, state2) = v.other_host("state-host2");
     let run = |args: &[&str]| {
-        Command::new(BIN)
+        crate::support::lockbox()
             .arg("--config")
             .arg(&cfg2)
             .args(args)
@@ -65,7 +63,7 @@ fn a_second_host_joins_with_the_identity_or_is_told_how() {
     // Dedup works across the two hosts: same chunks, same ids.
     let file = v.path().join("input.bin");
     std::fs::write(&file, b"written by host one").unwrap();
-    let out = Command::new(BIN)
+    let out = crate::support::lockbox()
         .arg("--config")
         .arg(&cfg2)
         .args(["backup", "--json", "--stdin", "a"])
@@ -98,7 +96,7 @@ fn config_errors_exit_2_and_name_the_key() {
         "state_dir = \"/tmp/x\"\n[repository]\nurl = \"file:///tmp/x\"\nrecipients = [\"age1nope\"]\nlock_days = 3\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
+    let out = crate::support::lockbox()
         .arg("--config")
         .arg(&cfg)
         .arg("snapshots")
@@ -111,7 +109,7 @@ fn config_errors_exit_2_and_name_the_key() {
         "{err}"
     );
 
-    let out = Command::new(BIN)
+    let out = crate::support::lockbox()
         .arg("snapshots")
         .env_remove("LOCKBOX_CONFIG")
         .output()
@@ -124,7 +122,7 @@ fn config_errors_exit_2_and_name_the_key() {
     let text = std::fs::read_to_string(&v.config).unwrap();
     let cfg = v.path().join("empty.toml");
     std::fs::write(&cfg, text.replace("/repo\"", "/elsewhere\"")).unwrap();
-    let out = Command::new(BIN)
+    let out = crate::support::lockbox()
         .arg("--config")
         .arg(&cfg)
         .arg("snapshots")
@@ -199,7 +197,7 @@ fn a_restore_host_lists_snapshots_with_its_identity_alone() {
     // Same config, but a state dir that holds nothing: a restore host.
     let (cfg, empty_state) = v.other_host("restore-state");
     let run = |extra: &[&str]| {
-        Command::new(BIN)
+        crate::support::lockbox()
             .arg("--config")
             .arg(&cfg)
             .arg("snapshots")

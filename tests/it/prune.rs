@@ -12,11 +12,11 @@
 //! examples granting the writer no delete action (`tests/it/examples.rs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use lockbox_vault::storage::s3::test_server::TestServer;
 
-use crate::support::{self, BIN, Vault, local, mixed_data};
+use crate::support::{self, Vault, local, mixed_data};
 
 const MIB: usize = 1 << 20;
 const POLICY: &str = "[prune]\ngrace_hours = 0\n[retention]\nkeep_last = 1\n";
@@ -197,7 +197,7 @@ fn the_newest_verified_snapshot_survives_keep_last_1() {
 }
 
 fn run_with(v: &Vault, config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
+    crate::support::lockbox()
         .arg("--config")
         .arg(config)
         .args(args)
@@ -429,7 +429,7 @@ fn a_backup_between_plan_and_apply_keeps_every_chunk_it_needs() {
     std::fs::copy(v.state().join("id.key"), state2.join("id.key")).unwrap();
     let input = v.path().join("d1.bin");
     std::fs::write(&input, &d1).unwrap();
-    let out = Command::new(BIN)
+    let out = crate::support::lockbox()
         .arg("--config")
         .arg(&cfg2)
         .args(["backup", "--stdin", "db", "--json"])

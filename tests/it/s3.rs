@@ -7,7 +7,7 @@
 //! It does NOT refuse shortening a COMPLIANCE retention; the tests only show
 //! that Lockbox never asks for a shorter one, not that storage would refuse.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectLockMode;
@@ -230,7 +230,7 @@ fn s3_reused_chunk_retention_is_extended_for_a_longer_lock() {
     let longer = v.path().join("longer.toml");
     let text = std::fs::read_to_string(&v.config).unwrap();
     std::fs::write(&longer, text.replace("lock_days = 2", "lock_days = 40")).unwrap();
-    let out = Command::new(support::BIN)
+    let out = support::lockbox()
         .arg("--config")
         .arg(&longer)
         .envs(v.env.iter().map(|(k, v)| (k, v)))

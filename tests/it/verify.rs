@@ -79,7 +79,7 @@ fn clean_repository_passes_and_full_reads_are_recorded() {
     // A restore host: no ID key, the identity unseals it and decrypts chunks.
     let (cfg, _) = v.other_host("restorehost");
     let restore_host = || {
-        let mut c = std::process::Command::new(support::BIN);
+        let mut c = support::lockbox();
         c.arg("--config").arg(&cfg).env_remove("LOCKBOX_IDENTITY");
         c
     };

@@ -616,14 +616,18 @@ pub enum StatusError {
     Catalog(#[from] CatalogError),
     /// `--source NAME` names nothing this host knows.
     #[error(
-        "no source {name:?}: it is not in {} and the catalog has no run or snapshot of it",
-        config.display()
+        "no source {name:?}: it is not in {} and the catalog has no run or snapshot of it; \
+         known: {}",
+        config.display(),
+        if known.is_empty() { "none".to_string() } else { known.join(", ") }
     )]
     UnknownSource {
         /// The name asked for.
         name: String,
         /// The config file that was searched.
         config: std::path::PathBuf,
+        /// The sources the config or the catalog knows.
+        known: Vec<String>,
     },
 }
 
@@ -644,11 +648,13 @@ pub fn load_report(config: &Config, only: Option<&str>) -> Result<StatusReport, 
     let catalog = open_catalog(&config.catalog_path())?;
     let mut report = report(config, catalog.as_ref(), OffsetDateTime::now_utc())?;
     if let Some(name) = only {
+        let known: Vec<String> = report.sources.iter().map(|s| s.source.clone()).collect();
         report.sources.retain(|s| s.source == name);
         if report.sources.is_empty() {
             return Err(StatusError::UnknownSource {
                 name: name.to_string(),
                 config: config.path.clone(),
+                known,
             });
         }
         report.health = report.sources[0].health;

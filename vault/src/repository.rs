@@ -64,13 +64,29 @@ pub enum RepoError {
     /// A manifest could not be read, unsealed or decoded.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    /// No snapshot of the source is `latest` or has an id starting with the given prefix.
-    #[error("no snapshot of source {source_name:?} matches {wanted:?}")]
+    /// No snapshot (of the source, when one was named) is `latest` or has
+    /// an id starting with the given prefix.
+    #[error("{}", no_such_snapshot(source_name.as_deref(), wanted, sources))]
     NoSuchSnapshot {
-        /// The source searched.
-        source_name: String,
+        /// The source searched, or `None` for every source.
+        source_name: Option<String>,
         /// What was asked for: `latest`, a full id or an id prefix.
         wanted: String,
+        /// When the source has no snapshots at all: the sources that have
+        /// some (empty for an empty repository, or when the source has
+        /// snapshots but none matched).
+        sources: Vec<String>,
+    },
+    /// `latest` without a source, in a repository holding several.
+    #[error(
+        "{wanted:?} needs --source: the repository holds snapshots of {}",
+        sources.join(", ")
+    )]
+    SourceNeeded {
+        /// What was asked for.
+        wanted: String,
+        /// The sources that have snapshots.
+        sources: Vec<String>,
     },
     /// An id prefix matches more than one snapshot of the source.
     #[error("{wanted:?} is ambiguous: it matches snapshots {first} and {second}")]
@@ -82,6 +98,21 @@ pub enum RepoError {
         /// Short id of another.
         second: String,
     },
+}
+
+fn no_such_snapshot(source: Option<&str>, wanted: &str, sources: &[String]) -> String {
+    let what = match source {
+        Some(name) => format!("no snapshot of source {name:?} matches {wanted:?}"),
+        None => format!("no snapshot matches {wanted:?}"),
+    };
+    match (source, sources) {
+        (_, []) => what,
+        (Some(_), names) => format!(
+            "{what}: the source has no snapshots; sources with snapshots: {}",
+            names.join(", ")
+        ),
+        (None, _) => what,
+    }
 }
 
 impl RepoError {
@@ -99,6 +130,7 @@ impl RepoError {
             | RepoError::AlreadyInitialized { .. }
             | RepoError::WrongIdKey { .. }
             | RepoError::NoSuchSnapshot { .. }
+            | RepoError::SourceNeeded { .. }
             | RepoError::AmbiguousSnapshot { .. } => ErrorClass::Usage,
             RepoError::NotInitialized { .. } => ErrorClass::Operational,
         }
@@ -362,30 +394,62 @@ pub fn read_manifest(
     Ok(Manifest::decode(&v.data, key, &snap.id, &snap.key)?)
 }
 
-/// Resolves `latest`, a full id, or an id prefix among one source's snapshots.
+/// Resolves `latest`, a full id, or an id prefix, among one source's
+/// snapshots or, without a source, among all of them: an id (prefix) needs
+/// no source when only one snapshot matches, and `latest` none when the
+/// repository holds one source. A source with no snapshots is answered
+/// with the sources that have some, so a misspelt name shows the right one.
 pub fn find_snapshot(
     backend: &dyn ReadBackend,
-    source: &str,
+    source: Option<&str>,
     wanted: &str,
 ) -> Result<SnapshotRef, RepoError> {
-    let snaps = list_snapshots(backend, Some(source))?;
-    let not_found = || RepoError::NoSuchSnapshot {
-        source_name: source.into(),
-        wanted: wanted.into(),
+    let snaps = list_snapshots(backend, source)?;
+    let sources_with_snapshots = || -> Result<Vec<String>, RepoError> {
+        let mut names: Vec<String> = list_snapshots(backend, None)?
+            .into_iter()
+            .map(|s| s.source)
+            .collect();
+        names.dedup();
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
     };
+    if snaps.is_empty() {
+        return Err(RepoError::NoSuchSnapshot {
+            source_name: source.map(str::to_string),
+            wanted: wanted.into(),
+            sources: sources_with_snapshots()?,
+        });
+    }
     if wanted == "latest" {
-        return snaps.into_iter().last().ok_or_else(not_found);
+        let mut names: Vec<String> = snaps.iter().map(|s| s.source.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() > 1 {
+            return Err(RepoError::SourceNeeded {
+                wanted: wanted.into(),
+                sources: names,
+            });
+        }
+        return Ok(snaps.into_iter().last().expect("not empty"));
     }
     let wanted_lc = wanted.to_ascii_lowercase();
     let mut matches = snaps
         .into_iter()
         .filter(|s| !wanted_lc.is_empty() && s.id.to_hex().starts_with(&wanted_lc));
-    let first = matches.next().ok_or_else(not_found)?;
+    let Some(first) = matches.next() else {
+        return Err(RepoError::NoSuchSnapshot {
+            source_name: source.map(str::to_string),
+            wanted: wanted.into(),
+            sources: Vec::new(),
+        });
+    };
     if let Some(second) = matches.next() {
         return Err(RepoError::AmbiguousSnapshot {
             wanted: wanted.into(),
-            first: first.id.short(),
-            second: second.id.short(),
+            first: format!("{} ({})", first.id.short(), first.source),
+            second: format!("{} ({})", second.id.short(), second.source),
         });
     }
     Ok(first)

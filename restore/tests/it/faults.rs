@@ -152,7 +152,7 @@ impl Repo {
     /// Restores the newest snapshot through `backend` into a file; the
     /// bytes, or the error (and then the file must not exist).
     fn restore(&self, backend: &dyn ReadBackend) -> Result<Vec<u8>, RestoreError> {
-        let snap = repository::find_snapshot(backend, "db", "latest")?;
+        let snap = repository::find_snapshot(backend, Some("db"), "latest")?;
         let target = self.dir.path().join("restored.bin");
         let _ = std::fs::remove_file(&target);
         let r = lockbox_restore::restore_to_file(

@@ -72,7 +72,7 @@ impl Repo {
 
     /// The snapshot with manifest id `id`, restored, and its chunk ids.
     fn restore(&self, id: &str) -> (Vec<u8>, Vec<String>) {
-        let snap = repository::find_snapshot(self.backend.as_ref(), "prop", id).unwrap();
+        let snap = repository::find_snapshot(self.backend.as_ref(), Some("prop"), id).unwrap();
         let manifest =
             repository::read_manifest(self.backend.as_ref(), &self.id_key, &snap).unwrap();
         let mut out = Vec::new();

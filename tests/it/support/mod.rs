@@ -17,6 +17,22 @@ pub use config::TestConfig;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lockbox");
 
+/// Where a test's `lockbox` looks for its config when the test names none:
+/// a path that cannot exist, so no test ever reads the host's
+/// `/etc/lockbox/lockbox.toml` (the default) by accident.
+pub const NO_CONFIG: &str = "/nonexistent/lockbox-test-passes---config.toml";
+
+/// The `lockbox` binary as every test starts it: `LOCKBOX_CONFIG` points
+/// at [`NO_CONFIG`] unless the test sets its own (`--config` wins over it),
+/// and no identity comes from the environment.
+pub fn lockbox() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("LOCKBOX_CONFIG", NO_CONFIG)
+        .env_remove("LOCKBOX_IDENTITY")
+        .env("NO_COLOR", "1");
+    c
+}
+
 /// A temp directory holding an identity, a config, a state dir and a local vault.
 pub struct Vault {
     pub dir: tempfile::TempDir,
@@ -82,7 +98,7 @@ impl Vault {
     pub fn configured(base: impl FnOnce(&Path) -> TestConfig, env: Vec<(String, String)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let identity = dir.path().join("identity.txt");
-        let out = Command::new(BIN)
+        let out = lockbox()
             .args(["keygen", "--output"])
             .arg(&identity)
             .output()
@@ -129,11 +145,9 @@ impl Vault {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = lockbox();
         c.arg("--config")
             .arg(&self.config)
-            .env("NO_COLOR", "1")
-            .env_remove("LOCKBOX_IDENTITY")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
