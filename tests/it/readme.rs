@@ -99,7 +99,7 @@ fn help_commands(help: &str) -> Vec<String> {
 }
 
 fn help_of(words: &[&str]) -> Option<String> {
-    let out = Command::new(BIN)
+    let out = crate::support::lockbox()
         .args(words)
         .arg("--help")
         .env("NO_COLOR", "1")
@@ -155,11 +155,6 @@ fn readme_commands(doc: &str) -> Vec<String> {
     .collect()
 }
 
-/// Commands README documents ahead of the binary (being added to the CLI):
-/// tolerated while the binary does not know them yet, checked like every
-/// other command as soon as it does.
-const ANNOUNCED: &[&str] = &["config check", "completions", "man"];
-
 #[test]
 fn the_command_table_lists_exactly_the_binarys_commands() {
     let doc = readme();
@@ -174,7 +169,7 @@ fn the_command_table_lists_exactly_the_binarys_commands() {
         let words: Vec<&str> = cmd.split(' ').collect();
         let accepted = help_of(&words).is_some();
         assert!(
-            accepted || ANNOUNCED.contains(&cmd.as_str()),
+            accepted,
             "README's command table lists `lockbox {cmd}`, which the binary does not accept"
         );
         if accepted {
@@ -448,7 +443,7 @@ fn localise(text: &str, tmp: &Path) -> String {
 }
 
 fn keygen(dir: &Path) -> String {
-    let out = Command::new(BIN)
+    let out = crate::support::lockbox()
         .arg("keygen")
         .arg("--output")
         .arg(dir.join("identity.txt"))
@@ -458,12 +453,11 @@ fn keygen(dir: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// Asks the binary whether `config` is valid, without touching storage:
-/// `config check` where the binary has it, else `status` (which loads and
-/// validates the config first and exits 2 on a bad one).
+/// Asks `lockbox config check` whether `config` is valid, without touching
+/// storage.
 fn config_problems(config: &Path, aws: &Path) -> Option<String> {
     let run = |args: &[&str]| {
-        Command::new(BIN)
+        crate::support::lockbox()
             .arg("--config")
             .arg(config)
             .args(args)
@@ -474,11 +468,7 @@ fn config_problems(config: &Path, aws: &Path) -> Option<String> {
             .output()
             .expect("run lockbox")
     };
-    let mut out = run(&["config", "check"]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if stderr.contains("unrecognized subcommand") {
-        out = run(&["status"]);
-    }
+    let out = run(&["config", "check"]);
     (out.status.code() == Some(2)).then(|| {
         format!(
             "{}{}",
