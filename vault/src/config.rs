@@ -596,7 +596,8 @@ mod tests {
         let base: Table = toml::from_str(&shipped_example()).unwrap();
         // Accepted only to be refused with guidance (a secret in the config).
         let refused = ["secret"];
-        let tables: [(&str, fn(&mut Table) -> &mut Table); 11] = [
+        type Reach = fn(&mut Table) -> &mut Table;
+        let tables: [(&str, Reach); 11] = [
             ("top level", |t| t),
             ("[repository]", |t| table(t, "repository")),
             ("[repository.s3]", |t| table(table(t, "repository"), "s3")),
@@ -635,23 +636,32 @@ mod tests {
             reach(&mut config).insert("zzz_probe".into(), Value::Integer(1));
             let text = toml::to_string(&config).unwrap();
             let err = Config::parse(&text, "probe.toml").unwrap_err().to_string();
+            // serde says "expected one of `a`, `b`" or "expected `a` or `b`".
             let expected = err
-                .split("expected one of ")
-                .nth(1)
-                .unwrap_or_else(|| panic!("{name}: no key list in {err}"));
+                .split_once("expected ")
+                .unwrap_or_else(|| panic!("{name}: no key list in {err}"))
+                .1
+                .trim_start_matches("one of ")
+                .replace(" or ", ", ");
             let keys: Vec<&str> = expected
                 .split(", ")
-                .map(|k| k.trim_start_matches('`').split('`').next().unwrap())
+                .filter_map(|k| k.strip_prefix('`'))
+                .map(|k| k.split('`').next().unwrap())
                 .collect();
             assert!(keys.len() >= 2, "{name}: {keys:?}");
             for key in keys {
                 if refused.contains(&key) {
                     continue;
                 }
+                // Set (`key = …`), commented out, or in a key list of the
+                // comments (`#   key  what it does`, `#   key, key2`,
+                // `#   key / key2  what they do`).
                 let documented = example.lines().any(|line| {
                     let line = line.trim_start_matches('#').trim_start();
-                    line.starts_with(&format!("{key} ="))
-                        || line.starts_with(&format!("{key}="))
+                    let head = line.split("  ").next().unwrap_or("");
+                    line.strip_prefix(key)
+                        .is_some_and(|rest| rest.starts_with(" =") || rest.starts_with('='))
+                        || head.split([',', '/']).any(|word| word.trim() == key)
                         || line.contains(&format!("[{key}]"))
                         || line.contains(&format!(".{key}]"))
                 });
