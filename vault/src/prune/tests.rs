@@ -528,14 +528,18 @@ fn a_flood_of_forged_times_does_not_remove_a_real_snapshot() {
         .cloned()
         .collect();
     // The writer (who holds the ID key) floods snapshots claiming times
-    // years ahead and years back; storage stamps them all "just now".
+    // years ahead and years back; storage stamps them all "just now", all
+    // within today (UTC, the policy's timezone), whatever the time of day the
+    // test runs at.
+    let since_midnight = (r.now - r.now.replace_time(time::Time::MIDNIGHT)).whole_seconds();
     for i in 0..40i64 {
         let claimed = if i % 2 == 0 {
             r.now + day(400 + i)
         } else {
             r.now - day(900 + i)
         };
-        r.snapshot_with("db", claimed, Duration::minutes(i), old, Vec::new());
+        let age = Duration::seconds(since_midnight * i / 40).min(Duration::minutes(i));
+        r.snapshot_with("db", claimed, age, old, Vec::new());
     }
     let after = r.plan(policy, &[]).unwrap();
     let kept_after: BTreeSet<String> = real
