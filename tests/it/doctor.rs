@@ -57,6 +57,10 @@ fn doctor_passes_on_an_object_lock_bucket_and_probes_another_profile() {
     assert_eq!(status(&c, "object lock"), "PASS");
     assert_eq!(status(&c, "write and lock a canary"), "PASS");
     assert_eq!(status(&c, "versioned delete refused (configured"), "PASS");
+    // The store honours If-None-Match (a second put of the canary is
+    // refused) and its clock is this host's.
+    assert_eq!(status(&c, "conditional put"), "PASS", "{c:#?}");
+    assert_eq!(status(&c, "clock"), "PASS", "{c:#?}");
     assert_eq!(
         status(&c, "versioned delete refused (profile prod)"),
         "PASS"

@@ -15,7 +15,7 @@ mod host;
 mod sources;
 use crate::repository::{self, RepoError};
 use crate::storage::s3::S3Backend;
-use crate::storage::s3::probe::DeleteVerdict;
+use crate::storage::s3::probe::{ConditionalPut, DeleteVerdict};
 use crate::storage::{self, RepositoryUrl, S3Url};
 
 /// The verdict of one check.
@@ -185,6 +185,20 @@ fn s3_checks(config: &Config, url: &S3Url, as_profile: Option<&str>, out: &mut V
             return;
         }
     };
+    let after = OffsetDateTime::now_utc();
+    out.push(match backend.stored_time(&key, &version) {
+        Ok(stored) => clock_skew(now, after, stored),
+        Err(e) => check(
+            "clock",
+            Status::Warn,
+            format!("could not read the canary's time from the store: {e}"),
+        ),
+    });
+    out.push(conditional_put(backend.put_canary_if_absent(
+        &key,
+        b"lockbox doctor canary, second put: the store must refuse it (If-None-Match)\n",
+        now + Duration::days(1),
+    )));
     out.push(delete_verdict(
         backend.try_delete_canary(&key, &version, None),
         &shown,
@@ -198,6 +212,79 @@ fn s3_checks(config: &Config, url: &S3Url, as_profile: Option<&str>, out: &mut V
             &version,
             &format!("versioned delete refused (profile {profile})"),
         ));
+    }
+}
+
+/// Clock skew the store's retention dates tolerate unremarked. Lockbox
+/// computes every retain-until on this host's clock and the store enforces
+/// it on its own: a host a minute fast shortens nothing that matters, an
+/// hour is worth fixing (NTP).
+pub const CLOCK_SKEW_WARN_SECONDS: i64 = 60;
+
+/// How far the store's clock is from this host's: the canary's
+/// LastModified against the host's clock around the put (`before`, `after`;
+/// LastModified has whole seconds).
+pub fn clock_skew(before: OffsetDateTime, after: OffsetDateTime, stored: OffsetDateTime) -> Check {
+    let lo = before.unix_timestamp() - 1;
+    let hi = after.unix_timestamp() + 1;
+    let t = stored.unix_timestamp();
+    let skew = if t < lo {
+        t - lo
+    } else if t > hi {
+        t - hi
+    } else {
+        0
+    };
+    let detail = if skew == 0 {
+        "the store's clock agrees with this host's (within a second)".to_string()
+    } else {
+        format!(
+            "the store's clock is {}s {} this host's",
+            skew.abs(),
+            if skew > 0 { "ahead of" } else { "behind" }
+        )
+    };
+    if skew.abs() > CLOCK_SKEW_WARN_SECONDS {
+        check(
+            "clock",
+            Status::Warn,
+            format!(
+                "{detail}: retain-until dates are computed here and enforced there, and ages \
+                 in status come from the store's timestamps; synchronise this host's clock (NTP)"
+            ),
+        )
+    } else {
+        check("clock", Status::Pass, detail)
+    }
+}
+
+/// The conditional-put probe's line: a store that lets a second
+/// put-if-absent land is a WARN, not a FAIL, because content addressing
+/// keeps the data right whatever lands: two writers of one chunk then store
+/// two locked versions of the same plaintext.
+pub fn conditional_put(outcome: ConditionalPut) -> Check {
+    let name = "conditional put (If-None-Match)";
+    match outcome {
+        ConditionalPut::Refused => check(
+            name,
+            Status::Pass,
+            "a second put-if-absent of the canary was refused (412)",
+        ),
+        ConditionalPut::Landed(version) => check(
+            name,
+            Status::Warn,
+            format!(
+                "the store ignored If-None-Match on this versioned bucket and wrote version {}: \
+                 concurrent writers may store duplicate versions of a chunk, which costs space, \
+                 never data (each is a locked encryption of the same content)",
+                version.as_deref().unwrap_or("(none)")
+            ),
+        ),
+        ConditionalPut::Unknown(e) => check(
+            name,
+            Status::Warn,
+            format!("could not probe (the request did not reach a verdict): {e}"),
+        ),
     }
 }
 
@@ -221,5 +308,48 @@ fn delete_verdict(verdict: DeleteVerdict, key: &str, version: &str, name: &str) 
             Status::Warn,
             format!("could not probe (the request did not reach a verdict): {e}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
+    }
+
+    #[test]
+    fn clock_skew_is_measured_outside_the_put_window() {
+        // LastModified inside [before - 1 s, after + 1 s]: no skew.
+        let c = clock_skew(at(0), at(2), at(3));
+        assert_eq!(c.status, Status::Pass, "{}", c.detail);
+        let c = clock_skew(at(0), at(2), at(40));
+        assert_eq!(c.status, Status::Pass);
+        assert!(c.detail.contains("37s ahead of"), "{}", c.detail);
+        let c = clock_skew(at(0), at(2), at(-3600));
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.contains("3599s behind") && c.detail.contains("NTP"),
+            "{}",
+            c.detail
+        );
+    }
+
+    #[test]
+    fn a_store_that_ignores_if_none_match_is_a_warning() {
+        assert_eq!(
+            conditional_put(ConditionalPut::Refused).status,
+            Status::Pass
+        );
+        let c = conditional_put(ConditionalPut::Landed(Some("v2".into())));
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.contains("never data") && c.detail.contains("v2"),
+            "{}",
+            c.detail
+        );
+        let c = conditional_put(ConditionalPut::Unknown("timeout".into()));
+        assert_eq!(c.status, Status::Warn);
     }
 }

@@ -1,6 +1,7 @@
 //! Administrative probes of an S3 bucket, for `lockbox doctor`: is
-//! versioning on, is Object Lock on and with which default, and does the
-//! store refuse to delete a locked version?
+//! versioning on, is Object Lock on and with which default, does the store
+//! refuse to delete a locked version, does it honour `If-None-Match: *` on
+//! the versioned bucket, and how far is its clock from this host's?
 //!
 //! The delete probe is the one deliberate delete outside prune. It is not a
 //! deletion path: it names only the canary this module wrote moments before,
@@ -31,6 +32,18 @@ pub enum DeleteVerdict {
     /// The store refused (`AccessDenied`), with its message.
     Refused(String),
     /// The request reached no verdict (network, bad profile…).
+    Unknown(String),
+}
+
+/// What a second put-if-absent of an existing key came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConditionalPut {
+    /// 412 Precondition Failed: the store honours `If-None-Match: *`.
+    Refused,
+    /// The store wrote a new version over the existing key: it ignores the
+    /// condition on this bucket (Ceph RGW before v20 on versioned buckets).
+    Landed(Option<String>),
+    /// The request reached no verdict.
     Unknown(String),
 }
 
@@ -109,6 +122,68 @@ impl S3Backend {
             )
             .map_err(|e| sdk_error(&e))?;
         Ok(put.version_id().map(str::to_string))
+    }
+
+    /// Puts the canary at `key` again, with `If-None-Match: *` as every
+    /// Lockbox put: a store that honours the condition answers 412. A
+    /// version that lands anyway is locked like the first (it expires with
+    /// the same one-day lock).
+    pub fn put_canary_if_absent(
+        &self,
+        key: &str,
+        body: &'static [u8],
+        until: OffsetDateTime,
+    ) -> ConditionalPut {
+        let full = match self.full_key(key) {
+            Ok(k) => k,
+            Err(e) => return ConditionalPut::Unknown(e.to_string()),
+        };
+        let mode = match self.mode {
+            LockMode::Compliance => ObjectLockMode::Compliance,
+            LockMode::Governance => ObjectLockMode::Governance,
+        };
+        let put = self.block_on(
+            self.client()
+                .put_object()
+                .bucket(self.bucket())
+                .key(&full)
+                .if_none_match("*")
+                .body(ByteStream::from_static(body))
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(DateTime::from_secs(until.unix_timestamp() + 1))
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .send(),
+        );
+        match put {
+            Ok(out) => ConditionalPut::Landed(out.version_id().map(str::to_string)),
+            Err(SdkError::ServiceError(se))
+                if se.raw().status().as_u16() == 412
+                    || se.err().code() == Some("PreconditionFailed") =>
+            {
+                ConditionalPut::Refused
+            }
+            Err(e) => ConditionalPut::Unknown(sdk_error(&e)),
+        }
+    }
+
+    /// The store's LastModified of one version of `key`: its clock's time
+    /// of the write, to whole seconds.
+    pub fn stored_time(&self, key: &str, version: &str) -> Result<OffsetDateTime, String> {
+        let full = self.full_key(key).map_err(|e| e.to_string())?;
+        let head = self
+            .block_on(
+                self.client()
+                    .head_object()
+                    .bucket(self.bucket())
+                    .key(&full)
+                    .version_id(version)
+                    .send(),
+            )
+            .map_err(|e| sdk_error(&e))?;
+        let t = head
+            .last_modified()
+            .ok_or("the store sent no Last-Modified")?;
+        OffsetDateTime::from_unix_timestamp(t.secs()).map_err(|e| e.to_string())
     }
 
     /// Tries to delete one version of the canary at `key`, with this
