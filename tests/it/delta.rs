@@ -270,7 +270,7 @@ fn on_s3_every_base_is_locked_as_long_as_each_snapshot_whose_deltas_use_it() {
         return;
     };
     let bucket = s.bucket(true);
-    let v = Vault::s3(&s.endpoint, &bucket, "lock_slack_days = 0\n");
+    let v = Vault::s3(&s, &bucket, "lock_slack_days = 0\n");
     v.ok(&["init"]);
     let c = s.admin.client();
     let get = |key: &str| -> Vec<u8> {

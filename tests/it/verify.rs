@@ -277,7 +277,7 @@ fn s3_tampering_and_corruption_are_named() {
         return;
     };
     let bucket = s.bucket(true);
-    let v = Vault::s3(&s.endpoint, &bucket, "lock_mode = \"governance\"");
+    let v = Vault::s3(&s, &bucket, "lock_mode = \"governance\"");
     v.ok(&["init"]);
     v.backup_bytes("orders", &mixed_data(8 << 20, 6));
     assert_eq!(verify(&v, &["--read-data"]).0, 0);
