@@ -1398,6 +1398,14 @@ mod tests {
                     )
                     .send(),
             )
+            .map(|_| ())
+            .map_err(|e| {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                (
+                    status,
+                    aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+                )
+            })
         };
         let shorter = lock_secs(until) - 86_400;
         let tries = [
@@ -1433,22 +1441,16 @@ mod tests {
                 .unwrap()
                 .unwrap();
             if kind.enforces_like_s3() {
-                let e = r.expect_err(&format!("{kind}: {what} a COMPLIANCE lock succeeded"));
-                assert_eq!(
-                    e.raw_response().map(|r| r.status().as_u16()),
-                    Some(403),
-                    "{kind}: {what}"
-                );
+                let (status, e) =
+                    r.expect_err(&format!("{kind}: {what} a COMPLIANCE lock succeeded"));
+                assert_eq!(status, Some(403), "{kind}: {what}: {e}");
                 assert_eq!(lock, Some(ObjectLockMode::Compliance), "{kind}: {what}");
                 assert!(
                     info.retain_until.unwrap().unix_timestamp() >= lock_secs(until),
                     "{kind}: {what}: the lock was shortened"
                 );
             } else {
-                eprintln!(
-                    "{kind}: {what} a COMPLIANCE lock: {:?}",
-                    r.map(|_| ()).map_err(|e| e.to_string())
-                );
+                eprintln!("{kind}: {what} a COMPLIANCE lock: {r:?}");
             }
         }
         // Extending stays possible, and Lockbox never asks for less.
