@@ -1,7 +1,8 @@
 //! Concurrent writers, the scale-out path: several `lockbox backup`
 //! processes with their own state directories write one repository at the
 //! same time — different sources and the same source, on the local backend
-//! and on the S3 test server. Both snapshots are valid, data shared between
+//! and on each S3 test server (`concurrent::moto::concurrent_writers_s3`,
+//! `concurrent::seaweedfs::concurrent_writers_s3`). Both snapshots are valid, data shared between
 //! them is stored once, no object is lost, and `catalog rebuild` on a fresh
 //! host sees every snapshot.
 
@@ -9,12 +10,15 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use lockbox_vault::storage::s3::test_server::ServerKind;
 use lockbox_vault::storage::{LockMode, ReadBackend};
 use serde_json::Value;
 
 use crate::support::{self, Vault, mixed_data};
 
 const MIB: usize = 1 << 20;
+
+lockbox_vault::on_each_s3_server!(concurrent_writers_s3);
 
 /// Another backup host of `v`'s repository: its own state dir, same ID key.
 struct Host<'a> {
@@ -94,8 +98,9 @@ fn restore(v: &Vault, source: &str, snapshot: &str) -> Vec<u8> {
 /// them land; the moto test server checks and writes in two steps, so both
 /// can land as two versions of one key (two encryptions of the same
 /// plaintext, both locked, either restores). Counting versions keeps the
-/// assertion exact on both: every stored version was counted as added by
-/// exactly the writer that stored it.
+/// assertion exact on every server: every stored version was counted as
+/// added by exactly the writer that stored it. On SeaweedFS, atomic like
+/// S3, the S3 test also checks that no key got a second version.
 fn scenario(v: &Vault, chunks: &dyn Fn() -> Vec<(String, u64)>) {
     let a = Host::new(v, "host-a");
     let b = Host::new(v, "host-b");
@@ -185,13 +190,12 @@ fn concurrent_writers_local() {
     });
 }
 
-#[test]
-fn concurrent_writers_s3() {
-    let Some(s) = support::s3_server() else {
+fn concurrent_writers_s3(kind: ServerKind) {
+    let Some(s) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = s.bucket(true);
-    let v = Vault::s3(&s.endpoint, &bucket, "");
+    let v = Vault::s3(&s, &bucket, "");
     v.ok(&["init"]);
     let reader = s.backend(&format!("s3://{bucket}/vault"), LockMode::Compliance);
     scenario(&v, &|| {
@@ -203,6 +207,14 @@ fn concurrent_writers_s3() {
                 Ok(())
             })
             .unwrap();
+        if kind.enforces_like_s3() {
+            let keys: HashSet<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(
+                keys.len(),
+                out.len(),
+                "{kind}: If-None-Match let a second version of a chunk land"
+            );
+        }
         out
     });
 }

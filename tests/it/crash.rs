@@ -10,14 +10,17 @@
 //! Iterations: 10 locally and 5 on S3 by default (CI runs these);
 //! `LOCKBOX_CRASH_ITERATIONS=N` sets both, e.g. the long run
 //! `LOCKBOX_CRASH_ITERATIONS=50 cargo test --release --test it crash:: -- --nocapture`.
-//! The seed is printed; `LOCKBOX_CRASH_SEED=N` replays a run. On S3 every
-//! 10 kills get a fresh server and vault (moto keeps all objects in memory).
+//! The seed is printed; `LOCKBOX_CRASH_SEED=N` replays a run. The S3 test
+//! runs on each server (`crash::moto::sigkill_mid_backup_s3`,
+//! `crash::seaweedfs::sigkill_mid_backup_s3`); every 10 kills get a fresh
+//! server and vault (moto keeps all objects in memory).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use lockbox_vault::storage::s3::test_server::ServerKind;
 use lockbox_vault::storage::{LockMode, ReadBackend};
 use serde_json::Value;
 
@@ -232,17 +235,18 @@ fn sigkill_mid_backup_local() {
 /// grow one server past what the machine has.
 const S3_BATCH: u64 = 10;
 
-#[test]
-fn sigkill_mid_backup_s3() {
-    let test = "sigkill_mid_backup_s3";
+lockbox_vault::on_each_s3_server!(sigkill_mid_backup_s3);
+
+fn sigkill_mid_backup_s3(kind: ServerKind) {
+    let test = &format!("sigkill_mid_backup_s3 on {kind}");
     let n = iterations(5);
     let base_seed = seed(test);
     for batch in 0..n.div_ceil(S3_BATCH) {
-        let Some(s) = support::s3_server() else {
+        let Some(s) = support::s3_server_kind(kind) else {
             return;
         };
         let bucket = s.bucket(true);
-        let v = Vault::s3(&s.endpoint, &bucket, "");
+        let v = Vault::s3(&s, &bucket, "");
         v.ok(&["init"]);
         let reader = s.backend(&format!("s3://{bucket}/vault"), LockMode::Governance);
         let chunks: ChunkLister = Box::new(move || {

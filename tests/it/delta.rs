@@ -5,9 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
+use lockbox_vault::storage::s3::test_server::ServerKind;
 use serde_json::Value;
 
 use crate::support::{self, Vault, local, make_writable, mixed_data};
+
+lockbox_vault::on_each_s3_server!(
+    on_s3_every_base_is_locked_as_long_as_each_snapshot_whose_deltas_use_it
+);
 
 const MIB: usize = 1024 * 1024;
 
@@ -264,13 +269,12 @@ fn verify(v: &Vault) -> Vec<Value> {
     report["problems"].as_array().unwrap().clone()
 }
 
-#[test]
-fn on_s3_every_base_is_locked_as_long_as_each_snapshot_whose_deltas_use_it() {
-    let Some(s) = support::s3_server() else {
+fn on_s3_every_base_is_locked_as_long_as_each_snapshot_whose_deltas_use_it(kind: ServerKind) {
+    let Some(s) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = s.bucket(true);
-    let v = Vault::s3(&s.endpoint, &bucket, "lock_slack_days = 0\n");
+    let v = Vault::s3(&s, &bucket, "lock_slack_days = 0\n");
     v.ok(&["init"]);
     let c = s.admin.client();
     let get = |key: &str| -> Vec<u8> {

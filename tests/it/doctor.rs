@@ -1,6 +1,14 @@
-//! `lockbox doctor` against the S3 test server and a local vault.
+//! `lockbox doctor` against both S3 test servers (`doctor::moto::NAME`,
+//! `doctor::seaweedfs::NAME`) and a local vault.
+
+use lockbox_vault::storage::s3::test_server::ServerKind;
 
 use crate::support::{self, Vault};
+
+lockbox_vault::on_each_s3_server!(
+    doctor_passes_on_an_object_lock_bucket_and_probes_another_profile,
+    doctor_fails_on_a_bucket_without_object_lock,
+);
 
 fn checks(out: &std::process::Output) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -20,24 +28,27 @@ fn status<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a str {
         .unwrap()
 }
 
-#[test]
-fn doctor_passes_on_an_object_lock_bucket_and_probes_another_profile() {
-    let Some(s) = support::s3_server() else {
+fn doctor_passes_on_an_object_lock_bucket_and_probes_another_profile(kind: ServerKind) {
+    let Some(s) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = s.bucket(true);
-    let mut v = Vault::s3(&s.endpoint, &bucket, "");
+    let mut v = Vault::s3(&s, &bucket, "");
     v.ok(&["init"]);
     // A backup host: the identity (kept beside the config by the harness)
     // goes where doctor does not look, or doctor FAILs.
     let kept = v.path().join("restore-host");
     std::fs::create_dir(&kept).unwrap();
     std::fs::rename(&v.identity, kept.join("identity.txt")).unwrap();
-    // A second credential ("production's"), known to the SDK as a profile.
+    // A second credential ("production's"), known to the SDK as a profile
+    // (the admin's keys: SeaweedFS checks them, moto accepts any).
     let creds = v.path().join("aws-credentials");
     std::fs::write(
         &creds,
-        "[prod]\naws_access_key_id = test\naws_secret_access_key = test\n",
+        format!(
+            "[prod]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s.access_key, s.secret_key
+        ),
     )
     .unwrap();
     for (k, val) in v.env.iter_mut() {
@@ -81,13 +92,12 @@ fn doctor_passes_on_an_object_lock_bucket_and_probes_another_profile() {
     );
 }
 
-#[test]
-fn doctor_fails_on_a_bucket_without_object_lock() {
-    let Some(s) = support::s3_server() else {
+fn doctor_fails_on_a_bucket_without_object_lock(kind: ServerKind) {
+    let Some(s) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = s.bucket(false);
-    let v = Vault::s3(&s.endpoint, &bucket, "");
+    let v = Vault::s3(&s, &bucket, "");
     let out = v.cmd().args(["doctor", "--json"]).output().unwrap();
     let c = checks(&out);
     assert_eq!(out.status.code(), Some(1), "{c:#?}");

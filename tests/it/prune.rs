@@ -252,7 +252,7 @@ fn s3_prune_needs_its_own_profile_and_deletes_exact_versions() {
         return;
     };
     let bucket = s.bucket(true);
-    let mut v = Vault::s3_with(&s.endpoint, &bucket, |c| c.s3_profile("writer").raw(POLICY));
+    let mut v = Vault::s3_with(&s, &bucket, |c| c.s3_profile("writer").raw(POLICY));
     // Both profiles exist for the SDK; moto accepts any credentials.
     let creds = v.path().join("aws-credentials");
     std::fs::write(

@@ -1,23 +1,33 @@
-//! End to end against the S3 test server (moto, started by
-//! `tests/support/s3-server`): the real binary backs up into and restores
-//! from an Object Lock bucket.
+//! End to end against both S3 test servers: the real binary backs up into
+//! and restores from an Object Lock bucket. Each test runs once per server,
+//! as `s3::moto::NAME` and `s3::seaweedfs::NAME`.
 //!
-//! What these tests can and cannot show: moto refuses versioned deletes of
-//! locked versions and makes delete markers like S3, so those are checked.
-//! It does NOT refuse shortening a COMPLIANCE retention; the tests only show
-//! that Lockbox never asks for a shorter one, not that storage would refuse.
+//! What the servers can and cannot show: both refuse versioned deletes of
+//! locked versions and make delete markers like S3, so those are checked on
+//! both. moto (`tests/support/s3-server`) does NOT refuse shortening a
+//! COMPLIANCE retention; SeaweedFS (`tests/support/seaweedfs-server`) does,
+//! as S3 does, and there the tests check that storage refuses it too, not
+//! only that Lockbox never asks for it.
 
 use std::process::Stdio;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectLockMode;
-use lockbox_vault::storage::s3::test_server::TestServer;
+use lockbox_vault::storage::s3::test_server::{ServerKind, TestServer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::support::{self, Vault, mixed_data};
 
 const MIB: usize = 1 << 20;
+
+lockbox_vault::on_each_s3_server!(
+    s3_backup_restore_roundtrip_with_compliance_locks,
+    s3_restore_survives_delete_markers_and_garbage_versions,
+    s3_reused_chunk_retention_is_extended_for_a_longer_lock,
+    s3_init_refuses_bucket_without_object_lock,
+    s3_storage_lost_mid_backup_leaves_no_snapshot_and_rerun_reuses_chunks,
+);
 
 /// An object in the bucket, as HeadObject reports its current version.
 struct Obj {
@@ -82,13 +92,12 @@ fn restore(v: &Vault, source: &str) -> (Vec<u8>, String) {
     (std::fs::read(&target).unwrap(), stderr)
 }
 
-#[test]
-fn s3_backup_restore_roundtrip_with_compliance_locks() {
-    let Some(s) = support::s3_server() else {
+fn s3_backup_restore_roundtrip_with_compliance_locks(kind: ServerKind) {
+    let Some(s) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = s.bucket(true);
-    let v = Vault::s3(&s.endpoint, &bucket, "");
+    let v = Vault::s3(&s, &bucket, "");
     v.ok(&["init"]);
     let data = mixed_data(12 * MIB, 1);
     let summary = v.backup_bytes("orders", &data);
@@ -122,15 +131,50 @@ fn s3_backup_restore_roundtrip_with_compliance_locks() {
     // A second backup of the same data writes no chunk again.
     let again = v.backup_bytes("orders", &data);
     assert_eq!(again["added_bytes"], 0);
+
+    // Storage itself refuses to shorten the locks, the admin's bypass
+    // header notwithstanding (moto 5.1.22 does not: there Lockbox only
+    // shows it never asks for a shorter lock).
+    if kind.enforces_like_s3() {
+        let c = s.admin.client();
+        let chunk = objs.iter().find(|o| o.key.contains("/chunks/")).unwrap();
+        for bypass in [false, true] {
+            let r = s.admin.block_on(
+                c.put_object_retention()
+                    .bucket(&bucket)
+                    .key(&chunk.key)
+                    .bypass_governance_retention(bypass)
+                    .retention(
+                        aws_sdk_s3::types::ObjectLockRetention::builder()
+                            .mode(aws_sdk_s3::types::ObjectLockRetentionMode::Compliance)
+                            .retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+                                OffsetDateTime::now_utc().unix_timestamp() + 60,
+                            ))
+                            .build(),
+                    )
+                    .send(),
+            );
+            assert!(
+                r.is_err(),
+                "{kind}: shortening a COMPLIANCE lock (bypass {bypass}) succeeded"
+            );
+        }
+        let after = objects(&s, &bucket);
+        let now = after.iter().find(|o| o.key == chunk.key).unwrap();
+        assert_eq!(
+            now.retain_until, chunk.retain_until,
+            "{kind}: the lock changed"
+        );
+        assert_eq!(now.mode, Some(ObjectLockMode::Compliance), "{kind}");
+    }
 }
 
-#[test]
-fn s3_restore_survives_delete_markers_and_garbage_versions() {
-    let Some(s) = support::s3_server() else {
+fn s3_restore_survives_delete_markers_and_garbage_versions(kind: ServerKind) {
+    let Some(s) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = s.bucket(true);
-    let v = Vault::s3(&s.endpoint, &bucket, "");
+    let v = Vault::s3(&s, &bucket, "");
     v.ok(&["init"]);
     let data = mixed_data(8 * MIB, 2);
     v.backup_bytes("orders", &data);
@@ -214,13 +258,12 @@ fn s3_restore_survives_delete_markers_and_garbage_versions() {
     assert_eq!(count(), n, "the same tampering was recorded twice");
 }
 
-#[test]
-fn s3_reused_chunk_retention_is_extended_for_a_longer_lock() {
-    let Some(s) = support::s3_server() else {
+fn s3_reused_chunk_retention_is_extended_for_a_longer_lock(kind: ServerKind) {
+    let Some(s) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = s.bucket(true);
-    let v = Vault::s3(&s.endpoint, &bucket, "");
+    let v = Vault::s3(&s, &bucket, "");
     v.ok(&["init"]);
     let data = mixed_data(6 * MIB, 3);
     let first = v.backup_bytes("orders", &data);
@@ -259,13 +302,12 @@ fn s3_reused_chunk_retention_is_extended_for_a_longer_lock() {
     assert!(restored == data);
 }
 
-#[test]
-fn s3_init_refuses_bucket_without_object_lock() {
-    let Some(s) = support::s3_server() else {
+fn s3_init_refuses_bucket_without_object_lock(kind: ServerKind) {
+    let Some(s) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = s.bucket(false);
-    let v = Vault::s3(&s.endpoint, &bucket, "");
+    let v = Vault::s3(&s, &bucket, "");
     let (code, stderr) = v.fails(&["init"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -355,14 +397,13 @@ impl Relay {
     }
 }
 
-#[test]
-fn s3_storage_lost_mid_backup_leaves_no_snapshot_and_rerun_reuses_chunks() {
-    let Some(s) = support::s3_server() else {
+fn s3_storage_lost_mid_backup_leaves_no_snapshot_and_rerun_reuses_chunks(kind: ServerKind) {
+    let Some(s) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = s.bucket(true);
     let relay = Relay::start(&s.endpoint);
-    let v = Vault::s3(&relay.endpoint(), &bucket, "");
+    let v = Vault::s3_via(&s, &relay.endpoint(), &bucket, "");
     v.ok(&["init"]);
     let data = mixed_data(64 * MIB, 4);
     let input = v.path().join("big.bin");

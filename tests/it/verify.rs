@@ -4,9 +4,12 @@
 
 use std::path::Path;
 
+use lockbox_vault::storage::s3::test_server::ServerKind;
 use serde_json::Value;
 
 use crate::support::{self, Vault, local, make_writable, mixed_data};
+
+lockbox_vault::on_each_s3_server!(s3_tampering_and_corruption_are_named);
 
 fn verify(v: &Vault, args: &[&str]) -> (i32, Value) {
     let mut all = vec!["verify", "--json"];
@@ -264,20 +267,19 @@ fn samples_are_reproducible_from_the_printed_seed() {
     assert_eq!(code, 2);
 }
 
-/// On S3 (moto): a delete marker and a garbage version over locked chunks
+/// On S3 (each test server): a delete marker and a garbage version over locked chunks
 /// are reported as tampering (the locked originals still verify); with the
 /// original version gone too — possible here only because the test bucket
 /// uses GOVERNANCE mode and the admin bypasses it — the garbage is reported
 /// as corruption, naming the object. Under COMPLIANCE no one can remove the
 /// original, which is the point of Object Lock.
-#[test]
-fn s3_tampering_and_corruption_are_named() {
+fn s3_tampering_and_corruption_are_named(kind: ServerKind) {
     use aws_sdk_s3::primitives::ByteStream;
-    let Some(s) = support::s3_server() else {
+    let Some(s) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = s.bucket(true);
-    let v = Vault::s3(&s.endpoint, &bucket, "lock_mode = \"governance\"");
+    let v = Vault::s3(&s, &bucket, "lock_mode = \"governance\"");
     v.ok(&["init"]);
     v.backup_bytes("orders", &mixed_data(8 << 20, 6));
     assert_eq!(verify(&v, &["--read-data"]).0, 0);

@@ -1,8 +1,8 @@
 //! Storage faults: backup and restore through the fault-injecting decorator
-//! (`storage::faulty`) around real backends — the local one, and the S3 test
-//! server when it can be started — under the retry decorator every command
+//! (`storage::faulty`) around real backends — the local one, and each S3 test
+//! server (moto and SeaweedFS) — under the retry decorator every command
 //! uses. Also real faults: the S3 server becomes unreachable mid-run (its
-//! port closed, connections in flight reset) and comes back.
+//! port closed, connections in flight reset) and comes back, on each server.
 //!
 //! What must hold: transient faults are retried and change nothing; a put
 //! that landed but reported failure is a success (put-if-absent, content
@@ -22,7 +22,7 @@ use lockbox_vault::keys::{self, Identities, Recipients};
 use lockbox_vault::repository::{self, WriteRepo};
 use lockbox_vault::source::DumpStream;
 use lockbox_vault::storage::faulty::{Fault, Faulty, Op, Rule, Trigger};
-use lockbox_vault::storage::s3::test_server::TestServer;
+use lockbox_vault::storage::s3::test_server::{ServerKind, TestServer};
 use lockbox_vault::storage::{
     LocalBackend, LockMode, ReadBackend, RetryPolicy, Retrying, WriteBackend,
 };
@@ -81,19 +81,25 @@ impl Repo {
         Self::init(raw, None, dir)
     }
 
-    fn s3() -> Option<Self> {
-        let server = support::s3_server()?;
+    fn s3(kind: ServerKind) -> Option<Self> {
+        let server = support::s3_server_kind(kind)?;
         let bucket = server.bucket(true);
         let raw: Arc<dyn WriteBackend> =
             Arc::new(server.backend(&format!("s3://{bucket}/vault"), LockMode::Governance));
         Some(Self::init(raw, Some(server), tempfile::tempdir().unwrap()))
     }
 
-    /// The local repository, and the S3 one when the server can be started.
+    /// The local repository, and one on each S3 test server that can be
+    /// started.
     fn all() -> Vec<(&'static str, Self)> {
         let mut out = vec![("local", Self::local())];
-        if let Some(s3) = Self::s3() {
-            out.push(("s3", s3));
+        for (name, kind) in [
+            ("s3 on moto", ServerKind::Moto),
+            ("s3 on seaweedfs", ServerKind::SeaweedFs),
+        ] {
+            if let Some(s3) = Self::s3(kind) {
+                out.push((name, s3));
+            }
         }
         out
     }
@@ -392,11 +398,12 @@ fn restore_reports_persistent_damage_naming_the_object_and_writes_nothing() {
     }
 }
 
+lockbox_vault::on_each_s3_server!(s3_outage_mid_run_is_ridden_out_or_fails_cleanly);
+
 /// Real faults: the S3 server's port goes dark mid-backup and mid-restore
 /// (connections refused, those in flight reset), then comes back.
-#[test]
-fn s3_outage_mid_run_is_ridden_out_or_fails_cleanly() {
-    let Some(server) = support::s3_server() else {
+fn s3_outage_mid_run_is_ridden_out_or_fails_cleanly(kind: ServerKind) {
+    let Some(server) = support::s3_server_kind(kind) else {
         return;
     };
     let bucket = server.bucket(true);
@@ -406,19 +413,11 @@ fn s3_outage_mid_run_is_ridden_out_or_fails_cleanly() {
     let url = format!("s3://{bucket}/vault");
     let direct: Arc<dyn WriteBackend> = Arc::new(server.backend(&url, LockMode::Governance));
     let r = Repo::init(direct, None, tempfile::tempdir().unwrap());
-    let via_proxy = lockbox_vault::storage::S3Backend::open_with_static_credentials(
+    let via_proxy = server.backend_via(
+        &format!("http://127.0.0.1:{}", proxy.port()),
         &url,
-        &lockbox_vault::storage::S3Settings {
-            endpoint: Some(format!("http://127.0.0.1:{}", proxy.port())),
-            region: Some("us-east-1".into()),
-            path_style: true,
-            ..Default::default()
-        },
         LockMode::Governance,
-        "test",
-        "test",
-    )
-    .unwrap();
+    );
     // About 6 s of patience: 0.25 + 0.5 + 1 + 2 + 2 s, plus the SDK's own.
     let patient = RetryPolicy {
         attempts: 6,

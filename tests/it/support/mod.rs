@@ -11,7 +11,7 @@ pub mod skip;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use lockbox_vault::storage::s3::test_server::TestServer;
+use lockbox_vault::storage::s3::test_server::{ServerKind, TestServer};
 
 pub use config::TestConfig;
 
@@ -61,31 +61,31 @@ impl Vault {
         v
     }
 
-    /// A vault in `s3://BUCKET/vault` on the test server `endpoint`, with
-    /// dummy credentials in the environment (never in the config); not
+    /// A vault in `s3://BUCKET/vault` on the test server `s`, with its
+    /// admin credentials in the environment (never in the config); not
     /// initialised yet. `extra` is appended to the `[repository]` section.
-    pub fn s3(endpoint: &str, bucket: &str, extra: &str) -> Self {
-        Self::s3_with(endpoint, bucket, |c| c.raw(extra))
+    pub fn s3(s: &TestServer, bucket: &str, extra: &str) -> Self {
+        Self::s3_via(s, &s.endpoint, bucket, extra)
+    }
+
+    /// Like [`Vault::s3`] through `endpoint`, a relay in front of `s`.
+    pub fn s3_via(s: &TestServer, endpoint: &str, bucket: &str, extra: &str) -> Self {
+        Self::configured(
+            |dir| TestConfig::s3(dir, endpoint, bucket).raw(extra),
+            s3_env(s),
+        )
     }
 
     /// Like [`Vault::s3`], with the config `configure` makes of the default.
     pub fn s3_with(
-        endpoint: &str,
+        s: &TestServer,
         bucket: &str,
         configure: impl FnOnce(TestConfig) -> TestConfig,
     ) -> Self {
-        let env = [
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_CONFIG_FILE", "/nonexistent/lockbox-test"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/lockbox-test"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        Self::configured(|dir| configure(TestConfig::s3(dir, endpoint, bucket)), env)
+        Self::configured(
+            |dir| configure(TestConfig::s3(dir, &s.endpoint, bucket)),
+            s3_env(s),
+        )
     }
 
     /// A local vault with `extra` TOML appended to the config; no init.
@@ -264,13 +264,35 @@ impl Vault {
     }
 }
 
-/// A fresh S3 test server for the running test, or `None` after
+/// A fresh moto S3 test server for the running test, or `None` after
 /// [`skip::skip`] when it cannot start.
 pub fn s3_server() -> Option<TestServer> {
+    s3_server_kind(ServerKind::Moto)
+}
+
+/// A fresh S3 test server of `kind` for the running test, or `None` after
+/// [`skip::skip`] when it cannot start.
+pub fn s3_server_kind(kind: ServerKind) -> Option<TestServer> {
     skip::require(
-        "the S3 test server (tests/support/s3-server)",
-        TestServer::start(),
+        &format!("the {kind} S3 test server ({})", kind.script()),
+        TestServer::start_kind(kind),
     )
+}
+
+/// The environment a `lockbox` run needs for the test server `s`: its admin
+/// credentials, and nothing from the host's AWS configuration.
+pub fn s3_env(s: &TestServer) -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", s.access_key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", s.secret_key.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent/lockbox-test"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/lockbox-test"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 /// Makes a file writable so a test can damage it (simulating an attacker

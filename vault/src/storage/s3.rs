@@ -1160,10 +1160,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn s3_backend_passes_conformance() {
-        let Some(server) = test_server::TestServer::start_or_skip("s3_backend_passes_conformance")
-        else {
+    use test_server::{ServerKind, TestServer};
+
+    crate::on_each_s3_server!(
+        s3_backend_passes_conformance,
+        reads_survive_delete_markers_and_new_versions,
+        check_ready_refuses_bucket_without_object_lock,
+        governance_mode_is_written_when_configured,
+        concurrent_puts_of_one_key_land_once,
+        compliance_retention_cannot_be_shortened,
+    );
+
+    fn server(test: &str, kind: ServerKind) -> Option<TestServer> {
+        TestServer::start_or_skip_kind(&format!("{test} on {kind}"), kind)
+    }
+
+    fn s3_backend_passes_conformance(kind: ServerKind) {
+        let Some(server) = server("s3_backend_passes_conformance", kind) else {
             return;
         };
         let bucket = server.bucket(true);
@@ -1180,9 +1193,8 @@ mod tests {
         .unwrap();
     }
 
-    #[test]
-    fn reads_survive_delete_markers_and_new_versions() {
-        let Some(server) = test_server::TestServer::start_or_skip("reads_survive_tampering") else {
+    fn reads_survive_delete_markers_and_new_versions(kind: ServerKind) {
+        let Some(server) = server("reads_survive_delete_markers_and_new_versions", kind) else {
             return;
         };
         let bucket = server.bucket(true);
@@ -1277,9 +1289,8 @@ mod tests {
         assert_eq!(&v.data[..], b"garbage");
     }
 
-    #[test]
-    fn check_ready_refuses_bucket_without_object_lock() {
-        let Some(server) = test_server::TestServer::start_or_skip("check_ready_refuses") else {
+    fn check_ready_refuses_bucket_without_object_lock(kind: ServerKind) {
+        let Some(server) = server("check_ready_refuses_bucket_without_object_lock", kind) else {
             return;
         };
         let bucket = server.bucket(false);
@@ -1292,9 +1303,8 @@ mod tests {
         assert!(err.contains("--object-lock-enabled-for-bucket"), "{err}");
     }
 
-    #[test]
-    fn governance_mode_is_written_when_configured() {
-        let Some(server) = test_server::TestServer::start_or_skip("governance_mode") else {
+    fn governance_mode_is_written_when_configured(kind: ServerKind) {
+        let Some(server) = server("governance_mode_is_written_when_configured", kind) else {
             return;
         };
         let bucket = server.bucket(true);
@@ -1304,5 +1314,153 @@ mod tests {
         let (info, _, mode) = b.block_on(b.head_async("k/x", None)).unwrap().unwrap();
         assert_eq!(mode, Some(ObjectLockMode::Governance));
         assert!(info.retain_until.unwrap().unix_timestamp() >= lock_secs(until));
+    }
+
+    /// Eight puts of one key at once: `If-None-Match: *` lets exactly one
+    /// land. moto checks and writes in two steps, so there more than one
+    /// may land (each a version of the key); SeaweedFS, like S3, is atomic.
+    fn concurrent_puts_of_one_key_land_once(kind: ServerKind) {
+        let Some(server) = server("concurrent_puts_of_one_key_land_once", kind) else {
+            return;
+        };
+        let bucket = server.bucket(true);
+        let b = server.backend(&format!("s3://{bucket}/p"), LockMode::Compliance);
+        let until = OffsetDateTime::now_utc() + time::Duration::days(1);
+        // SeaweedFS serialises conditional puts of one key: each waiting put
+        // is answered about a second after the one before it (about 7 s for
+        // the eight here), so one round only.
+        let key = "chunks/cc/race";
+        let barrier = std::sync::Barrier::new(8);
+        let outcomes: Vec<StorageResult<PutOutcome>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let (b, barrier) = (&b, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        b.put(key, Bytes::from(vec![i; 1000]), until)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let created = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(PutOutcome::Created)))
+            .count();
+        let versions = b.block_on(b.versions_async(key)).unwrap();
+        assert!(created >= 1, "{kind}: no put of {key} landed: {outcomes:?}");
+        assert_eq!(
+            versions.len(),
+            created,
+            "{kind}: {created} puts of {key} reported created, {} versions stored",
+            versions.len()
+        );
+        if kind.enforces_like_s3() {
+            assert_eq!(
+                created, 1,
+                "{kind}: If-None-Match is not atomic: {outcomes:?}"
+            );
+            assert!(
+                outcomes
+                    .iter()
+                    .all(|o| matches!(o, Ok(PutOutcome::Created | PutOutcome::AlreadyExists))),
+                "{kind}: {outcomes:?}"
+            );
+        } else if created > 1 {
+            eprintln!("{kind}: {created} concurrent puts of {key} landed (not atomic)");
+        }
+    }
+
+    /// Nobody, the admin included, can shorten a COMPLIANCE retention or turn
+    /// it into GOVERNANCE, with or without the bypass header. SeaweedFS
+    /// refuses like S3; moto 5.1.22 allows it, so there this only shows what
+    /// moto does.
+    fn compliance_retention_cannot_be_shortened(kind: ServerKind) {
+        let Some(server) = server("compliance_retention_cannot_be_shortened", kind) else {
+            return;
+        };
+        let bucket = server.bucket(true);
+        let b = server.backend(&format!("s3://{bucket}/p"), LockMode::Compliance);
+        let until = OffsetDateTime::now_utc() + time::Duration::days(2);
+        b.put("chunks/dd/locked", Bytes::from_static(b"locked"), until)
+            .unwrap();
+        let c = b.client();
+        let attempt = |mode: ObjectLockRetentionMode, secs: i64, bypass: bool| {
+            b.block_on(
+                c.put_object_retention()
+                    .bucket(&bucket)
+                    .key("p/chunks/dd/locked")
+                    .set_bypass_governance_retention(bypass.then_some(true))
+                    .retention(
+                        ObjectLockRetention::builder()
+                            .mode(mode)
+                            .retain_until_date(DateTime::from_secs(secs))
+                            .build(),
+                    )
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                (
+                    status,
+                    aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+                )
+            })
+        };
+        let shorter = lock_secs(until) - 86_400;
+        let tries = [
+            (
+                "shorten",
+                ObjectLockRetentionMode::Compliance,
+                shorter,
+                false,
+            ),
+            (
+                "shorten with bypass",
+                ObjectLockRetentionMode::Compliance,
+                shorter,
+                true,
+            ),
+            (
+                "make GOVERNANCE",
+                ObjectLockRetentionMode::Governance,
+                lock_secs(until),
+                false,
+            ),
+            (
+                "make GOVERNANCE with bypass",
+                ObjectLockRetentionMode::Governance,
+                lock_secs(until),
+                true,
+            ),
+        ];
+        for (what, mode, secs, bypass) in tries {
+            let r = attempt(mode, secs, bypass);
+            let (info, _, lock) = b
+                .block_on(b.head_async("chunks/dd/locked", None))
+                .unwrap()
+                .unwrap();
+            if kind.enforces_like_s3() {
+                let (status, e) =
+                    r.expect_err(&format!("{kind}: {what} a COMPLIANCE lock succeeded"));
+                assert_eq!(status, Some(403), "{kind}: {what}: {e}");
+                assert_eq!(lock, Some(ObjectLockMode::Compliance), "{kind}: {what}");
+                assert!(
+                    info.retain_until.unwrap().unix_timestamp() >= lock_secs(until),
+                    "{kind}: {what}: the lock was shortened"
+                );
+            } else {
+                eprintln!("{kind}: {what} a COMPLIANCE lock: {r:?}");
+            }
+        }
+        // Extending stays possible, and Lockbox never asks for less.
+        let later = until + time::Duration::days(3);
+        b.extend_retention("chunks/dd/locked", later).unwrap();
+        let info = b.head("chunks/dd/locked").unwrap().unwrap();
+        assert!(
+            info.retain_until.unwrap().unix_timestamp() >= lock_secs(later),
+            "{kind}"
+        );
     }
 }

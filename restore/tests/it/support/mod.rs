@@ -9,13 +9,13 @@ pub mod proxy;
 #[path = "../../../../tests/it/support/skip.rs"]
 pub mod skip;
 
-use lockbox_vault::storage::s3::test_server::TestServer;
+use lockbox_vault::storage::s3::test_server::{ServerKind, TestServer};
 
-/// A fresh S3 test server for the running test, or `None` after
+/// A fresh S3 test server of `kind` for the running test, or `None` after
 /// [`skip::skip`] when it cannot start.
-pub fn s3_server() -> Option<TestServer> {
+pub fn s3_server_kind(kind: ServerKind) -> Option<TestServer> {
     skip::require(
-        "the S3 test server (tests/support/s3-server)",
-        TestServer::start(),
+        &format!("the {kind} S3 test server ({})", kind.script()),
+        TestServer::start_kind(kind),
     )
 }
