@@ -31,6 +31,7 @@ mod locks_and_backup_all;
 mod mariadb;
 mod monitoring_examples;
 mod notify;
+mod origin_story;
 mod permissions;
 mod postgres;
 mod prune;
