@@ -1,5 +1,6 @@
 //! The architecture, checked: no import cycles between the files of a crate,
-//! no command module reaching into another, and `unsafe` only in `sys`.
+//! no command module reaching into another, `unsafe` only in `sys`, and
+//! every test starting the binary through `support::lockbox()`.
 //!
 //! It reads the sources as text (every `use` and every `crate::`/`super::`
 //! path, resolved to the file that defines the module) rather than asking
@@ -392,6 +393,38 @@ fn unsafe_code_lives_only_in_sys() {
     assert!(
         found.is_empty(),
         "`unsafe` outside vault/src/sys.rs:\n{}",
+        found.join("\n")
+    );
+}
+
+/// `support::lockbox()` points `LOCKBOX_CONFIG` at a path that cannot
+/// exist, so a test that forgets `--config` fails instead of reading the
+/// host's `/etc/lockbox/lockbox.toml`. A test that starts the binary any
+/// other way loses that guard.
+#[test]
+fn tests_start_the_binary_through_support_lockbox() {
+    let mut files = Vec::new();
+    rust_files(&root().join("tests/it"), &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        if file.ends_with("support/mod.rs") || file.ends_with("architecture.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("Command::new(") && line.contains("BIN") {
+                found.push(format!(
+                    "{}: line {}: {}",
+                    file.display(),
+                    n + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "start lockbox with support::lockbox():\n{}",
         found.join("\n")
     );
 }

@@ -404,7 +404,7 @@ fn shipped_configs_refuse_the_placeholder_recipient() {
             &format!("state_dir = {:?}", state.display().to_string()),
         );
         std::fs::write(&path, text).unwrap();
-        let out = std::process::Command::new(crate::support::BIN)
+        let out = crate::support::lockbox()
             .arg("--config")
             .arg(&path)
             .args(["config", "check"])
@@ -420,22 +420,7 @@ fn shipped_configs_refuse_the_placeholder_recipient() {
     }
 
     // The ConfigMap's config with a real recipient: parsed and accepted.
-    let key = dir.path().join("identity.txt");
-    let out = std::process::Command::new(crate::support::BIN)
-        .args(["keygen", "--output"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recipient = std::fs::read_to_string(&key)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
-        .expect("the recipient in the identity file");
+    let recipient = crate::support::keygen(&dir.path().join("identity.txt"));
     let state = dir.path().join("k8s-state");
     let text = k8s.replace(PLACEHOLDER, &recipient).replace(
         r#"state_dir = "/var/lib/lockbox/state""#,
@@ -443,7 +428,7 @@ fn shipped_configs_refuse_the_placeholder_recipient() {
     );
     let path = dir.path().join("k8s-ok.toml");
     std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(crate::support::BIN)
+    let out = crate::support::lockbox()
         .arg("--config")
         .arg(&path)
         .args(["config", "check", "--json"])

@@ -53,21 +53,7 @@ fn origin_story_full_credentials_cannot_destroy_the_backups() {
     v.backup_bytes("orders", &day2);
 
     let c = s.admin.client();
-    let listed = s
-        .admin
-        .block_on(c.list_object_versions().bucket(&bucket).send())
-        .unwrap();
-    assert_ne!(listed.is_truncated(), Some(true), "test buckets stay small");
-    let versions: Vec<(String, String)> = listed
-        .versions()
-        .iter()
-        .map(|v| {
-            (
-                v.key().unwrap().to_string(),
-                v.version_id().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let versions = support::s3_versions(&s, &bucket, "");
     assert!(versions.len() >= 6, "{versions:?}");
 
     let mut log = String::new();

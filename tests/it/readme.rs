@@ -443,14 +443,7 @@ fn localise(text: &str, tmp: &Path) -> String {
 }
 
 fn keygen(dir: &Path) -> String {
-    let out = crate::support::lockbox()
-        .arg("keygen")
-        .arg("--output")
-        .arg(dir.join("identity.txt"))
-        .output()
-        .expect("run keygen");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    crate::support::keygen(&dir.join("identity.txt"))
 }
 
 /// Asks `lockbox config check` whether `config` is valid, without touching

@@ -22,6 +22,49 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_lockbox");
 /// `/etc/lockbox/lockbox.toml` (the default) by accident.
 pub const NO_CONFIG: &str = "/nonexistent/lockbox-test-passes---config.toml";
 
+/// `lockbox keygen --output identity`: writes a new identity there and
+/// returns its recipient.
+pub fn keygen(identity: &Path) -> String {
+    let out = lockbox()
+        .args(["keygen", "--output"])
+        .arg(identity)
+        .output()
+        .expect("run keygen");
+    assert!(
+        out.status.success(),
+        "keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Every (key, version id) stored under `prefix` of `bucket`, as the
+/// server's admin lists them (test buckets stay within one page).
+pub fn s3_versions(s: &TestServer, bucket: &str, prefix: &str) -> Vec<(String, String)> {
+    let listed = s
+        .admin
+        .block_on(
+            s.admin
+                .client()
+                .list_object_versions()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send(),
+        )
+        .unwrap();
+    assert_ne!(listed.is_truncated(), Some(true), "test buckets stay small");
+    listed
+        .versions()
+        .iter()
+        .map(|v| {
+            (
+                v.key().unwrap().to_string(),
+                v.version_id().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The `lockbox` binary as every test starts it: `LOCKBOX_CONFIG` points
 /// at [`NO_CONFIG`] unless the test sets its own (`--config` wins over it),
 /// and no identity comes from the environment.
@@ -98,17 +141,7 @@ impl Vault {
     pub fn configured(base: impl FnOnce(&Path) -> TestConfig, env: Vec<(String, String)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let identity = dir.path().join("identity.txt");
-        let out = lockbox()
-            .args(["keygen", "--output"])
-            .arg(&identity)
-            .output()
-            .expect("run keygen");
-        assert!(
-            out.status.success(),
-            "keygen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let recipient = keygen(&identity);
         let settings = base(dir.path()).recipient(&recipient);
         let config = dir.path().join("lockbox.toml");
         settings.write(&config);
